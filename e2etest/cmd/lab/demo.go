@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/heraldlb/herald/e2etest/lab"
+)
+
+// demo does what a user would: create a Deployment, expose it, and curl it
+// from the LAN's client host, showing which pods answered.
+func demo(l *lab.Lab) error {
+	kubectl := func(args ...string) (string, error) {
+		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+		cmd := exec.Command(l.BinDir+"/kubectl", args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+l.Kubeconfig)
+		out, err := cmd.CombinedOutput()
+		fmt.Print(string(out))
+		if err != nil {
+			return "", fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	steps := [][]string{
+		{"create", "deployment", "web", "--image=registry.k8s.io/e2e-test-images/agnhost:2.53", "--replicas=3", "--port=80"},
+		{"expose", "deployment", "web", "--type=NodePort", "--port=80"},
+		{"rollout", "status", "deployment/web", "--timeout=60s"},
+		{"get", "pods", "-o", "wide"},
+	}
+	for _, s := range steps {
+		if _, err := kubectl(s...); err != nil {
+			return err
+		}
+	}
+	port, err := kubectl("get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	url := fmt.Sprintf("http://%s:%s/", l.Nodes[0].IPv4, port)
+	pods, err := curlLoop(context.Background(), url, 12)
+	if err != nil {
+		return err
+	}
+	if len(pods) < 2 {
+		return fmt.Errorf("demo: only %v answered %s; kube-proxy should spread requests over the pods", pods, url)
+	}
+	fmt.Printf("\n%d different pods answered through %s: %s\n", len(pods), url, strings.Join(pods, ", "))
+	return nil
+}
+
+// curlLoop curls url n times from the client host with the real curl and
+// returns the distinct pods that answered. Like a user, it retries the first
+// request for a few seconds: kube-proxy programs a new Service asynchronously.
+func curlLoop(ctx context.Context, url string, n int) ([]string, error) {
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if exec.CommandContext(ctx, "ip", "netns", "exec", lab.ClientNetns, "curl", "-sf", "--max-time", "1", url).Run() == nil {
+			break
+		}
+	}
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", lab.ClientNetns, "curl", "-sS", "--max-time", "3", url).CombinedOutput()
+		cancel()
+		fmt.Printf("client$ curl %s  ->  %s", url, out)
+		if err != nil {
+			return nil, fmt.Errorf("curl %s from the client: %w", url, err)
+		}
+		for _, f := range strings.Fields(string(out)) {
+			if p, ok := strings.CutPrefix(f, "pod="); ok {
+				seen[p] = true
+			}
+		}
+	}
+	var pods []string
+	for p := range seen {
+		pods = append(pods, p)
+	}
+	sort.Strings(pods)
+	return pods, nil
+}

@@ -1,0 +1,328 @@
+// Package lab runs Herald's proving ground on one machine: a real etcd,
+// kube-apiserver and kube-controller-manager as processes; lab nodes as
+// network namespaces on a LAN, each with a real kube-proxy; a client host on
+// the LAN; and an agent that plays kubelet so Deployments get running pods.
+//
+// It must run as root. It only uses documentation address ranges, only inside
+// its own namespaces, and removes everything it made on Down, or on the next
+// Up after a crash.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config says what lab to build.
+type Config struct {
+	Dir       string    // state, logs, kubeconfigs; binaries in Dir/bin unless BinDir is set
+	BinDir    string    // where kube-apiserver, etcd, ... are
+	Nodes     int       // lab nodes, 1..MaxNodes; default 3
+	ProxyMode string    // kube-proxy mode: "iptables" (default), "nftables", or "none"
+	Log       io.Writer // progress lines; default io.Discard
+}
+
+// Lab is a running lab.
+type Lab struct {
+	Config
+	Nodes []Node
+	// Kubeconfig is the admin kubeconfig, reachable from the machine's namespace.
+	Kubeconfig string
+	RESTConfig *rest.Config
+	Client     kubernetes.Interface
+
+	pki        *pki
+	procs      []*process
+	forwarders []*forwarder
+	agent      *agent
+	cancel     context.CancelFunc
+	agentDone  chan struct{}
+	downOnce   sync.Once
+}
+
+// Up builds a lab and returns once the API server answers, every node is
+// Ready, default ServiceAccounts exist and every kube-proxy has synced.
+// On error, whatever was built is torn down again.
+func Up(ctx context.Context, cfg Config) (*Lab, error) {
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Nodes < 1 || cfg.Nodes > MaxNodes {
+		return nil, fmt.Errorf("lab nodes: %d is outside 1..%d (one pod /28 each in %s)", cfg.Nodes, MaxNodes, PodCIDRv4)
+	}
+	if cfg.ProxyMode == "" {
+		cfg.ProxyMode = "iptables"
+	}
+	switch cfg.ProxyMode {
+	case "iptables", "nftables", "none":
+	default:
+		return nil, fmt.Errorf("lab proxy mode %q: want iptables, nftables or none", cfg.ProxyMode)
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.BinDir == "" {
+		cfg.BinDir = filepath.Join(cfg.Dir, "bin")
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the lab needs root: it creates network namespaces and runs kube-proxy")
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy"} {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("lab binary %s missing in %s: run e2etest/tools/build.sh (make lab-bins)", b, cfg.BinDir)
+		}
+	}
+	if pid := Running(cfg.Dir); pid != 0 {
+		return nil, fmt.Errorf("a lab is already running from %s (pid %d); stop it first with `make lab-down`", cfg.Dir, pid)
+	}
+	if err := checkHostRanges(); err != nil {
+		return nil, err
+	}
+	if err := Clean(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("remove a previous lab's leftovers: %w", err)
+	}
+	l := &Lab{Config: cfg}
+	for i := 1; i <= cfg.Nodes; i++ {
+		l.Nodes = append(l.Nodes, newNode(i))
+	}
+	if err := l.up(ctx); err != nil {
+		l.Down()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) up(ctx context.Context) error {
+	start := time.Now()
+	step := func(what string) { fmt.Fprintf(l.Log, "lab: %-40s %6.1fs\n", what, time.Since(start).Seconds()) }
+	for _, d := range []string{l.Dir, l.logDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := recordPID(l.Dir, os.Getpid()); err != nil {
+		return err
+	}
+	var err error
+	if l.pki, err = newPKI(filepath.Join(l.Dir, "pki")); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+
+	// The network and the control plane do not depend on each other.
+	netErr := make(chan error, 1)
+	go func() { netErr <- l.buildNetwork() }()
+	if err := l.startControlPlane(runCtx); err != nil {
+		<-netErr
+		return err
+	}
+	step("control plane answering")
+	if err := <-netErr; err != nil {
+		return err
+	}
+	step("network built")
+
+	l.Kubeconfig = filepath.Join(l.Dir, "kubeconfig")
+	if err := os.WriteFile(l.Kubeconfig, []byte(kubeconfig(fmt.Sprintf("https://127.0.0.1:%d", APIServerPort), l.pki.CACert, AdminToken)), 0o600); err != nil {
+		return err
+	}
+	if l.RESTConfig, err = clientcmd.BuildConfigFromFlags("", l.Kubeconfig); err != nil {
+		return err
+	}
+	l.RESTConfig.QPS, l.RESTConfig.Burst = 200, 400
+	if l.Client, err = kubernetes.NewForConfig(l.RESTConfig); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		f, err := startForwarder(n.Netns, fmt.Sprintf("127.0.0.1:%d", nodeAPIPort), fmt.Sprintf("127.0.0.1:%d", APIServerPort))
+		if err != nil {
+			return err
+		}
+		l.forwarders = append(l.forwarders, f)
+	}
+	l.agent = newAgent(l.Client, l.Nodes)
+	if err := l.agent.registerNodes(ctx); err != nil {
+		return err
+	}
+	l.agentDone = make(chan struct{})
+	go func() { l.agent.run(runCtx); close(l.agentDone) }()
+	step("nodes registered")
+	if l.ProxyMode != "none" {
+		if err := l.startKubeProxies(runCtx); err != nil {
+			return err
+		}
+	}
+	if err := l.waitReady(ctx, 90*time.Second); err != nil {
+		return err
+	}
+	step("ready")
+	return nil
+}
+
+// NodeKubeconfig returns the path of a kubeconfig for token that works inside
+// node namespaces, where 127.0.0.1:6443 forwards to the API server.
+func (l *Lab) NodeKubeconfig(name, token string) (string, error) {
+	return l.writeKubeconfig(name, fmt.Sprintf("https://127.0.0.1:%d", nodeAPIPort), token)
+}
+
+func (l *Lab) startKubeProxies(ctx context.Context) error {
+	kc, err := l.NodeKubeconfig("kube-proxy", "kube-proxy-token")
+	if err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		_, err := l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns,
+			l.bin("kube-proxy"),
+			"--kubeconfig", kc,
+			"--hostname-override", n.Name,
+			"--proxy-mode", l.ProxyMode,
+			"--cluster-cidr", PodCIDRv4+","+PodCIDRv6,
+			// conntrack tables and their timeouts are shared with the machine:
+			// leave them alone.
+			"--conntrack-max-per-core", "0",
+			"--conntrack-tcp-timeout-established", "0",
+			"--conntrack-tcp-timeout-close-wait", "0",
+			"--metrics-bind-address", "127.0.0.1:10249",
+			"--healthz-bind-address", "127.0.0.1:10256",
+			"--v=1",
+		)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitReady waits for what tests need before they start: Ready nodes, the
+// default ServiceAccount (made by KCM; pods cannot be created without it) and
+// a first sync of every kube-proxy.
+func (l *Lab) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	what := "default ServiceAccount"
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		for _, p := range l.procs {
+			if p.exited() {
+				return false, fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, l.logPath(p.name))
+			}
+		}
+		if _, err := l.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			return false, nil
+		}
+		what = "nodes Ready"
+		nodes, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != len(l.Nodes) {
+			return false, nil
+		}
+		for _, n := range nodes.Items {
+			if !NodeReady(&n) {
+				return false, nil
+			}
+		}
+		if l.ProxyMode == "none" {
+			return true, nil
+		}
+		for _, n := range l.Nodes {
+			what = "kube-proxy healthz on " + n.Name
+			if !l.kubeProxyHealthy(ctx, n) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("lab not ready after %s, waiting for %s: %w", timeout, what, err)
+	}
+	return nil
+}
+
+func (l *Lab) kubeProxyHealthy(ctx context.Context, n Node) bool {
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: DialContextIn(n.Netns)}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:10256/healthz", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// NodeReady reports whether the node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// SetNodeHeartbeat stops or resumes the agent's heartbeats for a node, so a
+// test can make Kubernetes see the node die.
+func (l *Lab) SetNodeHeartbeat(node string, on bool) {
+	if n, ok := l.agent.nodes[node]; ok {
+		n.heartbeat.Store(on)
+	}
+}
+
+// Down stops everything the lab started and removes its namespaces. It is
+// safe to call more than once and on a partly built lab.
+func (l *Lab) Down() {
+	l.downOnce.Do(func() {
+		if l.cancel != nil {
+			l.cancel()
+		}
+		if l.agentDone != nil {
+			<-l.agentDone
+		}
+		if l.agent != nil {
+			l.agent.stopAll()
+		}
+		// Node-side processes first, then the control plane in reverse start order.
+		for i := len(l.procs) - 1; i >= 0; i-- {
+			l.procs[i].stop(5 * time.Second)
+		}
+		for _, f := range l.forwarders {
+			f.close()
+		}
+		if err := Clean(l.Dir); err != nil {
+			fmt.Fprintf(l.Log, "lab: tear-down: %v\n", err)
+		}
+	})
+}
+
+func (l *Lab) spawn(ctx context.Context, name, ns string, argv ...string) (*process, error) {
+	p, err := startProcess(ctx, name, ns, l.logPath(name), argv...)
+	if err != nil {
+		return nil, err
+	}
+	l.procs = append(l.procs, p)
+	if ns == "" {
+		// Processes inside lab namespaces are found through their namespace.
+		if err := recordPID(l.Dir, p.cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (l *Lab) bin(name string) string { return filepath.Join(l.BinDir, name) }
+
+func (l *Lab) logDir() string { return filepath.Join(l.Dir, "logs") }
+
+func (l *Lab) logPath(name string) string { return filepath.Join(l.logDir(), name+".log") }

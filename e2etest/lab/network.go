@@ -1,0 +1,159 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Namespaces outside the nodes.
+const (
+	LANNetns    = nsPrefix + "lan"
+	ClientNetns = nsPrefix + "client"
+)
+
+// lanParent is the link in the LAN namespace that the hosts' macvlans hang
+// from. The hosts get macvlan interfaces in bridge mode rather than veth ends,
+// so a node's LAN interface looks like a NIC, not like a pod's veth.
+const lanParent = "lan0"
+
+// buildNetwork creates the LAN, the nodes with their pod bridges and routes,
+// and the client. Each host's MAC is fixed (02:00:00:00:01:NN) so tests and
+// people can tell from a neighbour table which host answered.
+func (l *Lab) buildNetwork() error {
+	if err := run("ip", "netns", "add", LANNetns); err != nil {
+		return err
+	}
+	if err := ipBatch(LANNetns,
+		"link set lo up",
+		"link add "+lanParent+" type veth peer name lan1",
+		"link set "+lanParent+" up",
+		"link set lan1 up",
+	); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		if err := l.addHost(n.Netns, fmt.Sprintf("02:00:00:00:01:%02x", n.Index), n.IPv4.String(), n.IPv6.String()); err != nil {
+			return err
+		}
+		var lines = []string{
+			"link add cbr0 type bridge",
+			"link set cbr0 up",
+			fmt.Sprintf("addr add %s/%d dev cbr0", podGateway(n.PodCIDRv4), n.PodCIDRv4.Bits()),
+			fmt.Sprintf("addr add %s/%d dev cbr0 nodad", podGateway(n.PodCIDRv6), n.PodCIDRv6.Bits()),
+		}
+		for _, o := range l.Nodes {
+			if o.Index != n.Index {
+				lines = append(lines,
+					fmt.Sprintf("route add %s via %s", o.PodCIDRv4, o.IPv4),
+					fmt.Sprintf("route add %s via %s", o.PodCIDRv6, o.IPv6))
+			}
+		}
+		if err := ipBatch(n.Netns, lines...); err != nil {
+			return err
+		}
+		for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}} {
+			if err := sysctl(n.Netns, kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+	}
+	return l.addHost(ClientNetns, "02:00:00:00:01:64", ClientIPv4, ClientIPv6)
+}
+
+// addHost creates namespace ns with a macvlan eth0 on the LAN.
+func (l *Lab) addHost(ns, mac, ipv4, ipv6 string) error {
+	if err := run("ip", "netns", "add", ns); err != nil {
+		return err
+	}
+	tmp := "mv" + ns[len(nsPrefix):]
+	if len(tmp) > 15 {
+		tmp = tmp[:15]
+	}
+	if err := ipBatch(LANNetns,
+		fmt.Sprintf("link add %s link %s address %s type macvlan mode bridge", tmp, lanParent, mac),
+		fmt.Sprintf("link set %s netns %s", tmp, ns),
+	); err != nil {
+		return err
+	}
+	return ipBatch(ns,
+		"link set lo up",
+		fmt.Sprintf("link set %s name eth0", tmp),
+		"link set eth0 up",
+		fmt.Sprintf("addr add %s/25 dev eth0", ipv4),
+		fmt.Sprintf("addr add %s/64 dev eth0 nodad", ipv6),
+	)
+}
+
+// forwarder accepts TCP connections on a listener inside a namespace and
+// relays each to an address in the machine's namespace. Node namespaces reach
+// the API server through it, so nothing of the lab listens on the machine's
+// own interfaces.
+type forwarder struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+}
+
+func listenIn(ns, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := inNetns(ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	return ln, err
+}
+
+func startForwarder(ns, listen, target string) (*forwarder, error) {
+	ln, err := listenIn(ns, listen)
+	if err != nil {
+		return nil, fmt.Errorf("forwarder in %s: %w", ns, err)
+	}
+	f := &forwarder{ln: ln, target: target}
+	f.wg.Add(1)
+	go f.serve()
+	return f, nil
+}
+
+func (f *forwarder) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+			<-done
+		}()
+	}
+}
+
+func (f *forwarder) close() { f.ln.Close(); f.wg.Wait() }
+
+// DialContextIn returns a dial function whose sockets live in namespace ns,
+// for HTTP clients that must reach a lab address from inside the lab.
+func DialContextIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNetns(ns, func() error {
+			var err error
+			d := net.Dialer{Timeout: 5 * time.Second}
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}

@@ -1,0 +1,47 @@
+// Package e2etest is Herald's end-to-end suite. It runs against the lab
+// (package lab): a real API server, real kube-controller-manager and
+// kube-proxy, network namespaces as nodes, and a real curl from a client host.
+package e2etest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/heraldlb/herald/e2etest/lab"
+)
+
+// theLab is shared by every test in the package: building one takes seconds.
+var theLab *lab.Lab
+
+func TestMain(m *testing.M) {
+	os.Exit(runWithLab(m))
+}
+
+func runWithLab(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("SKIP: the e2e suite needs root (network namespaces, kube-proxy); run it with sudo or in CI")
+		return 0
+	}
+	cfg, err := lab.DefaultConfig()
+	if err != nil {
+		fmt.Println("e2e:", err)
+		return 1
+	}
+	cfg.Log = os.Stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	l, err := lab.Up(ctx, cfg)
+	if err != nil {
+		fmt.Println("e2e: lab up:", err)
+		return 1
+	}
+	fmt.Printf("e2e: lab up in %.1fs\n", time.Since(start).Seconds())
+	theLab = l
+	code := m.Run()
+	l.Down()
+	return code
+}
