@@ -158,7 +158,10 @@ func Clean(dir string) error {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	_ = os.RemoveAll(filepath.Join(dir, "pids"))
+	// State files go too; logs stay for a post-mortem until the next run.
+	for _, f := range stateFiles {
+		_ = os.RemoveAll(filepath.Join(dir, f))
+	}
 	// Deleting a namespace destroys its veth ends and with them their peers.
 	var errs []string
 	for _, ns := range nss {
@@ -180,6 +183,9 @@ func Clean(dir string) error {
 	}
 	return nil
 }
+
+// stateFiles are what a lab writes in its directory besides bin/ and logs/.
+var stateFiles = []string{"pids", "etcd", "pki", "kubeconfigs", "kubeconfig", "tokens.csv", "ready"}
 
 // recordPID notes a control-plane process so that a later run can kill it if
 // this one crashes. The command line is stored with it, so a recycled pid is
@@ -231,9 +237,15 @@ func checkHostRanges() error {
 			found = append(found, prefixesIn(string(out))...)
 		}
 	}
+	return overlapsLab(found)
+}
+
+// overlapsLab returns an error naming the first lab range that overlaps one of
+// the machine's addresses or routes (default routes excepted).
+func overlapsLab(hostPrefixes []string) error {
 	for _, r := range labRanges {
 		lab := netip.MustParsePrefix(r)
-		for _, f := range found {
+		for _, f := range hostPrefixes {
 			p, err := netip.ParsePrefix(f)
 			if err != nil {
 				a, err2 := netip.ParseAddr(f)

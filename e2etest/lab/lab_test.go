@@ -1,0 +1,222 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// childEnv makes the test binary act as a lab that gets SIGKILLed.
+const childEnv = "HERALD_LAB_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		cfg, err := DefaultConfig()
+		if err == nil {
+			cfg.Nodes = 2
+			_, err = Up(context.Background(), cfg)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child lab:", err)
+			os.Exit(1)
+		}
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "ready"), []byte(fmt.Sprint(os.Getpid())), 0o644)
+		select {} // until killed
+	}
+	os.Exit(m.Run())
+}
+
+func needRoot(t *testing.T) Config {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root (network namespaces)")
+	}
+	cfg, err := DefaultConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := Running(cfg.Dir); pid != 0 {
+		t.Fatalf("a lab is running (pid %d); stop it with make lab-down before running the tests", pid)
+	}
+	return cfg
+}
+
+func hostLinks(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "-o", "link", "show").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			names = append(names, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestDownLeavesNothingBehind(t *testing.T) {
+	cfg := needRoot(t)
+	cfg.Nodes = 2
+	linksBefore := hostLinks(t)
+	l, err := Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A running pod adds a namespace and a veth pair that Down must remove.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+	}
+	if _, err := l.Client.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+		l.Down()
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := l.Client.CoreV1().Pods("default").Get(context.Background(), "p", metav1.GetOptions{})
+		if err == nil && p.Status.PodIP != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			l.Down()
+			t.Fatal("pod never got an IP")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	during, _ := FindLeftovers(cfg.Dir, cfg.BinDir)
+	if len(during.Namespaces) != 2+2+1 || len(during.Processes) < 5 {
+		t.Errorf("while up: %s; want lan, client, 2 nodes, 1 pod namespace and >= 5 processes", during)
+	}
+	l.Down()
+	left, err := FindLeftovers(cfg.Dir, cfg.BinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !left.Empty() {
+		t.Errorf("after Down: %s", left)
+	}
+	if after := hostLinks(t); !slices.Equal(linksBefore, after) {
+		t.Errorf("links in the machine's namespace changed: before %v, after %v", linksBefore, after)
+	}
+	for _, f := range stateFiles {
+		if _, err := os.Stat(filepath.Join(cfg.Dir, f)); err == nil {
+			t.Errorf("state file %s left in %s", f, cfg.Dir)
+		}
+	}
+}
+
+func TestNextUpCleansUpAfterACrashedLab(t *testing.T) {
+	cfg := needRoot(t)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"=1")
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for Running(cfg.Dir) != child.Process.Pid {
+		if time.Now().After(deadline) {
+			_ = child.Process.Kill()
+			t.Fatal("child lab never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	crashed, _ := FindLeftovers(cfg.Dir, cfg.BinDir)
+	if len(crashed.Namespaces) == 0 {
+		t.Fatalf("a SIGKILLed lab left no namespaces; the test does not test anything")
+	}
+	t.Logf("a crashed lab left %s", crashed)
+
+	cfg.Nodes = 1
+	l, err := Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Up after a crash: %v", err)
+	}
+	if _, err := l.Client.CoreV1().Nodes().Get(context.Background(), "node-2", metav1.GetOptions{}); err == nil {
+		t.Errorf("the crashed lab's node-2 survived into the new lab's API server")
+	}
+	l.Down()
+	if left, _ := FindLeftovers(cfg.Dir, cfg.BinDir); !left.Empty() {
+		t.Errorf("after Down: %s", left)
+	}
+}
+
+func TestUpRefusesRangesTheMachineUses(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		want []string
+	}{
+		{"2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0", []string{"192.0.2.2/24", "192.0.2.255"}},
+		{"default via 192.0.2.1 dev eth0\n198.51.100.0/24 dev br0 proto kernel", []string{"192.0.2.1", "198.51.100.0/24"}},
+		{"2: eth0    inet6 fd00::2/64 scope global", []string{"fd00::2/64"}},
+	} {
+		if got := prefixesIn(tc.out); !slices.Equal(got, tc.want) {
+			t.Errorf("prefixesIn(%q) = %v, want %v", tc.out, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		host    []string
+		refuses bool
+	}{
+		{[]string{"192.0.2.2/24", "fd00::2/64", "0.0.0.0/0", "::/0"}, false},
+		{[]string{"198.51.100.7"}, true},
+		{[]string{"203.0.0.0/16"}, true},
+		{[]string{"2001:db8:1::/48"}, true},
+		{[]string{"2001:db9::1"}, false},
+	} {
+		if err := overlapsLab(tc.host); (err != nil) != tc.refuses {
+			t.Errorf("host %v: overlapsLab = %v, want refusal %v", tc.host, err, tc.refuses)
+		}
+	}
+}
+
+func TestAddressPlanStaysInDocumentationRanges(t *testing.T) {
+	doc := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+	inDoc := func(a netip.Addr) bool {
+		for _, p := range doc {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	seen := map[netip.Addr]string{}
+	for i := 1; i <= MaxNodes; i++ {
+		n := newNode(i)
+		addrs := []netip.Addr{n.IPv4, n.IPv6, podGateway(n.PodCIDRv4), podGateway(n.PodCIDRv6)}
+		for s := range podSlots {
+			addrs = append(addrs, podAddr(n.PodCIDRv4, s), podAddr(n.PodCIDRv6, s))
+		}
+		for _, a := range addrs {
+			if !inDoc(a) {
+				t.Errorf("node %d uses %s, outside the documentation ranges", i, a)
+			}
+			if other, dup := seen[a]; dup {
+				t.Errorf("%s used by node %d and %s", a, i, other)
+			}
+			seen[a] = n.Name
+		}
+		// The last slot is the /28's last host, just below its broadcast address.
+		if last := podAddr(n.PodCIDRv4, podSlots-1); !n.PodCIDRv4.Contains(last) || last.As4()[3]%16 != 14 {
+			t.Errorf("node %d: last pod address %s is not the last host of %s", i, last, n.PodCIDRv4)
+		}
+	}
+}
