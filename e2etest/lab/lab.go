@@ -214,23 +214,25 @@ func (l *Lab) startKubeProxies(ctx context.Context) error {
 func (l *Lab) waitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	what := "default ServiceAccount"
+	var what string
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		for _, p := range l.procs {
 			if p.exited() {
 				return false, fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, l.logPath(p.name))
 			}
 		}
+		what = "default ServiceAccount"
 		if _, err := l.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
 			return false, nil
 		}
-		what = "nodes Ready"
+		what = "nodes Ready and untainted"
 		nodes, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil || len(nodes.Items) != len(l.Nodes) {
 			return false, nil
 		}
 		for _, n := range nodes.Items {
-			if !NodeReady(&n) {
+			// The API server taints new nodes not-ready until KCM sees them Ready.
+			if !NodeReady(&n) || len(n.Spec.Taints) > 0 {
 				return false, nil
 			}
 		}

@@ -220,3 +220,50 @@ func TestAddressPlanStaysInDocumentationRanges(t *testing.T) {
 		}
 	}
 }
+
+func TestKubeProxyNftablesModeForwardsNodePorts(t *testing.T) {
+	cfg := needRoot(t)
+	cfg.Nodes, cfg.ProxyMode = 2, "nftables"
+	l, err := Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Down()
+	ctx := context.Background()
+	for i := range 2 {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", i), Namespace: "default", Labels: map[string]string{"app": "web"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+		}
+		if _, err := l.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := l.Client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s:%d/", l.Nodes[1].IPv4, svc.Spec.Ports[0].NodePort)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < 2 && time.Now().Before(deadline) {
+		out, err := exec.Command("ip", "netns", "exec", ClientNetns, "curl", "-sf", "--max-time", "1", url).Output()
+		if err == nil {
+			seen[strings.Fields(string(out))[0]] = true
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if len(seen) < 2 {
+		t.Fatalf("nftables kube-proxy: %s reached %v, want both pods", url, seen)
+	}
+	// The rules really are nftables': kube-proxy's table exists in the node.
+	out, err := exec.Command("ip", "netns", "exec", l.Nodes[1].Netns, "nft", "list", "table", "ip", "kube-proxy").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprint(svc.Spec.Ports[0].NodePort)) {
+		t.Errorf("no kube-proxy nftables table with the NodePort in %s: %v %s", l.Nodes[1].Netns, err, out)
+	}
+}
