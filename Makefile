@@ -5,6 +5,8 @@ LAB_DIR ?= $(CURDIR)/.lab
 BIN     := $(CURDIR)/bin
 export LAB_DIR
 
+include hack/generate.mk
+
 .PHONY: all build lab lab-up lab-down lab-exec lab-bins test unit e2e lint bench clean
 
 all: build
@@ -43,7 +45,7 @@ lab-exec: $(BIN)/lab
 ## test: static checks, unit tests, then the end-to-end suite in the lab (needs root)
 test: lint unit e2e
 
-lint:
+lint: verify-generated
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
