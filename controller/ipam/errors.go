@@ -1,0 +1,42 @@
+package ipam
+
+// Reason says why an address could not be assigned or kept. The values are
+// CamelCase so the controller can use them as condition and event reasons.
+type Reason string
+
+const (
+	// ReasonNoMatchingPool: no pool may serve the Service (none eligible, none
+	// with autoAssign, the named pool is missing or not eligible, or requested
+	// addresses lie in a pool the Service may not use).
+	ReasonNoMatchingPool Reason = "NoMatchingPool"
+	// ReasonPoolExhausted: the pools that may serve the Service are full.
+	ReasonPoolExhausted Reason = "PoolExhausted"
+	// ReasonOutsidePools: a requested or restored address is in no pool.
+	ReasonOutsidePools Reason = "OutsidePools"
+	// ReasonOwnedByOther: the address belongs to a Service it is not shared
+	// with.
+	ReasonOwnedByOther Reason = "OwnedByOther"
+	// ReasonFamilyUnavailable: no pool that may serve the Service has
+	// addresses of the family it needs.
+	ReasonFamilyUnavailable Reason = "FamilyUnavailable"
+	// ReasonSharingConflict: the Services use the same sharing key but clash
+	// on a port or on externalTrafficPolicy.
+	ReasonSharingConflict Reason = "SharingConflict"
+	// ReasonInvalidRequest: the request contradicts itself, for example an
+	// IPv6 address asked for by an IPv4 single-stack Service.
+	ReasonInvalidRequest Reason = "InvalidRequest"
+)
+
+// AllocationError is the error of Assign and Restore.
+type AllocationError struct {
+	Key     string // the Service, "namespace/name"
+	Reason  Reason
+	Message string // what failed and what to change, without the key
+}
+
+func (e *AllocationError) Error() string {
+	if e.Key == "" {
+		return e.Message
+	}
+	return "service " + e.Key + ": " + e.Message
+}

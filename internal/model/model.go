@@ -1,0 +1,372 @@
+// Package model turns Herald's custom resources into one validated
+// configuration. Build is a pure function shared by the controller, the
+// speaker and the validating webhook, so all three agree on what is valid.
+//
+// Rules a single object can check alone are CEL rules in the CRDs; Build
+// re-checks what it relies on (addresses parse, selectors compile) and adds the
+// rules that span objects: pools must not overlap, peers must not repeat,
+// references to pools, peers and BFD profiles are resolved.
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/controller/ipam"
+)
+
+// Kinds of the objects a verdict is about.
+const (
+	KindIPAddressPool    = "IPAddressPool"
+	KindL2Advertisement  = "L2Advertisement"
+	KindBGPPeer          = "BGPPeer"
+	KindBGPAdvertisement = "BGPAdvertisement"
+	KindBFDProfile       = "BFDProfile"
+)
+
+// Reasons of a refused object, used as the reason of its Accepted condition.
+const (
+	ReasonAccepted           = "Accepted"
+	ReasonInvalidAddresses   = "InvalidAddresses"
+	ReasonOverlap            = "OverlappingAddresses"
+	ReasonInvalidSelector    = "InvalidSelector"
+	ReasonDuplicatePeer      = "DuplicatePeer"
+	ReasonUnknownBFDProfile  = "UnknownBFDProfile"
+	ReasonInvalidPeerAddress = "InvalidPeerAddress"
+)
+
+// Ref names one object.
+type Ref struct{ Kind, Name string }
+
+func (r Ref) String() string { return r.Kind + " " + r.Name }
+
+// Verdict is Build's judgement of one object.
+type Verdict struct {
+	Accepted bool
+	Reason   string // ReasonAccepted or why not
+	Message  string // what is wrong and which field, for a person
+	Warnings []string
+}
+
+// Input is every Herald object in the cluster. Proposed, when set, names an
+// object being created or changed (the webhook's question): it is judged as
+// the newest of its kind, so it never displaces an object already in force.
+type Input struct {
+	Pools             []v1alpha1.IPAddressPool
+	L2Advertisements  []v1alpha1.L2Advertisement
+	BGPPeers          []v1alpha1.BGPPeer
+	BGPAdvertisements []v1alpha1.BGPAdvertisement
+	BFDProfiles       []v1alpha1.BFDProfile
+	Proposed          Ref
+}
+
+// Config is the validated configuration: only accepted objects are in it.
+type Config struct {
+	Pools             map[string]*Pool
+	L2Advertisements  []*Advertisement
+	BGPAdvertisements []*Advertisement
+	BGPPeers          map[string]*v1alpha1.BGPPeer
+	BFDProfiles       map[string]*v1alpha1.BFDProfile
+	Verdicts          map[Ref]Verdict
+}
+
+// Pool is an accepted IPAddressPool.
+type Pool struct {
+	Name               string
+	Labels             map[string]string
+	Ranges             []ipam.Range
+	AutoAssign         bool
+	AvoidBuggyIPs      bool
+	Priority           *int32 // nil: after every pool that has one
+	Namespaces         []string
+	NamespaceSelectors []labels.Selector
+	ServiceSelectors   []labels.Selector
+}
+
+// IPAM is the pool as the allocator sees it.
+func (p *Pool) IPAM() ipam.Pool {
+	return ipam.Pool{Name: p.Name, Ranges: p.Ranges, AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
+}
+
+// Allows reports whether a Service in namespace ns, with the given namespace
+// and Service labels, may get addresses from the pool.
+func (p *Pool) Allows(ns string, nsLabels, svcLabels map[string]string) bool {
+	if len(p.Namespaces) > 0 && !slices.Contains(p.Namespaces, ns) {
+		return false
+	}
+	return anyMatches(p.NamespaceSelectors, nsLabels) && anyMatches(p.ServiceSelectors, svcLabels)
+}
+
+// Advertisement is an accepted L2Advertisement or BGPAdvertisement, with its
+// pool references resolved to the names of accepted pools.
+type Advertisement struct {
+	Name             string
+	Pools            []string
+	NodeSelectors    []labels.Selector
+	ServiceSelectors []labels.Selector
+	L2               *v1alpha1.L2AdvertisementSpec
+	BGP              *v1alpha1.BGPAdvertisementSpec
+}
+
+// anyMatches is true when there are no selectors or one of them matches.
+func anyMatches(sels []labels.Selector, set map[string]string) bool {
+	if len(sels) == 0 {
+		return true
+	}
+	for _, s := range sels {
+		if s.Matches(labels.Set(set)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Build judges every object and assembles the configuration of the accepted ones.
+func Build(in Input) *Config {
+	c := &Config{
+		Pools:       map[string]*Pool{},
+		BGPPeers:    map[string]*v1alpha1.BGPPeer{},
+		BFDProfiles: map[string]*v1alpha1.BFDProfile{},
+		Verdicts:    map[Ref]Verdict{},
+	}
+	c.buildPools(in)
+	for i := range in.BFDProfiles {
+		p := &in.BFDProfiles[i]
+		c.BFDProfiles[p.Name] = p
+		c.accept(Ref{KindBFDProfile, p.Name}, nil)
+	}
+	c.buildPeers(in)
+	for i := range in.L2Advertisements {
+		a := &in.L2Advertisements[i]
+		c.buildAdvertisement(Ref{KindL2Advertisement, a.Name}, a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors,
+			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) { adv.L2 = &a.Spec })
+	}
+	for i := range in.BGPAdvertisements {
+		a := &in.BGPAdvertisements[i]
+		c.buildAdvertisement(Ref{KindBGPAdvertisement, a.Name}, a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors,
+			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) {
+				adv.BGP = &a.Spec
+				for _, peer := range a.Spec.Peers {
+					if _, ok := c.BGPPeers[peer]; !ok {
+						c.warn(Ref{KindBGPAdvertisement, a.Name}, fmt.Sprintf("spec.peers: BGPPeer %q does not exist (yet); the advertisement does not reach it", peer))
+					}
+				}
+			})
+	}
+	return c
+}
+
+func (c *Config) accept(r Ref, warnings []string) {
+	c.Verdicts[r] = Verdict{Accepted: true, Reason: ReasonAccepted, Message: r.Kind + " is in force", Warnings: warnings}
+}
+
+func (c *Config) refuse(r Ref, reason, format string, args ...any) {
+	c.Verdicts[r] = Verdict{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+func (c *Config) warn(r Ref, w string) {
+	v := c.Verdicts[r]
+	v.Warnings = append(v.Warnings, w)
+	c.Verdicts[r] = v
+}
+
+// byAge orders objects oldest first (then by name); the proposed object, if
+// any, goes last, so that of two conflicting objects the one in force stays.
+func byAge[T any](items []T, meta func(*T) *metav1.ObjectMeta, proposed string) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	slices.SortStableFunc(out, func(a, b *T) int {
+		ma, mb := meta(a), meta(b)
+		if pa, pb := ma.Name == proposed, mb.Name == proposed; pa != pb {
+			if pa {
+				return 1
+			}
+			return -1
+		}
+		if c := ma.CreationTimestamp.Compare(mb.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(ma.Name, mb.Name)
+	})
+	return out
+}
+
+type ownedRange struct {
+	pool  string
+	field string
+	r     ipam.Range
+}
+
+func (c *Config) buildPools(in Input) {
+	proposed := ""
+	if in.Proposed.Kind == KindIPAddressPool {
+		proposed = in.Proposed.Name
+	}
+	var taken []ownedRange
+	for _, p := range byAge(in.Pools, func(p *v1alpha1.IPAddressPool) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
+		ref := Ref{KindIPAddressPool, p.Name}
+		pool, mine, reason, msg := parsePool(p)
+		if reason != "" {
+			c.refuse(ref, reason, "%s", msg)
+			continue
+		}
+		if reason, msg := overlap(mine, taken); reason != "" {
+			c.refuse(ref, reason, "%s", msg)
+			continue
+		}
+		taken = append(taken, mine...)
+		c.Pools[p.Name] = pool
+		c.accept(ref, nil)
+	}
+}
+
+// parsePool checks one pool on its own: its addresses parse and do not
+// overlap each other, its selectors compile.
+func parsePool(p *v1alpha1.IPAddressPool) (*Pool, []ownedRange, string, string) {
+	pool := &Pool{Name: p.Name, Labels: p.Labels, AutoAssign: p.Spec.AutoAssign == nil || *p.Spec.AutoAssign, AvoidBuggyIPs: p.Spec.AvoidBuggyIPs}
+	if len(p.Spec.Addresses) == 0 {
+		return nil, nil, ReasonInvalidAddresses, "spec.addresses: a pool needs at least one CIDR, range or address"
+	}
+	var mine []ownedRange
+	for i, s := range p.Spec.Addresses {
+		field := fmt.Sprintf("spec.addresses[%d]", i)
+		r, err := ipam.ParseRange(s)
+		if err != nil {
+			return nil, nil, ReasonInvalidAddresses, fmt.Sprintf("%s: %v", field, err)
+		}
+		if reason, msg := overlap([]ownedRange{{p.Name, field, r}}, mine); reason != "" {
+			return nil, nil, reason, msg
+		}
+		mine = append(mine, ownedRange{p.Name, field, r})
+		pool.Ranges = append(pool.Ranges, r)
+	}
+	if sa := p.Spec.ServiceAllocation; sa != nil {
+		prio := sa.Priority
+		pool.Priority = &prio
+		pool.Namespaces = sa.Namespaces
+		var err error
+		if pool.NamespaceSelectors, err = selectors("spec.serviceAllocation.namespaceSelectors", sa.NamespaceSelectors); err != nil {
+			return nil, nil, ReasonInvalidSelector, err.Error()
+		}
+		if pool.ServiceSelectors, err = selectors("spec.serviceAllocation.serviceSelectors", sa.ServiceSelectors); err != nil {
+			return nil, nil, ReasonInvalidSelector, err.Error()
+		}
+	}
+	return pool, mine, "", ""
+}
+
+// overlap finds the first range of mine that overlaps one of taken.
+func overlap(mine, taken []ownedRange) (string, string) {
+	for _, m := range mine {
+		for _, t := range taken {
+			if m.r.First.Compare(t.r.Last) <= 0 && t.r.First.Compare(m.r.Last) <= 0 {
+				where := "pool " + t.pool + "'s"
+				if t.pool == m.pool {
+					where = "its own"
+				}
+				return ReasonOverlap, fmt.Sprintf("%s: %s overlaps %s %s (%s); pools must not share addresses", m.field, m.r, where, t.field, t.r)
+			}
+		}
+	}
+	return "", ""
+}
+
+func selectors(field string, in []metav1.LabelSelector) ([]labels.Selector, error) {
+	out := make([]labels.Selector, 0, len(in))
+	for i := range in {
+		s, err := metav1.LabelSelectorAsSelector(&in[i])
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %v", field, i, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (c *Config) buildPeers(in Input) {
+	proposed := ""
+	if in.Proposed.Kind == KindBGPPeer {
+		proposed = in.Proposed.Name
+	}
+	type peerKey struct {
+		addr netip.Addr
+		port int32
+		vrf  string
+	}
+	seen := map[peerKey]string{}
+	for _, p := range byAge(in.BGPPeers, func(p *v1alpha1.BGPPeer) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
+		ref := Ref{KindBGPPeer, p.Name}
+		addr, err := netip.ParseAddr(p.Spec.PeerAddress)
+		if err != nil {
+			c.refuse(ref, ReasonInvalidPeerAddress, "spec.peerAddress: %q is not an IP address", p.Spec.PeerAddress)
+			continue
+		}
+		if _, err := selectors("spec.nodeSelectors", p.Spec.NodeSelectors); err != nil {
+			c.refuse(ref, ReasonInvalidSelector, "%v", err)
+			continue
+		}
+		port := p.Spec.PeerPort
+		if port == 0 {
+			port = 179
+		}
+		k := peerKey{addr, port, p.Spec.VRF}
+		if other, dup := seen[k]; dup {
+			c.refuse(ref, ReasonDuplicatePeer, "spec.peerAddress: BGPPeer %s already peers with %s port %d; one session per peer address", other, addr, port)
+			continue
+		}
+		if p.Spec.BFDProfile != "" {
+			if _, ok := c.BFDProfiles[p.Spec.BFDProfile]; !ok {
+				c.refuse(ref, ReasonUnknownBFDProfile, "spec.bfdProfile: BFDProfile %q does not exist; create it or remove the reference", p.Spec.BFDProfile)
+				continue
+			}
+		}
+		seen[k] = p.Name
+		c.BGPPeers[p.Name] = p
+		c.accept(ref, nil)
+	}
+}
+
+func (c *Config) buildAdvertisement(ref Ref, poolNames []string, poolSels, nodeSels, svcSels []metav1.LabelSelector, fill func(*Advertisement)) {
+	adv := &Advertisement{Name: ref.Name}
+	ps, err := selectors("spec.ipAddressPoolSelectors", poolSels)
+	if err == nil {
+		adv.NodeSelectors, err = selectors("spec.nodeSelectors", nodeSels)
+	}
+	if err == nil {
+		adv.ServiceSelectors, err = selectors("spec.serviceSelectors", svcSels)
+	}
+	if err != nil {
+		c.refuse(ref, ReasonInvalidSelector, "%v", err)
+		return
+	}
+	c.accept(ref, nil)
+	for _, name := range poolNames {
+		if _, ok := c.Pools[name]; ok {
+			adv.Pools = append(adv.Pools, name)
+		} else {
+			c.warn(ref, fmt.Sprintf("spec.ipAddressPools: IPAddressPool %q does not exist or is not accepted; nothing of it is advertised", name))
+		}
+	}
+	// No pool named and no selector: the advertisement covers every pool.
+	all := len(poolNames) == 0 && len(poolSels) == 0
+	for name, p := range c.Pools {
+		if (all || (len(ps) > 0 && anyMatches(ps, p.Labels))) && !slices.Contains(adv.Pools, name) {
+			adv.Pools = append(adv.Pools, name)
+		}
+	}
+	slices.Sort(adv.Pools)
+	fill(adv)
+	if ref.Kind == KindL2Advertisement {
+		c.L2Advertisements = append(c.L2Advertisements, adv)
+	} else {
+		c.BGPAdvertisements = append(c.BGPAdvertisements, adv)
+	}
+}

@@ -1,0 +1,160 @@
+package model
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+)
+
+func pool(name string, age int, addrs ...string) v1alpha1.IPAddressPool {
+	return v1alpha1.IPAddressPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(1000+age), 0))},
+		Spec:       v1alpha1.IPAddressPoolSpec{Addresses: addrs},
+	}
+}
+
+func TestPoolVerdicts(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pools    []v1alpha1.IPAddressPool
+		proposed string
+		// want maps pool name to "" (accepted) or a substring of the refusal
+		want map[string]string
+	}{
+		{"disjoint pools are accepted",
+			[]v1alpha1.IPAddressPool{pool("a", 0, "198.51.100.0/28"), pool("b", 1, "198.51.100.16-198.51.100.20", "2001:db8::/64")},
+			"", map[string]string{"a": "", "b": ""}},
+		{"the younger of two overlapping pools is refused, naming both fields",
+			[]v1alpha1.IPAddressPool{pool("young", 5, "198.51.100.10"), pool("old", 1, "198.51.100.0/28")},
+			"", map[string]string{"old": "", "young": "spec.addresses[0]: 198.51.100.10 overlaps pool old's spec.addresses[0] (198.51.100.0/28)"}},
+		{"a proposed change never displaces a pool in force",
+			[]v1alpha1.IPAddressPool{pool("old", 1, "198.51.100.0/28"), pool("young", 5, "198.51.100.32/28")},
+			"old", map[string]string{"young": "", "old": "overlaps pool young's"}},
+		{"a pool overlapping itself is refused",
+			[]v1alpha1.IPAddressPool{pool("a", 0, "2001:db8::/120", "2001:db8::10-2001:db8::20")},
+			"", map[string]string{"a": "spec.addresses[1]: 2001:db8::10-2001:db8::20 overlaps its own spec.addresses[0]"}},
+		{"a reversed range names the field",
+			[]v1alpha1.IPAddressPool{pool("a", 0, "198.51.100.9-198.51.100.1")},
+			"", map[string]string{"a": "spec.addresses[0]: "}},
+		{"garbage names the field",
+			[]v1alpha1.IPAddressPool{pool("a", 0, "198.51.100.0/24", "banana")},
+			"", map[string]string{"a": "spec.addresses[1]: "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Input{Pools: tc.pools}
+			if tc.proposed != "" {
+				in.Proposed = Ref{KindIPAddressPool, tc.proposed}
+				// The proposed change: "old" grows into "young"'s range.
+				for i := range in.Pools {
+					if in.Pools[i].Name == tc.proposed {
+						in.Pools[i].Spec.Addresses = []string{"198.51.100.0/26"}
+					}
+				}
+			}
+			c := Build(in)
+			for name, want := range tc.want {
+				v := c.Verdicts[Ref{KindIPAddressPool, name}]
+				_, inConfig := c.Pools[name]
+				if want == "" {
+					if !v.Accepted || !inConfig {
+						t.Errorf("pool %s: %+v, want accepted and in the config", name, v)
+					}
+					continue
+				}
+				if v.Accepted || inConfig || !strings.Contains(v.Message, want) {
+					t.Errorf("pool %s: %+v (in config %v), want refused with %q", name, v, inConfig, want)
+				}
+			}
+		})
+	}
+}
+
+func TestPoolAllowsHonoursNamespacesAndSelectors(t *testing.T) {
+	p := pool("a", 0, "198.51.100.0/28")
+	p.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{
+		Namespaces:         []string{"team-a", "team-b"},
+		NamespaceSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"env": "prod"}}},
+		ServiceSelectors:   []metav1.LabelSelector{{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"web", "api"}}}}},
+	}
+	c := Build(Input{Pools: []v1alpha1.IPAddressPool{p}})
+	got := c.Pools["a"]
+	if got == nil || *got.Priority != 0 {
+		t.Fatalf("pool not accepted with a priority: %+v", c.Verdicts)
+	}
+	prod, web := map[string]string{"env": "prod"}, map[string]string{"tier": "web"}
+	for _, tc := range []struct {
+		ns            string
+		nsLabels, svc map[string]string
+		want          bool
+	}{
+		{"team-a", prod, web, true},
+		{"team-c", prod, web, false},
+		{"team-b", map[string]string{"env": "dev"}, web, false},
+		{"team-b", prod, map[string]string{"tier": "db"}, false},
+	} {
+		if got.Allows(tc.ns, tc.nsLabels, tc.svc) != tc.want {
+			t.Errorf("Allows(%s, %v, %v) = %v", tc.ns, tc.nsLabels, tc.svc, !tc.want)
+		}
+	}
+	bad := pool("b", 0, "198.51.100.32/28")
+	bad.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{ServiceSelectors: []metav1.LabelSelector{{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: "Sometimes"}}}}}
+	if v := Build(Input{Pools: []v1alpha1.IPAddressPool{bad}}).Verdicts[Ref{KindIPAddressPool, "b"}]; v.Accepted || !strings.Contains(v.Message, "spec.serviceAllocation.serviceSelectors[0]") {
+		t.Errorf("invalid selector: %+v", v)
+	}
+}
+
+func TestAdvertisementsResolvePoolsAndWarnAboutUnknownOnes(t *testing.T) {
+	a, b := pool("a", 0, "198.51.100.0/28"), pool("b", 1, "198.51.100.16/28")
+	b.Labels = map[string]string{"lan": "yes"}
+	in := Input{
+		Pools: []v1alpha1.IPAddressPool{a, b},
+		L2Advertisements: []v1alpha1.L2Advertisement{
+			{ObjectMeta: metav1.ObjectMeta{Name: "all"}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "named"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"a", "ghost"}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "selected"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPoolSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"lan": "yes"}}}}},
+		},
+	}
+	c := Build(in)
+	got := map[string]string{}
+	for _, adv := range c.L2Advertisements {
+		got[adv.Name] = strings.Join(adv.Pools, ",")
+	}
+	want := map[string]string{"all": "a,b", "named": "a", "selected": "b"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("advertisement %s covers %q, want %q", k, got[k], v)
+		}
+	}
+	v := c.Verdicts[Ref{KindL2Advertisement, "named"}]
+	if !v.Accepted || len(v.Warnings) != 1 || !strings.Contains(v.Warnings[0], `"ghost"`) {
+		t.Errorf("unknown pool: want accepted with a warning naming it, got %+v", v)
+	}
+}
+
+func TestDuplicatePeersAndUnknownBFDProfilesAreRefused(t *testing.T) {
+	peer := func(name string, age int, addr, bfd string) v1alpha1.BGPPeer {
+		return v1alpha1.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(age), 0))},
+			Spec:       v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: addr, BFDProfile: bfd},
+		}
+	}
+	c := Build(Input{
+		BFDProfiles: []v1alpha1.BFDProfile{{ObjectMeta: metav1.ObjectMeta{Name: "fast"}}},
+		BGPPeers: []v1alpha1.BGPPeer{
+			peer("r1", 1, "198.51.100.1", "fast"),
+			peer("r1-again", 2, "198.51.100.1", ""),
+			peer("r2", 3, "2001:db8:1::1", "slow"),
+			peer("r3", 4, "198.51.100.3", ""),
+		},
+	})
+	for name, want := range map[string]string{"r1": "", "r1-again": "already peers with 198.51.100.1", "r2": `BFDProfile "slow" does not exist`, "r3": ""} {
+		v := c.Verdicts[Ref{KindBGPPeer, name}]
+		if (want == "") != v.Accepted || !strings.Contains(v.Message, want) {
+			t.Errorf("peer %s: %+v, want %q", name, v, want)
+		}
+	}
+}
