@@ -109,4 +109,3 @@ func envOr(k, def string) string {
 	}
 	return def
 }
-

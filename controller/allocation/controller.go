@@ -76,8 +76,8 @@ type Controller struct {
 	// poolsSeen fingerprints the pools cfg was built from, so a Service
 	// reconcile can tell that the configuration lags behind the cache.
 	poolsSeen string
-	started bool
-	ready   chan struct{}
+	started   bool
+	ready     chan struct{}
 }
 
 // New sets the controller up with the manager. The manager must cache

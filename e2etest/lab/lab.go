@@ -52,6 +52,7 @@ type Lab struct {
 	cancel     context.CancelFunc
 	agentDone  chan struct{}
 	downOnce   sync.Once
+	lock       *os.File // the machine-wide lab lock, held until Down
 }
 
 // Up builds a lab and returns once the API server answers, every node is
@@ -92,10 +93,15 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := checkHostRanges(); err != nil {
 		return nil, err
 	}
+	lock, err := lockMachine(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	if err := Clean(cfg.Dir); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("remove a previous lab's leftovers: %w", err)
 	}
-	l := &Lab{Config: cfg}
+	l := &Lab{Config: cfg, lock: lock}
 	for i := 1; i <= cfg.Nodes; i++ {
 		l.Nodes = append(l.Nodes, newNode(i))
 	}
@@ -305,6 +311,7 @@ func (l *Lab) Down() {
 		if err := Clean(l.Dir); err != nil {
 			fmt.Fprintf(l.Log, "lab: tear-down: %v\n", err)
 		}
+		l.lock.Close()
 	})
 }
 

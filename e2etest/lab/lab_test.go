@@ -267,3 +267,17 @@ func TestKubeProxyNftablesModeForwardsNodePorts(t *testing.T) {
 		t.Errorf("no kube-proxy nftables table with the NodePort in %s: %v %s", l.Nodes[1].Netns, err, out)
 	}
 }
+
+func TestASecondLabOnTheMachineIsRefused(t *testing.T) {
+	cfg := needRoot(t)
+	first, err := lockMachine("/first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dir = t.TempDir() // another checkout: the lock is machine-wide, not per directory
+	_, err = Up(context.Background(), cfg)
+	first.Close()
+	if err == nil || !strings.Contains(err.Error(), "another lab is running") || !strings.Contains(err.Error(), "/first") {
+		t.Fatalf("Up while a lab holds the lock: %v, want a refusal naming the running lab", err)
+	}
+}
