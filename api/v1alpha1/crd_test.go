@@ -23,6 +23,9 @@ const crdDir = "../../config/crd/bases"
 
 var kinds = []string{"IPAddressPool", "L2Advertisement", "BGPPeer", "BGPAdvertisement", "BFDProfile"}
 
+// reportKinds are written by Herald, not by users: namespaced, no conditions.
+var reportKinds = []string{"Announcement"}
+
 // crd is the part of apiextensions.k8s.io/v1 CustomResourceDefinition the tests
 // look at.
 type crd struct {
@@ -96,8 +99,8 @@ func loadCRDs(t *testing.T) map[string]crd {
 
 func TestEveryKindHasAClusterScopedCRDWithStatusSubresource(t *testing.T) {
 	crds := loadCRDs(t)
-	if len(crds) != len(kinds) {
-		t.Errorf("%s holds CRDs for %d kinds, want %d (%v)", crdDir, len(crds), len(kinds), kinds)
+	if len(crds) != len(kinds)+len(reportKinds) {
+		t.Errorf("%s holds CRDs for %d kinds, want %d (%v and %v)", crdDir, len(crds), len(kinds)+len(reportKinds), kinds, reportKinds)
 	}
 	for _, kind := range kinds {
 		c, ok := crds[kind]
@@ -348,6 +351,25 @@ func TestInvalidSamplesAreOneObjectOfAKnownKindWithAnExpectedError(t *testing.T)
 	for _, kind := range kinds {
 		if !seen[kind] {
 			t.Errorf("no invalid sample of %s", kind)
+		}
+	}
+}
+
+func TestAnnouncementsAreNamespacedAndShowTheNodeAndInterfaces(t *testing.T) {
+	c, ok := loadCRDs(t)["Announcement"]
+	if !ok {
+		t.Fatal("no CRD for Announcement: run make manifests")
+	}
+	if c.Spec.Scope != "Namespaced" {
+		t.Errorf("Announcement scope %q, want Namespaced (it lives beside its Service)", c.Spec.Scope)
+	}
+	var cols []string
+	for _, col := range c.Spec.Versions[0].AdditionalPrinterColumns {
+		cols = append(cols, col.Name)
+	}
+	for _, want := range []string{"Service", "IPs", "Mode", "Node", "Interfaces"} {
+		if !slices.Contains(cols, want) {
+			t.Errorf("kubectl get announcements lacks column %s (has %v)", want, cols)
 		}
 	}
 }

@@ -100,7 +100,7 @@ func (p *Pool) Allows(ns string, nsLabels, svcLabels map[string]string) bool {
 	if len(p.Namespaces) > 0 && !slices.Contains(p.Namespaces, ns) {
 		return false
 	}
-	return anyMatches(p.NamespaceSelectors, nsLabels) && anyMatches(p.ServiceSelectors, svcLabels)
+	return AnyMatches(p.NamespaceSelectors, nsLabels) && AnyMatches(p.ServiceSelectors, svcLabels)
 }
 
 // Advertisement is an accepted L2Advertisement or BGPAdvertisement, with its
@@ -114,8 +114,8 @@ type Advertisement struct {
 	BGP              *v1alpha1.BGPAdvertisementSpec
 }
 
-// anyMatches is true when there are no selectors or one of them matches.
-func anyMatches(sels []labels.Selector, set map[string]string) bool {
+// AnyMatches is true when there are no selectors or one of them matches.
+func AnyMatches(sels []labels.Selector, set map[string]string) bool {
 	if len(sels) == 0 {
 		return true
 	}
@@ -358,7 +358,7 @@ func (c *Config) buildAdvertisement(ref Ref, poolNames []string, poolSels, nodeS
 	// No pool named and no selector: the advertisement covers every pool.
 	all := len(poolNames) == 0 && len(poolSels) == 0
 	for name, p := range c.Pools {
-		if (all || (len(ps) > 0 && anyMatches(ps, p.Labels))) && !slices.Contains(adv.Pools, name) {
+		if (all || (len(ps) > 0 && AnyMatches(ps, p.Labels))) && !slices.Contains(adv.Pools, name) {
 			adv.Pools = append(adv.Pools, name)
 		}
 	}
