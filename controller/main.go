@@ -1,6 +1,7 @@
 // Command controller is Herald's controller: it allocates addresses from
-// IPAddressPools to Services of type LoadBalancer and reports the state of
-// Herald's configuration. See package allocation.
+// IPAddressPools to Services of type LoadBalancer, reports the state of
+// Herald's configuration, and serves the validating webhook. See packages
+// allocation and webhook.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	"flag"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,35 +19,62 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/allocation"
+	"github.com/heraldlb/herald/controller/webhook"
 )
 
+type options struct {
+	namespace, lbClass, ipMode        string
+	metricsAddr, probeAddr, pprofAddr string
+	leaderElect                       bool
+	leaseDuration                     time.Duration
+	workers                           int
+	enableWebhook                     bool
+	webhook                           webhook.Options
+	webhookDNSNames                   string
+}
+
 func main() {
-	var (
-		namespace     = flag.String("namespace", envOr("HERALD_NAMESPACE", "herald-system"), "namespace of Herald's own objects (leader-election lease)")
-		lbClass       = flag.String("load-balancer-class", "", "the spec.loadBalancerClass to handle; empty: Services without a class")
-		ipMode        = flag.String("ip-mode", string(corev1.LoadBalancerIPModeVIP), "ipMode written on ingress entries: VIP (kube-proxy handles the address) or Proxy (Herald's dataplane does)")
-		metricsAddr   = flag.String("metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint; 0 disables it")
-		probeAddr     = flag.String("health-probe-bind-address", ":7473", "address of /healthz and /readyz")
-		leaderElect   = flag.Bool("leader-elect", true, "elect a leader so one replica allocates at a time")
-		leaseDuration = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a crashed leader's lease blocks a new leader")
-		workers       = flag.Int("workers", 16, "Services reconciled (and status writes made) in parallel; decisions stay serial")
-	)
+	var o options
+	flag.StringVar(&o.namespace, "namespace", envOr("HERALD_NAMESPACE", "herald-system"), "namespace of Herald's own objects (leader-election lease, webhook Secret)")
+	flag.StringVar(&o.lbClass, "load-balancer-class", "", "the spec.loadBalancerClass to handle; empty: Services without a class")
+	flag.StringVar(&o.ipMode, "ip-mode", string(corev1.LoadBalancerIPModeVIP), "ipMode written on ingress entries: VIP (kube-proxy handles the address) or Proxy (Herald's dataplane does)")
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint; 0 disables it")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":7473", "address of /healthz and /readyz")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of the Go profiler's /debug/pprof endpoints; empty disables them")
+	flag.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader so one replica allocates at a time")
+	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a crashed leader's lease blocks a new leader")
+	flag.IntVar(&o.workers, "workers", 16, "Services reconciled (and status writes made) in parallel; decisions stay serial")
+	flag.BoolVar(&o.enableWebhook, "enable-webhook", true, "serve the validating webhook for Herald's kinds")
+	flag.StringVar(&o.webhook.Host, "webhook-host", "", "address the webhook server binds; empty: all")
+	flag.IntVar(&o.webhook.Port, "webhook-port", 9443, "port of the webhook server")
+	flag.StringVar(&o.webhook.CertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "where the serving certificate is written (must be writable)")
+	flag.StringVar(&o.webhook.SecretName, "webhook-secret-name", "herald-webhook-cert", "Secret in --namespace keeping the webhook CA and certificate")
+	flag.StringVar(&o.webhook.WebhookConfigName, "webhook-config-name", "herald-validating-webhook", "ValidatingWebhookConfiguration whose CA bundle the controller keeps current")
+	flag.StringVar(&o.webhook.ServiceName, "webhook-service-name", "herald-webhook", "Service in front of the webhook (the certificate's name)")
+	flag.StringVar(&o.webhookDNSNames, "webhook-extra-dns-names", "", "more names for the certificate, comma-separated (e.g. localhost)")
+	flag.BoolVar(&o.webhook.EnableCertRotation, "enable-cert-rotation", true, "generate, rotate and inject the webhook certificate; off when another tool manages it")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if err := run(*namespace, *lbClass, corev1.LoadBalancerIPMode(*ipMode), *metricsAddr, *probeAddr, *leaderElect, *leaseDuration, *workers); err != nil {
+	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "controller stopped")
 		os.Exit(1)
 	}
 }
 
-func run(namespace, lbClass string, ipMode corev1.LoadBalancerIPMode, metricsAddr, probeAddr string, leaderElect bool, lease time.Duration, workers int) error {
+func run(o options) error {
+	ipMode := corev1.LoadBalancerIPMode(o.ipMode)
 	if ipMode != corev1.LoadBalancerIPModeVIP && ipMode != corev1.LoadBalancerIPModeProxy {
 		return errors.New("--ip-mode: want VIP or Proxy")
+	}
+	o.webhook.Namespace = o.namespace
+	if o.webhookDNSNames != "" {
+		o.webhook.ExtraDNSNames = strings.Split(o.webhookDNSNames, ",")
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -61,14 +90,20 @@ func run(namespace, lbClass string, ipMode corev1.LoadBalancerIPMode, metricsAdd
 	// Allocation writes one status per Service; the client's default of 5 QPS
 	// would throttle a backlog to 5 Services a second.
 	cfg.QPS, cfg.Burst = 500, 1000
-	renew := lease * 2 / 3
+	lease, renew := o.leaseDuration, o.leaseDuration*2/3
+	var whServer crwebhook.Server
+	if o.enableWebhook {
+		whServer = crwebhook.NewServer(webhook.ServerOptions(o.webhook))
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress:        probeAddr,
-		LeaderElection:                leaderElect,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
+		WebhookServer:                 whServer,
+		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "herald-controller",
-		LeaderElectionNamespace:       namespace,
+		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
 		LeaseDuration:                 &lease,
 		RenewDeadline:                 &renew,
@@ -76,9 +111,20 @@ func run(namespace, lbClass string, ipMode corev1.LoadBalancerIPMode, metricsAdd
 	if err != nil {
 		return err
 	}
-	c, err := allocation.New(mgr, allocation.Options{LoadBalancerClass: lbClass, IPMode: ipMode, Workers: workers})
+	c, err := allocation.New(mgr, allocation.Options{LoadBalancerClass: o.lbClass, IPMode: ipMode, Workers: o.workers})
 	if err != nil {
 		return err
+	}
+	if o.enableWebhook {
+		// Ready only once the webhook serves with the injected CA: `helm
+		// install --wait` then never leaves a "failed calling webhook" window.
+		ready, err := webhook.Setup(mgr, o.webhook)
+		if err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook", ready); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
