@@ -39,29 +39,53 @@ func (l *Lab) buildNetwork() error {
 		if err := l.addHost(n.Netns, fmt.Sprintf("02:00:00:00:01:%02x", n.Index), n.IPv4.String(), n.IPv6.String()); err != nil {
 			return err
 		}
-		var lines = []string{
+		lines := append([]string{
 			"link add cbr0 type bridge",
 			"link set cbr0 up",
 			fmt.Sprintf("addr add %s/%d dev cbr0", podGateway(n.PodCIDRv4), n.PodCIDRv4.Bits()),
 			fmt.Sprintf("addr add %s/%d dev cbr0 nodad", podGateway(n.PodCIDRv6), n.PodCIDRv6.Bits()),
-		}
-		for _, o := range l.Nodes {
-			if o.Index != n.Index {
-				lines = append(lines,
-					fmt.Sprintf("route add %s via %s", o.PodCIDRv4, o.IPv4),
-					fmt.Sprintf("route add %s via %s", o.PodCIDRv6, o.IPv6))
-			}
-		}
+		}, l.podRoutes(n)...)
 		if err := ipBatch(n.Netns, lines...); err != nil {
 			return err
 		}
-		for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}} {
+		// keep_addr_on_down: a link flap (SetNodeLink) must not cost the node
+		// its IPv6 address, as it would not on a configured server.
+		for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}, {"net.ipv6.conf.eth0.keep_addr_on_down", "1"}} {
 			if err := sysctl(n.Netns, kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
 	}
 	return l.addHost(ClientNetns, "02:00:00:00:01:64", ClientIPv4, ClientIPv6)
+}
+
+// podRoutes are node n's routes to the other nodes' pod CIDRs, over the LAN.
+func (l *Lab) podRoutes(n Node) []string {
+	var lines []string
+	for _, o := range l.Nodes {
+		if o.Index != n.Index {
+			lines = append(lines,
+				fmt.Sprintf("route replace %s via %s", o.PodCIDRv4, o.IPv4),
+				fmt.Sprintf("route replace %s via %s", o.PodCIDRv6, o.IPv6))
+		}
+	}
+	return lines
+}
+
+// SetNodeLink takes a node's LAN link down, as a dead NIC or a pulled cable
+// would, or brings it back up. The kernel drops the routes over a link that
+// goes down; bringing it up restores them as the node had them.
+func (l *Lab) SetNodeLink(node string, up bool) error {
+	for _, n := range l.Nodes {
+		if n.Name != node {
+			continue
+		}
+		if !up {
+			return ipBatch(n.Netns, "link set eth0 down")
+		}
+		return ipBatch(n.Netns, append([]string{"link set eth0 up"}, l.podRoutes(n)...)...)
+	}
+	return fmt.Errorf("no lab node %q", node)
 }
 
 // addHost creates namespace ns with a macvlan eth0 on the LAN.

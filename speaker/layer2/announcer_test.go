@@ -1,0 +1,327 @@
+package layer2_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldlb/herald/speaker/layer2"
+)
+
+// speakerAndClient is a LAN with one speaker and one client.
+func speakerAndClient(t *testing.T, tools ...string) (n *lan, speaker, client string) {
+	t.Helper()
+	requireTools(t, tools...)
+	n = newLAN(t)
+	speaker = n.addHost("s1", speakerMAC, speakerV4, speakerV6)
+	client = n.addHost("c", clientMAC, clientV4, clientV6)
+	return n, speaker, client
+}
+
+func TestOnlyOwnedAddressesGetARPReplies(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	reg := prometheus.NewRegistry()
+	a := announcerIn(t, speaker, reg)
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+
+	if macs := arping(t, client, vip4, 2); len(macs) < 2 || !allEqual(macs, speakerMAC) {
+		t.Errorf("arping %s: replies from %v, want 2 from the speaker %s", vip4, macs, speakerMAC)
+	}
+	if macs := arping(t, client, otherVIP4, 2); len(macs) != 0 {
+		t.Errorf("arping %s (not owned): replies from %v, want none", otherVIP4, macs)
+	}
+	// The kernel answers for the interface's own address; the Announcer
+	// must not add a second reply.
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}, netip.MustParseAddr(speakerV4): {"eth0"}})
+	if macs := arping(t, client, netip.MustParseAddr(speakerV4), 2); len(macs) != 2 || !allEqual(macs, speakerMAC) {
+		t.Errorf("arping the speaker's own address: replies %v, want exactly the kernel's 2", macs)
+	}
+	if got := counter(t, reg, "herald_speaker_arp_requests_total", "interface", "eth0"); got != 4 {
+		t.Errorf("herald_speaker_arp_requests_total{interface=eth0} = %v, want 4 (2 for %s, 2 for the speaker's own address)", got, vip4)
+	}
+	if got := counter(t, reg, "herald_speaker_arp_replies_total", "interface", "eth0"); got != 2 {
+		t.Errorf("herald_speaker_arp_replies_total{interface=eth0} = %v, want 2", got)
+	}
+
+	setOwned(t, a, map[netip.Addr][]string{})
+	if macs := arping(t, client, vip4, 2); len(macs) != 0 {
+		t.Errorf("arping %s after SetOwned({}): replies from %v, want none", vip4, macs)
+	}
+}
+
+func TestOnlyOwnedAddressesGetNDPAdvertisements(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "ndisc6")
+	reg := prometheus.NewRegistry()
+	a := announcerIn(t, speaker, reg)
+	setOwned(t, a, map[netip.Addr][]string{vip6: {"eth0"}})
+
+	if macs := ndisc6(t, client, vip6, 3); !allEqual(macs, speakerMAC) {
+		t.Errorf("ndisc6 %s: advertisements from %v, want the speaker %s", vip6, macs, speakerMAC)
+	}
+	if macs := ndisc6(t, client, otherVIP6, 2); len(macs) != 0 {
+		t.Errorf("ndisc6 %s (not owned): advertisements from %v, want none", otherVIP6, macs)
+	}
+	if got := counter(t, reg, "herald_speaker_ndp_advertisements_total", "interface", "eth0"); got < 1 {
+		t.Errorf("herald_speaker_ndp_advertisements_total{interface=eth0} = %v, want at least 1", got)
+	}
+	if sol, adv := counter(t, reg, "herald_speaker_ndp_solicitations_total", "interface", "eth0"),
+		counter(t, reg, "herald_speaker_ndp_advertisements_total", "interface", "eth0"); sol != adv {
+		t.Errorf("%v solicitations for owned addresses but %v advertisements, want one each", sol, adv)
+	}
+
+	setOwned(t, a, map[netip.Addr][]string{})
+	if macs := ndisc6(t, client, vip6, 2); len(macs) != 0 {
+		t.Errorf("ndisc6 %s after SetOwned({}): advertisements from %v, want none", vip6, macs)
+	}
+}
+
+// An address is answered for only on the interfaces it is owned on: a request
+// that arrives on another interface is counted but not answered.
+func TestAddressOwnedOnAnotherInterfaceIsNotAnswered(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping", "ndisc6")
+	ipBatch(t, speaker,
+		"link add veth0 type veth peer name veth1",
+		"link set veth0 up",
+		"link set veth1 up",
+	)
+	reg := prometheus.NewRegistry()
+	a := announcerIn(t, speaker, reg)
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"veth0"}, vip6: {"veth0"}})
+
+	if macs := arping(t, client, vip4, 2); len(macs) != 0 {
+		t.Errorf("arping %s on eth0, owned on veth0 only: replies from %v, want none", vip4, macs)
+	}
+	if macs := ndisc6(t, client, vip6, 2); len(macs) != 0 {
+		t.Errorf("ndisc6 %s on eth0, owned on veth0 only: advertisements from %v, want none", vip6, macs)
+	}
+	if got := counter(t, reg, "herald_speaker_arp_replies_total", "interface", "eth0"); got != 0 {
+		t.Errorf("ARP replies on eth0 = %v, want 0", got)
+	}
+	// Owning it on eth0 as well makes eth0 answer.
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"veth0", "eth0"}})
+	if macs := arping(t, client, vip4, 1); !allEqual(macs, speakerMAC) {
+		t.Errorf("arping %s once owned on eth0 too: replies from %v, want the speaker", vip4, macs)
+	}
+}
+
+// On takeover the new owner announces at once, so a client that still has
+// an old MAC for the address learns the new one without asking.
+func TestTakeoverUpdatesTheClientsNeighbourTableUnasked(t *testing.T) {
+	t.Parallel()
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		t.Run(vip.String(), func(t *testing.T) {
+			t.Parallel()
+			_, speaker, client := speakerAndClient(t)
+			reg := prometheus.NewRegistry()
+			a := announcerIn(t, speaker, reg)
+			h := handleIn(t, client)
+			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
+			if got := neighbourMAC(t, h, vip); got != fakeMAC {
+				t.Fatalf("client's neighbour entry for %s is %q before the takeover, want the fake %s", vip, got, fakeMAC)
+			}
+
+			start := time.Now()
+			setOwned(t, a, map[netip.Addr][]string{vip: {"eth0"}})
+			returned := time.Since(start)
+			_, ok := waitFor(1500*time.Millisecond-returned, func() bool { return neighbourMAC(t, h, vip) == speakerMAC })
+			took := time.Since(start)
+			if !ok {
+				t.Fatalf("client's neighbour entry for %s is %q 1.5 s after SetOwned, want the speaker's %s", vip, neighbourMAC(t, h, vip), speakerMAC)
+			}
+			t.Logf("client's neighbour table had the speaker's MAC for %s %v after SetOwned was called (SetOwned returned after %v)",
+				vip, took.Round(100*time.Microsecond), returned.Round(100*time.Microsecond))
+
+			// The announcement is repeated: 5 in all over 2 s.
+			family := "ipv4"
+			if vip.Is6() {
+				family = "ipv6"
+			}
+			time.Sleep(2300*time.Millisecond - time.Since(start))
+			if got := counter(t, reg, "herald_speaker_gratuitous_announcements_total", "family", family); got != 5 {
+				t.Errorf("herald_speaker_gratuitous_announcements_total{family=%s} = %v 2.3 s after SetOwned, want 5", family, got)
+			}
+		})
+	}
+}
+
+// A hand-over without loss: the old owner waits until the new owner has
+// announced before it stops answering.
+func TestWaitAnnouncedByOtherReturnsOnceTheNewOwnerAnnounces(t *testing.T) {
+	t.Parallel()
+	requireTools(t)
+	n := newLAN(t)
+	s1 := n.addHost("s1", speakerMAC, speakerV4, speakerV6)
+	s2 := n.addHost("s2", speaker2MAC, speaker2V4, speaker2V6)
+	old := announcerIn(t, s1, nil)
+	next := announcerIn(t, s2, nil)
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		setOwned(t, old, map[netip.Addr][]string{vip: {"eth0"}})
+
+		// Its own announcements (sent just now, repeated for 2 s) do not count.
+		ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+		err := old.WaitAnnouncedByOther(ctx, vip)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("WaitAnnouncedByOther(%s) with no other owner: %v, want the deadline", vip, err)
+		}
+
+		done := make(chan error, 1)
+		go func() { done <- old.WaitAnnouncedByOther(withTimeout(t, 5*time.Second), vip) }()
+		time.Sleep(100 * time.Millisecond) // let it start waiting
+		start := time.Now()
+		setOwned(t, next, map[netip.Addr][]string{vip: {"eth0"}})
+		if err := <-done; err != nil {
+			t.Fatalf("WaitAnnouncedByOther(%s) after the new owner announced: %v", vip, err)
+		}
+		t.Logf("WaitAnnouncedByOther(%s) returned %v after the new owner's SetOwned", vip, time.Since(start).Round(time.Microsecond))
+
+		// Called late, it still sees the announcement it just missed.
+		if err := old.WaitAnnouncedByOther(withTimeout(t, 10*time.Millisecond), vip); err != nil {
+			t.Errorf("WaitAnnouncedByOther(%s) called just after the announcement: %v, want nil at once", vip, err)
+		}
+		setOwned(t, old, nil)
+		setOwned(t, next, nil)
+	}
+	if err := old.WaitAnnouncedByOther(context.Background(), vip4); err == nil {
+		t.Error("WaitAnnouncedByOther for an address not owned: nil, want an error")
+	}
+}
+
+// A link that goes down and up, or is deleted and made again, costs answers
+// only while it is away; listeners reopen by themselves.
+func TestAnsweringResumesAfterTheLinkFlapsOrIsReplaced(t *testing.T) {
+	t.Parallel()
+	n, speaker, client := speakerAndClient(t, "arping", "ndisc6")
+	a := announcerIn(t, speaker, nil)
+	h := handleIn(t, client)
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}, vip6: {"eth0"}})
+	answers := func(step string) {
+		t.Helper()
+		var m4, m6 []string
+		took, ok := waitFor(5*time.Second, func() bool {
+			m4, m6 = arping(t, client, vip4, 1), ndisc6(t, client, vip6, 1)
+			return allEqual(m4, speakerMAC) && allEqual(m6, speakerMAC)
+		})
+		if !ok {
+			t.Fatalf("%s: arping %v, ndisc6 %v, want the speaker %s for both", step, m4, m6, speakerMAC)
+		}
+		t.Logf("%s: arping and ndisc6 got the speaker's MAC within %v", step, took.Round(time.Millisecond))
+	}
+	// The client forgets: only a new announcement can teach it again.
+	clientForgets := func() {
+		t.Helper()
+		for _, vip := range []netip.Addr{vip4, vip6} {
+			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
+		}
+	}
+	answers("before")
+
+	ipBatch(t, speaker, "link set eth0 down")
+	time.Sleep(300 * time.Millisecond)
+	clientForgets()
+	ipBatch(t, speaker, "link set eth0 up")
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		took, ok := waitFor(3*time.Second, func() bool { return neighbourMAC(t, h, vip) == speakerMAC })
+		if !ok {
+			t.Errorf("after eth0 came back up the client's entry for %s is %q, want the speaker's (announced again)", vip, neighbourMAC(t, h, vip))
+		} else {
+			t.Logf("after eth0 came back up, the client learned %s again unasked in %v", vip, took.Round(10*time.Microsecond))
+		}
+	}
+	answers("after down/up")
+
+	n.replaceEth0(speaker, "s1", speakerMAC, speakerV4, speakerV6)
+	answers("after eth0 was replaced")
+}
+
+func TestCloseStopsAnsweringAndEndsEveryGoroutine(t *testing.T) {
+	_, speaker, client := speakerAndClient(t, "arping")
+	var a *layer2.Announcer
+	inNetns(t, speaker, func() { a = layer2.New(testrLogger(t), nil) })
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}, vip6: {"eth0"}})
+	if macs := arping(t, client, vip4, 1); !allEqual(macs, speakerMAC) {
+		t.Fatalf("arping %s before Close: %v", vip4, macs)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := a.SetOwned(map[netip.Addr][]string{vip4: {"eth0"}}); !errors.Is(err, layer2.ErrClosed) {
+		t.Errorf("SetOwned after Close: %v, want ErrClosed", err)
+	}
+	if left := goroutinesIn("speaker/layer2.", "vishvananda/netlink", "mdlayher/"); left != "" {
+		t.Errorf("goroutines left after Close:\n%s", left)
+	}
+	if macs := arping(t, client, vip4, 2); len(macs) != 0 {
+		t.Errorf("arping %s after Close: replies from %v, want none", vip4, macs)
+	}
+}
+
+func TestSetOwnedRefusesInvalidInput(t *testing.T) {
+	a := layer2.New(testrLogger(t), nil)
+	defer a.Close()
+	for name, owned := range map[string]map[netip.Addr][]string{
+		"invalid address":          {{}: {"eth0"}},
+		"multicast address":        {netip.MustParseAddr("ff02::1"): {"eth0"}},
+		"unspecified address":      {netip.IPv4Unspecified(): {"eth0"}},
+		"empty interface":          {vip4: {""}},
+		"name too long for a link": {vip4: {"a-very-long-interface-name"}},
+	} {
+		if err := a.SetOwned(owned); err == nil {
+			t.Errorf("%s: SetOwned accepted %v", name, owned)
+		}
+	}
+}
+
+// A client re-checks a cached neighbour now and then with a solicitation (or
+// ARP request) sent straight to the cached MAC and address (RFC 4861 section
+// 7.3). The owner must answer it too, or the client drops its entry.
+func TestUnicastNeighbourProbesAreAnswered(t *testing.T) {
+	t.Parallel()
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		t.Run(vip.String(), func(t *testing.T) {
+			t.Parallel()
+			_, speaker, client := speakerAndClient(t)
+			reg := prometheus.NewRegistry()
+			a := announcerIn(t, speaker, reg)
+			setOwned(t, a, map[netip.Addr][]string{vip: {"eth0"}})
+			family, replies := "ipv4", "herald_speaker_arp_replies_total"
+			if vip.Is6() {
+				family, replies = "ipv6", "herald_speaker_ndp_advertisements_total"
+			}
+			time.Sleep(2100 * time.Millisecond) // past the announcements, which make entries STALE
+			// Probe 1 s after use rather than the default 5 s.
+			run(t, "ip", "netns", "exec", client, "sysctl", "-qw", "net."+family+".neigh.eth0.delay_first_probe_time=1")
+			h := handleIn(t, client)
+			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", speakerMAC, "nud", "stale", "dev", "eth0")
+			sendUDP(t, client, vip)
+			var seen []string
+			took, ok := waitFor(6*time.Second, func() bool {
+				st := neighbourState(t, h, vip)
+				if len(seen) == 0 || seen[len(seen)-1] != st {
+					seen = append(seen, st)
+				}
+				return st == "REACHABLE" || st == "FAILED"
+			})
+			// Only an answer to the probe makes a DELAY entry REACHABLE: a
+			// datagram confirms nothing, and announcements only make it STALE.
+			if !ok || !slices.Contains(seen, "DELAY") || seen[len(seen)-1] != "REACHABLE" {
+				t.Fatalf("client's entry for %s went %v, want DELAY, (PROBE,) REACHABLE", vip, seen)
+			}
+			if got := counter(t, reg, replies, "interface", "eth0"); got != 1 {
+				t.Errorf("%s{interface=eth0} = %v, want 1: the answer to the probe", replies, got)
+			}
+			t.Logf("client's entry for %s went %v in %v", vip, seen, took.Round(time.Millisecond))
+		})
+	}
+}

@@ -1,0 +1,244 @@
+package layer2
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// ndpConn answers IPv6 neighbour solicitations (RFC 4861) on one interface
+// through an ICMPv6 socket bound to the interface's link-local address; the
+// listener makes it join the solicited-node group of each owned address.
+// Messages are parsed and built by package ndp. The socket is opened here
+// rather than by ndp.Listen so that it can send from the owned address
+// itself (IPV6_FREEBIND): that is what a host does for an address assigned
+// to it, and what tools such as ndisc6 expect (they drop an advertisement
+// for a global target that comes from a link-local source).
+type ndpConn struct {
+	l      *listener
+	pc     *ipv6.PacketConn
+	probes *packet.Conn // unicast solicitations, see ndp_unicast.go
+	ifi    *net.Interface
+	mac    net.HardwareAddr
+	ll     netip.Addr
+	fromLL atomic.Bool // the kernel refused the owned address as source; use the link-local one
+}
+
+func openNDP(l *listener, ifi *net.Interface) (*ndpConn, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	var ll netip.Addr
+	for _, a := range addrs {
+		if p, ok := prefixOf(a); ok && p.Addr().Is6() && p.Addr().IsLinkLocalUnicast() {
+			ll = p.Addr()
+			break
+		}
+	}
+	if !ll.IsValid() {
+		return nil, errors.New("no IPv6 link-local address (yet)")
+	}
+	// Zones by index: the net package caches zone names process-wide, and
+	// a name may stand for another link in another namespace, or for a link
+	// since deleted and made again.
+	ic, err := net.ListenIP("ip6:ipv6-icmp", &net.IPAddr{IP: ll.AsSlice(), Zone: strconv.Itoa(ifi.Index)})
+	if err != nil {
+		return nil, err
+	}
+	c := &ndpConn{l: l, pc: ipv6.NewPacketConn(ic), ifi: ifi, mac: slices.Clone(ifi.HardwareAddr), ll: ll}
+	if err := c.setup(ic); err != nil {
+		_ = ic.Close()
+		return nil, err
+	}
+	if c.probes, err = listenUnicastNS(ifi); err != nil {
+		_ = ic.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *ndpConn) setup(ic *net.IPConn) error {
+	rc, err := ic.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sockErr error
+	if err := rc.Control(func(fd uintptr) {
+		sockErr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	}); err != nil {
+		return err
+	}
+	if sockErr != nil {
+		c.fromLL.Store(true)
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeNeighborSolicitation)
+	f.Accept(ipv6.ICMPTypeNeighborAdvertisement)
+	// RFC 4861 section 7.1: hop limit 255, so a receiver knows the sender
+	// is on the link, and must check it on what it receives.
+	for _, err := range []error{
+		c.pc.SetICMPFilter(&f),
+		c.pc.SetHopLimit(ndp.HopLimit),
+		c.pc.SetMulticastHopLimit(ndp.HopLimit),
+		c.pc.SetMulticastLoopback(false),
+		c.pc.SetControlMessage(ipv6.FlagHopLimit, true),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *ndpConn) close() error { return errors.Join(c.pc.Close(), c.probes.Close()) }
+
+func (c *ndpConn) joinGroup(g netip.Addr) error {
+	return c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: g.AsSlice()})
+}
+
+func (c *ndpConn) leaveGroup(g netip.Addr) error {
+	return c.pc.LeaveGroup(c.ifi, &net.IPAddr{IP: g.AsSlice()})
+}
+
+// serve reads both sockets until one fails, then closes both.
+func (c *ndpConn) serve() error {
+	errc := make(chan error, 2)
+	go func() { errc <- c.serveMulticast() }()
+	go func() { errc <- c.serveUnicast() }()
+	err := <-errc
+	_ = c.close()
+	<-errc
+	return err
+}
+
+func (c *ndpConn) serveUnicast() error {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := c.probes.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		// A solicitation to the link-local address reaches the ICMPv6
+		// socket, which is bound to it.
+		if ns, src, dst, ok := parseUnicastNS(buf[:n]); ok && dst != c.ll {
+			c.solicited(ns, src)
+		}
+	}
+}
+
+func (c *ndpConn) serveMulticast() error {
+	buf := make([]byte, max(c.ifi.MTU, 1280))
+	for {
+		n, cm, src, err := c.pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if cm != nil && cm.HopLimit != ndp.HopLimit {
+			continue
+		}
+		m, err := ndp.ParseMessage(buf[:n])
+		if err != nil {
+			continue
+		}
+		switch m := m.(type) {
+		case *ndp.NeighborSolicitation:
+			if from, ok := src.(*net.IPAddr); ok {
+				if ip, ok := netip.AddrFromSlice(from.IP); ok {
+					c.solicited(m, ip)
+				}
+			}
+		case *ndp.NeighborAdvertisement:
+			if lla := linkLayerAddr(m.Options, ndp.Target); lla != nil && !bytes.Equal(lla, c.mac) {
+				c.l.a.sawAnnouncement(m.TargetAddress.WithZone(""), lla)
+			}
+		}
+	}
+}
+
+func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
+	if lla := linkLayerAddr(ns.Options, ndp.Source); lla != nil && bytes.Equal(lla, c.mac) {
+		return // this host's own solicitation
+	}
+	a, ifname, target := c.l.a, c.l.key.ifname, ns.TargetAddress.WithZone("")
+	anywhere, here := a.ownership(target, ifname)
+	if !anywhere {
+		return
+	}
+	a.metrics.ndpSolicitation(ifname)
+	if !here || c.l.isLocal(target) {
+		return
+	}
+	na := &ndp.NeighborAdvertisement{
+		Solicited:     true,
+		Override:      true,
+		TargetAddress: target,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: c.mac}},
+	}
+	dst := src
+	if src.IsUnspecified() {
+		// RFC 4861 section 7.2.4: a solicitation from the unspecified
+		// address (duplicate address detection) is answered to all nodes.
+		dst, na.Solicited = netip.IPv6LinkLocalAllNodes(), false
+	}
+	if err := c.send(na, target, dst); err != nil {
+		a.log.V(1).Info("neighbour advertisement not sent", "ip", target.String(), "interface", ifname, "error", err.Error())
+		return
+	}
+	a.metrics.ndpAdvertisement(ifname)
+}
+
+// announce sends an unsolicited Neighbor Advertisement with the Override flag
+// to all nodes (RFC 4861 section 7.2.6), so neighbours replace the link-layer
+// address they have for ip.
+func (c *ndpConn) announce(ip netip.Addr) error {
+	na := &ndp.NeighborAdvertisement{
+		Override:      true,
+		TargetAddress: ip,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: c.mac}},
+	}
+	return c.send(na, ip, netip.IPv6LinkLocalAllNodes())
+}
+
+// send sends m to dst from the owned address ip, or from the link-local
+// address if the kernel will not send from an address it does not have.
+func (c *ndpConn) send(m ndp.Message, ip, dst netip.Addr) error {
+	b, err := ndp.MarshalMessage(m)
+	if err != nil {
+		return err
+	}
+	to := &net.IPAddr{IP: dst.AsSlice(), Zone: strconv.Itoa(c.ifi.Index)}
+	if !c.fromLL.Load() {
+		cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: ip.AsSlice(), IfIndex: c.ifi.Index}
+		if _, err = c.pc.WriteTo(b, cm, to); err == nil || !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		c.fromLL.Store(true)
+		c.l.a.log.Info("the kernel refuses to send from an owned IPv6 address; sending from the link-local address", "interface", c.ifi.Name, "error", err.Error())
+	}
+	cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: c.ll.AsSlice(), IfIndex: c.ifi.Index}
+	if _, err := c.pc.WriteTo(b, cm, to); err != nil {
+		return fmt.Errorf("from %s: %w", c.ll, err)
+	}
+	return nil
+}
+
+func linkLayerAddr(opts []ndp.Option, d ndp.Direction) net.HardwareAddr {
+	for _, o := range opts {
+		if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == d {
+			return lla.Addr
+		}
+	}
+	return nil
+}
