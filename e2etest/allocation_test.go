@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/lab"
@@ -400,17 +401,15 @@ func TestRefusedPoolChangeLeavesTheLastAcceptedVersionInForce(t *testing.T) {
 		s.Annotations = map[string]string{v1alpha1.AnnotationAddressPool: b.Name}
 	})
 	ip := externalIPs(t, ns, "web", 1)[0]
-	// Bypass the webhook's refusal the way a race or a disabled webhook
-	// would: the controller itself must refuse the overlap at run time.
+	// Without the webhook (disabled, or racing an install) the overlap gets
+	// in: the controller itself must refuse it at run time.
+	withoutWebhook(t)
 	var cur v1alpha1.IPAddressPool
 	if err := crClient.Get(context.Background(), types.NamespacedName{Name: b.Name}, &cur); err != nil {
 		t.Fatal(err)
 	}
 	cur.Spec.Addresses = []string{"203.0.113.164/30"}
 	if err := crClient.Update(context.Background(), &cur); err != nil {
-		if strings.Contains(err.Error(), "overlaps") {
-			t.Skip("the webhook refused the overlap at apply time; the run-time path is not reachable while it runs")
-		}
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "pool b to report Accepted=False", func(ctx context.Context) (bool, error) {
@@ -421,4 +420,69 @@ func TestRefusedPoolChangeLeavesTheLastAcceptedVersionInForce(t *testing.T) {
 	if got := externalIPs(t, ns, "web", 1)[0]; got != ip {
 		t.Errorf("the Service moved from %s to %s although the pool change was refused", ip, got)
 	}
+}
+
+func TestOverlappingPoolIsRefusedByTheWebhookAtApply(t *testing.T) {
+	ns := newNamespace(t)
+	newPool(t, ns+"-first", ns, []string{"203.0.113.168/30"})
+	manifest := fmt.Sprintf(`apiVersion: herald.dev/v1alpha1
+kind: IPAddressPool
+metadata:
+  name: %s-second
+spec:
+  addresses: ["203.0.113.170-203.0.113.171"]
+`, ns)
+	cmd := exec.Command(filepath.Join(theLab.BinDir, "kubectl"), "apply", "-f", "-")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig)
+	cmd.Stdin = strings.NewReader(manifest)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		_, _ = kubectl("delete", "ipaddresspool", ns+"-second")
+		t.Fatalf("an overlapping pool was accepted:\n%s", out)
+	}
+	for _, want := range []string{"denied the request", "spec.addresses[0]", ns + "-first"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("refusal should mention %q:\n%s", want, out)
+		}
+	}
+	// An advertisement naming a pool that does not exist is a warning, not an error.
+	adv := fmt.Sprintf(`apiVersion: herald.dev/v1alpha1
+kind: L2Advertisement
+metadata:
+  name: %s-adv
+spec:
+  ipAddressPools: ["no-such-pool"]
+`, ns)
+	cmd = exec.Command(filepath.Join(theLab.BinDir, "kubectl"), "apply", "-f", "-")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig)
+	cmd.Stdin = strings.NewReader(adv)
+	out, err = cmd.CombinedOutput()
+	defer kubectl("delete", "l2advertisement", ns+"-adv")
+	if err != nil || !strings.Contains(string(out), "Warning") || !strings.Contains(string(out), "no-such-pool") {
+		t.Errorf("advertisement naming a missing pool: want accepted with a warning, got %v:\n%s", err, out)
+	}
+}
+
+// withoutWebhook removes the ValidatingWebhookConfiguration for the rest of
+// the test, and afterwards puts it back and waits until the controller has
+// injected its CA again (an invalid pool is refused by the webhook).
+func withoutWebhook(t *testing.T) {
+	t.Helper()
+	if out, err := kubectl("delete", "validatingwebhookconfiguration", "herald-validating-webhook"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		repo, _ := lab.RepoDir()
+		if err := installWebhookConfig(filepath.Join(repo, "config/webhook/manifests.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		probe := &v1alpha1.IPAddressPool{
+			ObjectMeta: metav1.ObjectMeta{Name: "webhook-probe"},
+			Spec:       v1alpha1.IPAddressPoolSpec{Addresses: []string{"203.0.113.252/31", "203.0.113.253"}},
+		}
+		eventually(t, 60*time.Second, "the webhook to refuse again after reinstalling its configuration", func(ctx context.Context) (bool, error) {
+			err := crClient.Create(ctx, probe, client.DryRunAll)
+			return err != nil && strings.Contains(err.Error(), "denied the request"), nil
+		})
+	})
 }

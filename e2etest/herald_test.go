@@ -16,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/lab"
@@ -33,6 +35,7 @@ const heraldNamespace = "herald-system"
 const (
 	controllerMetrics = "127.0.0.1:17472"
 	controllerProbes  = "127.0.0.1:17473"
+	webhookPort       = 19443
 )
 
 var (
@@ -52,7 +55,7 @@ func setupHerald(l *lab.Lab) error {
 		return err
 	}
 	binDir = filepath.Join(l.Dir, "herald-bin")
-	build := exec.Command("go", "build", "-o", binDir+"/", "./controller")
+	build := exec.Command("go", "build", "-o", binDir+"/", "./controller", "./speaker")
 	build.Dir, build.Stdout, build.Stderr = repo, os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build herald: %w", err)
@@ -73,8 +76,44 @@ func setupHerald(l *lab.Lab) error {
 	if err := crClient.Create(context.Background(), ns); err != nil {
 		return err
 	}
-	ctl, err = startController()
-	return err
+	if err := installWebhookConfig(filepath.Join(repo, "config/webhook/manifests.yaml")); err != nil {
+		return err
+	}
+	if ctl, err = startController(); err != nil {
+		return err
+	}
+	if err := createGossipSecret(); err != nil {
+		return err
+	}
+	return startSpeakers()
+}
+
+// installWebhookConfig installs the repository's ValidatingWebhookConfiguration,
+// pointed at the controller process on this machine: the API server calls
+// https://localhost:<port><path> (the name is in the controller's certificate)
+// instead of the in-cluster Service.
+func installWebhookConfig(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+	for _, doc := range strings.Split(string(b), "\n---") {
+		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") {
+			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+				return err
+			}
+		}
+	}
+	if len(cfg.Webhooks) == 0 {
+		return fmt.Errorf("%s: no webhooks", path)
+	}
+	for i := range cfg.Webhooks {
+		cc := &cfg.Webhooks[i].ClientConfig
+		url := fmt.Sprintf("https://localhost:%d%s", webhookPort, *cc.Service.Path)
+		cc.Service, cc.URL = nil, &url
+	}
+	return crClient.Create(context.Background(), &cfg)
 }
 
 // kubectl runs the lab's real kubectl as the admin.
@@ -99,6 +138,10 @@ func startController(extra ...string) (*process, error) {
 		"--metrics-bind-address", controllerMetrics,
 		"--health-probe-bind-address", controllerProbes,
 		"--leader-elect-lease-duration", "4s",
+		"--webhook-host", "127.0.0.1",
+		"--webhook-port", fmt.Sprint(webhookPort),
+		"--webhook-extra-dns-names", "localhost",
+		"--webhook-cert-dir", filepath.Join(theLab.Dir, "webhook-certs"),
 	}, extra...)
 	logf, err := os.OpenFile(filepath.Join(theLab.Dir, "logs", "herald-controller.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -47,6 +47,7 @@ func runWithLab(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	stopSpeakers()
 	if ctl != nil {
 		ctl.stop()
 	}
