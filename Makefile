@@ -45,11 +45,12 @@ lab-exec: $(BIN)/lab
 ## test: static checks, unit tests, then the end-to-end suite in the lab (needs root)
 test: lint unit e2e
 
-lint: verify-generated
+lint: verify-generated helm
+	@bash hack/render-manifests.sh --check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-unit:
+unit: helm
 	@pkgs=$$($(GO) list ./... | grep -v /e2etest); \
 	if [ -z "$$pkgs" ]; then echo "no unit-test packages yet"; else set -x; $(GO) test -race -count=1 $$pkgs; fi
 
@@ -57,5 +58,16 @@ unit:
 e2e: lab-bins
 	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
 
+## bench: the controller's benchmark in its own lab (BENCH=cold|warm|single|rss|writes|restart runs one)
+bench: lab-bins
+	$(GO) run ./e2etest/cmd/bench $(if $(BENCH),-only $(BENCH))
+
 clean: lab-down
 	rm -rf $(BIN)
+
+## helm: the pinned helm in bin/, installed when missing or another version (chart tests, hack/render-manifests.sh)
+HELM_VERSION ?= v3.22.0
+.PHONY: helm
+helm:
+	@$(GO) version -m $(BIN)/helm 2>/dev/null | grep -Eq 'mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$(HELM_VERSION)[[:space:]]' || \
+		GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
