@@ -440,9 +440,13 @@ func (c *cuttable) DialTimeout(addr string, timeout time.Duration) (net.Conn, er
 func (c *cuttable) PacketCh() <-chan *memberlist.Packet { return c.packets }
 func (c *cuttable) StreamCh() <-chan net.Conn           { return c.streams }
 
+// Shutdown stops the inner transport before the relays, as contactTransport
+// does: memberlist reads packets until its transport is down, and a relay
+// gone first would leave the inner listener blocked on a packet forever.
 func (c *cuttable) Shutdown() error {
+	err := c.Transport.Shutdown()
 	close(c.done)
-	return c.Transport.Shutdown()
+	return err
 }
 
 // The watchdog must fire before the earliest moment peers can declare a
