@@ -34,22 +34,14 @@ type configReconciler struct {
 // into the allocator. A pool whose new version is refused stays in force as
 // it was last accepted. It returns the Services that lost an address.
 func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
-	var in model.Input
-	var pools v1alpha1.IPAddressPoolList
-	var l2 v1alpha1.L2AdvertisementList
-	var peers v1alpha1.BGPPeerList
-	var bgp v1alpha1.BGPAdvertisementList
-	var bfd v1alpha1.BFDProfileList
-	for _, l := range []client.ObjectList{&pools, &l2, &peers, &bgp, &bfd} {
-		if err := c.client.List(ctx, l); err != nil {
-			return nil, err
-		}
+	in, err := model.Read(ctx, c.client)
+	if err != nil {
+		return nil, err
 	}
-	in.Pools, in.L2Advertisements, in.BGPPeers, in.BGPAdvertisements, in.BFDProfiles = pools.Items, l2.Items, peers.Items, bgp.Items, bfd.Items
-	c.poolsSeen = fingerprint(pools.Items)
+	c.poolsSeen = fingerprint(in.Pools)
 	cfg := model.Build(in)
 	inForce := map[string]*model.Pool{}
-	for _, p := range pools.Items {
+	for _, p := range in.Pools {
 		if acc := cfg.Pools[p.Name]; acc != nil {
 			inForce[p.Name] = acc
 		} else if last := c.pools[p.Name]; last != nil {

@@ -82,7 +82,7 @@ func (v *validator) Handle(ctx context.Context, req admission.Request) admission
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("this webhook judges herald.dev/v1alpha1 IPAddressPool, L2Advertisement, BGPPeer, BGPAdvertisement and BFDProfile, not %s", req.Kind))
 	}
 
-	in, err := v.current(ctx)
+	in, err := model.Read(ctx, v.reader)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading Herald's configuration: %w", err))
 	}
@@ -107,25 +107,6 @@ func (v *validator) Handle(ctx context.Context, req admission.Request) admission
 	default:
 		return admission.Denied(verdict.Message)
 	}
-}
-
-// current reads every Herald object from the (cached) reader.
-func (v *validator) current(ctx context.Context) (model.Input, error) {
-	var (
-		in    model.Input
-		pools v1alpha1.IPAddressPoolList
-		l2    v1alpha1.L2AdvertisementList
-		peers v1alpha1.BGPPeerList
-		bgp   v1alpha1.BGPAdvertisementList
-		bfd   v1alpha1.BFDProfileList
-	)
-	for _, l := range []client.ObjectList{&pools, &l2, &peers, &bgp, &bfd} {
-		if err := v.reader.List(ctx, l); err != nil {
-			return in, err
-		}
-	}
-	in.Pools, in.L2Advertisements, in.BGPPeers, in.BGPAdvertisements, in.BFDProfiles = pools.Items, l2.Items, peers.Items, bgp.Items, bfd.Items
-	return in, nil
 }
 
 // propose decodes the request's object into in, in place of the stored object

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/heraldlb/herald/internal/model"
 )
 
 // LabelExcludeFromLB marks a node that must not receive load balancer
@@ -75,7 +77,7 @@ func Candidates(svc ServiceInfo, ads []Advertisement, nodes []Node) (cands []str
 		}
 		var on []string
 		for _, ad := range ads {
-			if selects(ad.NodeSelectors, n.Labels) {
+			if model.AnyMatches(ad.NodeSelectors, n.Labels) {
 				on = append(on, qualifyingInterfaces(n, ad, ip)...)
 			}
 		}
@@ -107,19 +109,6 @@ func eligible(n *Node, svc ServiceInfo) bool {
 		return false
 	}
 	return !svc.LocalTrafficPolicy || svc.NodesWithReadyEndpoints[n.Name]
-}
-
-// selects is true when there are no selectors or one of them matches.
-func selects(sels []labels.Selector, set map[string]string) bool {
-	if len(sels) == 0 {
-		return true
-	}
-	for _, s := range sels {
-		if s.Matches(labels.Set(set)) {
-			return true
-		}
-	}
-	return false
 }
 
 // qualifyingInterfaces are the interfaces of n that ad lets announce ip.

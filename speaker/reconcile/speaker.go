@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/internal/model"
 	"github.com/heraldlb/herald/speaker/election"
 )
@@ -206,13 +205,15 @@ type inputs struct {
 
 func (s *Speaker) gather(ctx context.Context) (*inputs, error) {
 	in := &inputs{now: time.Now()}
-	var pools v1alpha1.IPAddressPoolList
-	var l2 v1alpha1.L2AdvertisementList
+	cfgIn, err := model.Read(ctx, s.client)
+	if err != nil {
+		return nil, err
+	}
 	var svcs corev1.ServiceList
 	var eps discoveryv1.EndpointSliceList
 	var nodes corev1.NodeList
 	var leases coordinationv1.LeaseList
-	for _, l := range []client.ObjectList{&pools, &l2, &svcs, &eps, &nodes} {
+	for _, l := range []client.ObjectList{&svcs, &eps, &nodes} {
 		if err := s.client.List(ctx, l); err != nil {
 			return nil, err
 		}
@@ -220,7 +221,7 @@ func (s *Speaker) gather(ctx context.Context) (*inputs, error) {
 	if err := s.client.List(ctx, &leases, client.InNamespace(s.opts.Namespace)); err != nil {
 		return nil, err
 	}
-	in.cfg = model.Build(model.Input{Pools: pools.Items, L2Advertisements: l2.Items})
+	in.cfg = model.Build(cfgIn)
 	in.services, in.slices = svcs.Items, eps.Items
 
 	infos := map[string]leaseInfo{}
