@@ -39,15 +39,9 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	c.poolsSeen = fingerprint(in.Pools)
+	in.LastAccepted = c.pools
 	cfg := model.Build(in)
-	inForce := map[string]*model.Pool{}
-	for _, p := range in.Pools {
-		if acc := cfg.Pools[p.Name]; acc != nil {
-			inForce[p.Name] = acc
-		} else if last := c.pools[p.Name]; last != nil {
-			inForce[p.Name] = last
-		}
-	}
+	inForce := cfg.Pools
 	var ip []ipam.Pool
 	for _, name := range slices.Sorted(maps.Keys(inForce)) {
 		ip = append(ip, inForce[name].IPAM())
@@ -63,7 +57,6 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
 		c.cfg.Verdicts = cfg.Verdicts
 		return nil, nil
 	}
-	cfg.Pools = inForce
 	c.cfg, c.pools = cfg, inForce
 	for _, k := range evicted {
 		c.pending[k] = true

@@ -71,7 +71,7 @@ type Controller struct {
 
 	mu      sync.Mutex
 	cfg     *model.Config
-	pools   map[string]*model.Pool // in force: accepted, or the last accepted version
+	pools   map[string]*model.Pool // in force: accepted, or the last accepted version (cfg.Pools)
 	pending map[string]bool        // Services waiting for an address
 	// poolsSeen fingerprints the pools cfg was built from, so a Service
 	// reconcile can tell that the configuration lags behind the cache.

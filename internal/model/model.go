@@ -64,6 +64,10 @@ type Input struct {
 	BGPAdvertisements []v1alpha1.BGPAdvertisement
 	BFDProfiles       []v1alpha1.BFDProfile
 	Proposed          Ref
+	// LastAccepted are the pools as last accepted. A pool whose current
+	// version is refused stays in force as it was: the verdict says refused,
+	// but Config.Pools (and advertisements) keep the last accepted version.
+	LastAccepted map[string]*Pool
 }
 
 // Config is the validated configuration: only accepted objects are in it.
@@ -214,12 +218,17 @@ func (c *Config) buildPools(in Input) {
 	for _, p := range byAge(in.Pools, func(p *v1alpha1.IPAddressPool) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
 		ref := Ref{KindIPAddressPool, p.Name}
 		pool, mine, reason, msg := parsePool(p)
+		if reason == "" {
+			reason, msg = overlap(mine, taken)
+		}
 		if reason != "" {
 			c.refuse(ref, reason, "%s", msg)
-			continue
-		}
-		if reason, msg := overlap(mine, taken); reason != "" {
-			c.refuse(ref, reason, "%s", msg)
+			if last := in.LastAccepted[p.Name]; last != nil {
+				c.Pools[p.Name] = last
+				for _, r := range last.Ranges {
+					taken = append(taken, ownedRange{p.Name, "spec.addresses (last accepted)", r})
+				}
+			}
 			continue
 		}
 		taken = append(taken, mine...)

@@ -158,3 +158,27 @@ func TestDuplicatePeersAndUnknownBFDProfilesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestARefusedPoolChangeKeepsTheLastAcceptedVersionInForce(t *testing.T) {
+	a, b := pool("a", 0, "198.51.100.0/28"), pool("b", 1, "198.51.100.16/28")
+	first := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b}})
+	// b grows into a's range: refused, but its last accepted version stays.
+	b.Spec.Addresses = []string{"198.51.100.0/27"}
+	second := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b}, LastAccepted: first.Pools})
+	if v := second.Verdicts[Ref{KindIPAddressPool, "b"}]; v.Accepted {
+		t.Fatalf("overlapping change accepted: %+v", v)
+	}
+	if got := second.Pools["b"]; got == nil || got.Ranges[0].String() != "198.51.100.16/28" {
+		t.Fatalf("pool b in force: %+v, want its last accepted 198.51.100.16/28", got)
+	}
+	// A third pool must not take b's last accepted addresses either.
+	c := pool("c", 2, "198.51.100.20")
+	third := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b, c}, LastAccepted: second.Pools})
+	if v := third.Verdicts[Ref{KindIPAddressPool, "c"}]; v.Accepted {
+		t.Errorf("pool c took an address of b's version in force: %+v", v)
+	}
+	// A pool deleted is gone, whatever was accepted before.
+	if fourth := Build(Input{Pools: []v1alpha1.IPAddressPool{a}, LastAccepted: third.Pools}); fourth.Pools["b"] != nil {
+		t.Errorf("a deleted pool stayed in force")
+	}
+}

@@ -23,7 +23,7 @@ import (
 const (
 	leasePrefix         = "herald-speaker-"
 	annotationSubnets   = "herald.dev/subnets"    // "eth0=198.51.100.11/25,eth0=2001:db8:1::11/64"
-	annotationGossip    = "herald.dev/memberlist" // "198.51.100.11:7946"
+	annotationGossip    = "herald.dev/memberlist" // "198.51.100.11:7947"
 	annotationInterface = "herald.dev/interfaces" // "eth0,eth1"
 )
 

@@ -17,8 +17,11 @@ import (
 )
 
 // labelNode marks the Announcements a speaker wrote, so it finds (and
-// removes) exactly its own.
-const labelNode = "herald.dev/node"
+// removes) exactly its own; labelService names their Service.
+const (
+	labelNode    = "herald.dev/node"
+	labelService = "herald.dev/service"
+)
 
 // Event reasons of the speaker.
 const (
@@ -70,6 +73,7 @@ func (s *Speaker) report(ctx context.Context, in *inputs, prev, want map[netip.A
 		if err := s.writeAnnouncement(ctx, svc, name, spec); err != nil && ctx.Err() == nil {
 			s.log.Error(err, "writing Announcement", "service", key)
 		}
+		s.deleteStaleAnnouncements(ctx, svc, in.live)
 		var taken []netip.Addr
 		for _, ip := range a.ips {
 			if _, had := prev[ip]; !had {
@@ -84,9 +88,11 @@ func (s *Speaker) report(ctx context.Context, in *inputs, prev, want map[netip.A
 	s.deleteAnnouncements(ctx, keep)
 }
 
-// announcementName is <service>-<node>, cut to fit an object name.
+// announcementName is <service>.<node>: unambiguous, because a Service name
+// (a DNS label) has no dot. A node name is at most 253 characters, so a long
+// one is cut to fit an object name.
 func announcementName(svc, node string) string {
-	n := svc + "-" + node
+	n := svc + "." + node
 	if len(n) > 253 {
 		n = n[:253]
 	}
@@ -101,7 +107,7 @@ func (s *Speaker) writeAnnouncement(ctx context.Context, svc *corev1.Service, na
 		a := &v1alpha1.Announcement{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: svc.Namespace, Name: name,
-				Labels: map[string]string{labelNode: s.opts.NodeName},
+				Labels: map[string]string{labelNode: s.opts.NodeName, labelService: svc.Name},
 				// Deleted with its Service by the garbage collector.
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID, BlockOwnerDeletion: &yes}},
 			},
@@ -161,4 +167,23 @@ func (s *Speaker) reportOrphans(in *inputs, orphans map[netip.Addr][]*corev1.Ser
 		}
 	}
 	s.orphans = now
+}
+
+// deleteStaleAnnouncements removes layer-2 Announcements of svc written by
+// speakers that are no longer live: a node that died could not remove its
+// own, and in layer 2 the address has one owner, this node.
+func (s *Speaker) deleteStaleAnnouncements(ctx context.Context, svc *corev1.Service, live []string) {
+	var list v1alpha1.AnnouncementList
+	if err := s.client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels{labelService: svc.Name}); err != nil {
+		return
+	}
+	for i := range list.Items {
+		a := &list.Items[i]
+		if a.Spec.Mode != "layer2" || a.Spec.Node == s.opts.NodeName || slices.Contains(live, a.Spec.Node) {
+			continue
+		}
+		if err := client.IgnoreNotFound(s.client.Delete(ctx, a)); err != nil {
+			s.log.Error(err, "deleting a dead node's Announcement", "announcement", a.Namespace+"/"+a.Name)
+		}
+	}
 }

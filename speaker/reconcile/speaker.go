@@ -75,6 +75,7 @@ type Speaker struct {
 	mu      sync.Mutex
 	owned   map[netip.Addr]ownership // what this node announces now
 	orphans map[netip.Addr]bool      // addresses no node can announce, as last reported
+	pools   map[string]*model.Pool   // pools in force at the last reconcile
 	ready   chan struct{}
 	once    sync.Once
 	started time.Time
@@ -221,7 +222,11 @@ func (s *Speaker) gather(ctx context.Context) (*inputs, error) {
 	if err := s.client.List(ctx, &leases, client.InNamespace(s.opts.Namespace)); err != nil {
 		return nil, err
 	}
+	// Like the controller, keep a pool whose change is refused in force as
+	// last accepted, so its addresses stay announced.
+	cfgIn.LastAccepted = s.pools
 	in.cfg = model.Build(cfgIn)
+	s.pools = in.cfg.Pools
 	in.services, in.slices = svcs.Items, eps.Items
 
 	infos := map[string]leaseInfo{}
@@ -414,7 +419,7 @@ func advertisementsFor(cfg *model.Config, pool string, svcLabels map[string]stri
 		if !slices.Contains(a.Pools, pool) || !model.AnyMatches(a.ServiceSelectors, svcLabels) {
 			continue
 		}
-		ea := election.Advertisement{NodeSelectors: a.NodeSelectors}
+		ea := election.Advertisement{Name: a.Name, NodeSelectors: a.NodeSelectors}
 		if a.L2 != nil {
 			ea.Interfaces, ea.PreferredNodes = a.L2.Interfaces, a.L2.PreferredNodes
 		}
