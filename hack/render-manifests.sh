@@ -65,7 +65,7 @@ HEADER
 	# --kube-version: helm built with go install assumes Kubernetes 1.20,
 	# which the chart's kubeVersion refuses; nothing rendered depends on it.
 	"$helm" template herald "$tmp/chart" --namespace "$namespace" --include-crds \
-		--kube-version 1.30.0 -f config/render-values.yaml
+		--kube-version 1.31.0 -f config/render-values.yaml
 } >"$tmp/herald.yaml"
 
 if $check; then

@@ -89,11 +89,14 @@ func run(f flags) error {
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		GracefulShutdownTimeout: ptr(f.handover + 5*time.Second),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Secrets and Leases only in Herald's namespace: that is all RBAC grants.
-			&corev1.Secret{}:        {Namespaces: own},
-			&coordinationv1.Lease{}: {Namespaces: own},
-		}},
+		Cache: cache.Options{
+			// managedFields are a large share of every cached object and never read.
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Secrets and Leases only in Herald's namespace: that is all RBAC grants.
+				&corev1.Secret{}:        {Namespaces: own},
+				&coordinationv1.Lease{}: {Namespaces: own},
+			}},
 	})
 	if err != nil {
 		return err

@@ -28,8 +28,8 @@ import (
 )
 
 // kubeVersion is passed to helm: a helm built with `go install` assumes
-// Kubernetes 1.20, which the chart's kubeVersion (>=1.30) refuses.
-const kubeVersion = "1.30.0"
+// Kubernetes 1.20, which the chart's kubeVersion (>=1.31) refuses.
+const kubeVersion = "1.31.0"
 
 // valueSet is one way of installing the chart, and what must hold for it on
 // top of the invariants every rendering must keep.
