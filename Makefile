@@ -18,15 +18,15 @@ build:
 lab-bins:
 	@bash e2etest/tools/build.sh
 
-$(BIN)/lab: $(shell find e2etest/lab e2etest/cmd -name '*.go') go.mod
+$(BIN)/lab: $(shell find e2etest/lab e2etest/cmd e2etest/herald -name '*.go') go.mod
 	$(GO) build -o $@ ./e2etest/cmd/lab
 
-## lab: bring up the lab, run the demo, stay up until Ctrl-C (ONESHOT=1: run the demo once and exit)
-lab: lab-bins $(BIN)/lab
+## lab: bring up the lab, install Herald from the chart, run the demo, stay up until Ctrl-C (ONESHOT=1: run the demo once and exit)
+lab: lab-bins helm $(BIN)/lab
 	$(BIN)/lab demo
 
-## lab-up / lab-down: the lab in the background; kubeconfig at .lab/kubeconfig
-lab-up: lab-bins $(BIN)/lab
+## lab-up / lab-down: the lab in the background, with Herald installed (HERALD=0: without); kubeconfig at .lab/kubeconfig
+lab-up: lab-bins helm $(BIN)/lab
 	@rm -f $(LAB_DIR)/ready; mkdir -p $(LAB_DIR)
 	@setsid $(BIN)/lab up > $(LAB_DIR)/lab.log 2>&1 < /dev/null & \
 	for i in $$(seq 1 900); do \
@@ -55,12 +55,17 @@ unit: helm
 	if [ -z "$$pkgs" ]; then echo "no unit-test packages yet"; else set -x; $(GO) test -race -count=1 $$pkgs; fi
 
 # The e2e packages share one lab (fixed namespace names), so they run one at a time.
-e2e: lab-bins
+e2e: lab-bins helm
 	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
 
-## bench: the controller's benchmark in its own lab (BENCH=cold|warm|single|rss|writes|restart runs one)
-bench: lab-bins
-	$(GO) run ./e2etest/cmd/bench $(if $(BENCH),-only $(BENCH))
+## bench: the controller's and the layer-2 benchmarks, each in its own lab
+## (BENCH=cold|warm|single|rss|writes|restart, or failover|create for layer 2, runs one)
+bench: lab-bins helm
+	@case "$(BENCH)" in \
+	  failover|create) $(GO) run ./e2etest/cmd/l2bench -only $(BENCH) ;; \
+	  "") $(GO) run ./e2etest/cmd/bench && $(GO) run ./e2etest/cmd/l2bench ;; \
+	  *) $(GO) run ./e2etest/cmd/bench -only $(BENCH) ;; \
+	esac
 
 clean: lab-down
 	rm -rf $(BIN)

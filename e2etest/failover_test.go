@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -104,13 +106,9 @@ func TestLayer2AbruptNodeLossFailsOverFast(t *testing.T) {
 	if owner == podNode {
 		podNode = "node-2"
 	}
-	d := createWeb(t, ns, "web", 0)
-	d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": podNode}
-	one := int32(1)
-	d.Spec.Replicas = &one
-	if err := crClient.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	createWeb(t, ns, "web", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": podNode}
+	})
 	readyPods(t, ns, "app=web", 1)
 	curlOK(t, "http://"+ip+"/")
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
@@ -142,6 +140,7 @@ func TestLayer2AbruptNodeLossFailsOverFast(t *testing.T) {
 }
 
 func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
+	keepRunning(t)
 	ns := newNamespace(t)
 	l2Setup(t, ns, []string{"198.51.100.88/30"})
 	createWeb(t, ns, "web", 3)
@@ -152,13 +151,11 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 	curlOK(t, "http://"+ip+"/")
 	p := startProber("http://"+ip+"/", 20*time.Millisecond)
 	for _, n := range theLab.Nodes {
-		speakers[n.Name].stop()
-		sp, err := startSpeaker(n)
-		if err != nil {
+		hd.Speaker(n.Name).Stop()
+		if err := hd.StartSpeaker(n); err != nil {
 			p.finish()
 			t.Fatal(err)
 		}
-		speakers[n.Name] = sp
 		time.Sleep(time.Second)
 	}
 	total, failed, outage := p.finish()
@@ -177,6 +174,7 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 }
 
 func TestLayer2SpeakerKilledOnTheOwnerComesBackOwningTheSameAddress(t *testing.T) {
+	keepRunning(t)
 	ns := newNamespace(t)
 	l2Setup(t, ns, []string{"198.51.100.92/30"})
 	createWeb(t, ns, "web", 2)
@@ -185,18 +183,16 @@ func TestLayer2SpeakerKilledOnTheOwnerComesBackOwningTheSameAddress(t *testing.T
 	ip := externalIPs(t, ns, "web", 1)[0]
 	owner, _ := announcer(t, ns, "web")
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
-	speakers[owner].kill()
+	hd.Speaker(owner).Kill()
 	// Another node takes over while the owner's speaker is gone...
 	eventually(t, 10*time.Second, "another node to answer for "+ip, func(context.Context) (bool, error) {
 		got := arpingNodes(ip)
 		return len(got) == 1 && got[0] != owner, nil
 	})
-	sp, err := startSpeaker(nodeByName(t, owner))
-	if err != nil {
+	if err := hd.StartSpeaker(nodeByName(t, owner)); err != nil {
 		p.finish()
 		t.Fatal(err)
 	}
-	speakers[owner] = sp
 	// ...and the restarted speaker owns it again.
 	eventually(t, 10*time.Second, owner+" to answer for "+ip+" again", func(context.Context) (bool, error) {
 		return slices.Equal(arpingNodes(ip), []string{owner}), nil

@@ -31,7 +31,7 @@ func newNamespace(t *testing.T) string {
 }
 
 // createWeb creates a Deployment of the lab's HTTP pods labelled app=name.
-func createWeb(t *testing.T, ns, name string, replicas int32) *appsv1.Deployment {
+func createWeb(t *testing.T, ns, name string, replicas int32, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
@@ -47,6 +47,9 @@ func createWeb(t *testing.T, ns, name string, replicas int32) *appsv1.Deployment
 				}}},
 			},
 		},
+	}
+	for _, m := range mutate {
+		m(d)
 	}
 	d, err := theLab.Client.AppsV1().Deployments(ns).Create(context.Background(), d, metav1.CreateOptions{})
 	if err != nil {

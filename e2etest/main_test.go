@@ -41,16 +41,13 @@ func runWithLab(m *testing.M) int {
 	}
 	fmt.Printf("e2e: lab up in %.1fs\n", time.Since(start).Seconds())
 	theLab = l
-	if err := setupHerald(l); err != nil {
+	if err := setupHerald(ctx, l); err != nil {
 		fmt.Println("e2e: herald:", err)
 		l.Down()
 		return 1
 	}
 	code := m.Run()
-	stopSpeakers()
-	if ctl != nil {
-		ctl.stop()
-	}
+	hd.Stop()
 	l.Down()
 	return code
 }

@@ -180,6 +180,12 @@ func (l *Lab) up(ctx context.Context) error {
 	return nil
 }
 
+// HostKubeconfig returns the path of a kubeconfig for token that works in the
+// machine's namespace.
+func (l *Lab) HostKubeconfig(name, token string) (string, error) {
+	return l.writeKubeconfig(name+"-host", fmt.Sprintf("https://127.0.0.1:%d", APIServerPort), token)
+}
+
 // NodeKubeconfig returns the path of a kubeconfig for token that works inside
 // node namespaces, where 127.0.0.1:6443 forwards to the API server.
 func (l *Lab) NodeKubeconfig(name, token string) (string, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -12,9 +13,14 @@ import (
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
-// demo does what a user would: create a Deployment, expose it, and curl it
-// from the LAN's client host, showing which pods answered.
+// demo does what a user would: apply the sample layer-2 pool, create a
+// Deployment, expose it as a LoadBalancer, and curl its EXTERNAL-IP from the
+// LAN's client host, showing which pods answered.
 func demo(l *lab.Lab) error {
+	repo, err := lab.RepoDir()
+	if err != nil {
+		return err
+	}
 	kubectl := func(args ...string) (string, error) {
 		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
 		cmd := exec.Command(l.BinDir+"/kubectl", args...)
@@ -27,22 +33,25 @@ func demo(l *lab.Lab) error {
 		return strings.TrimSpace(string(out)), nil
 	}
 	steps := [][]string{
+		{"apply", "-f", filepath.Join(repo, "config/samples/l2-pool.yaml")},
 		{"create", "deployment", "web", "--image=registry.k8s.io/e2e-test-images/agnhost:2.53", "--replicas=3", "--port=80"},
-		{"expose", "deployment", "web", "--type=NodePort", "--port=80"},
+		{"expose", "deployment", "web", "--type=LoadBalancer", "--port=80"},
 		{"rollout", "status", "deployment/web", "--timeout=60s"},
-		{"get", "pods", "-o", "wide"},
+		{"wait", "--for=jsonpath={.status.loadBalancer.ingress[0].ip}", "svc/web", "--timeout=30s"},
+		{"get", "svc", "web"},
+		{"get", "announcements"},
 	}
 	for _, s := range steps {
 		if _, err := kubectl(s...); err != nil {
 			return err
 		}
 	}
-	port, err := kubectl("get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+	ip, err := kubectl("get", "svc", "web", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
 	if err != nil {
 		return err
 	}
 	fmt.Println()
-	url := fmt.Sprintf("http://%s:%s/", l.Nodes[0].IPv4, port)
+	url := fmt.Sprintf("http://%s/", ip)
 	pods, err := curlLoop(context.Background(), url, 12)
 	if err != nil {
 		return err
@@ -50,7 +59,7 @@ func demo(l *lab.Lab) error {
 	if len(pods) < 2 {
 		return fmt.Errorf("demo: only %v answered %s; kube-proxy should spread requests over the pods", pods, url)
 	}
-	fmt.Printf("\n%d different pods answered through %s: %s\n", len(pods), url, strings.Join(pods, ", "))
+	fmt.Printf("\n%d different pods answered through the EXTERNAL-IP %s: %s\n", len(pods), ip, strings.Join(pods, ", "))
 	return nil
 }
 

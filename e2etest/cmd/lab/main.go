@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -30,6 +31,7 @@ func main() {
 	nodes := fs.Int("nodes", envInt("NODES", 3), "number of lab nodes")
 	proxy := fs.String("proxy-mode", envOr("PROXY_MODE", "iptables"), "kube-proxy mode: iptables, nftables or none")
 	oneshot := fs.Bool("oneshot", os.Getenv("ONESHOT") == "1", "demo: exit after the demo instead of staying up")
+	withHerald := fs.Bool("herald", os.Getenv("HERALD") != "0", "install Herald from the chart (HERALD=0: a bare lab)")
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: lab up|demo|down|exec NS CMD... [flags]")
 		os.Exit(2)
@@ -43,9 +45,9 @@ func main() {
 	cfg := lab.Config{Dir: abs, Nodes: *nodes, ProxyMode: *proxy, Log: os.Stderr}
 	switch verb {
 	case "up":
-		err = up(cfg, func(*lab.Lab) error { return nil }, false)
+		err = up(cfg, *withHerald, func(*lab.Lab) error { return nil }, false)
 	case "demo":
-		err = up(cfg, demo, *oneshot)
+		err = up(cfg, true, demo, *oneshot)
 	case "down":
 		err = down(abs)
 	case "exec":
@@ -58,7 +60,7 @@ func main() {
 	}
 }
 
-func up(cfg lab.Config, then func(*lab.Lab) error, oneshot bool) error {
+func up(cfg lab.Config, withHerald bool, then func(*lab.Lab) error, oneshot bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -67,6 +69,13 @@ func up(cfg lab.Config, then func(*lab.Lab) error, oneshot bool) error {
 		return err
 	}
 	defer l.Down()
+	if withHerald {
+		h, err := herald.Install(ctx, l, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
+		if err != nil {
+			return err
+		}
+		defer h.Stop()
+	}
 	ready := filepath.Join(cfg.Dir, "ready")
 	defer os.Remove(ready)
 	fmt.Fprintf(os.Stderr, "lab: up in %.1fs: %d nodes, kube-proxy %s\n", time.Since(start).Seconds(), len(l.Nodes), cfg.ProxyMode)
@@ -88,12 +97,15 @@ func up(cfg lab.Config, then func(*lab.Lab) error, oneshot bool) error {
 func printNext(l *lab.Lab) {
 	fmt.Printf(`
 The lab is up. Try:
-  export KUBECONFIG=%s
-  %s/kubectl get nodes -o wide
-  make lab-exec NS=client CMD='curl -s http://%s:<nodePort>/'
-  ip netns exec %s bash        # a shell on the LAN's client host
+  export KUBECONFIG=%s PATH=%s:$PATH
+  kubectl get nodes -o wide
+  kubectl get ipaddresspools                  # usage of each pool
+  kubectl get svc -A                          # EXTERNAL-IP of LoadBalancer Services
+  kubectl get announcements -A                # which node answers for which IP, on which interface
+  make lab-exec NS=client CMD='curl -s http://<EXTERNAL-IP>/'
+  ip netns exec %s bash                   # a shell on the LAN's client host
 Stop it with Ctrl-C (or make lab-down).
-`, l.Kubeconfig, l.BinDir, l.Nodes[0].IPv4, lab.ClientNetns)
+`, l.Kubeconfig, l.BinDir, lab.ClientNetns)
 }
 
 // down signals a running `lab up` to tear down and waits; when none is

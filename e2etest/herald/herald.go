@@ -1,0 +1,284 @@
+// Package herald installs Herald into a lab the way an operator would: the
+// Helm chart into the API server, then the controller and one speaker per
+// node running under the chart's own ServiceAccounts (tokens from the
+// TokenRequest API), so a permission the chart forgot fails for real.
+//
+// The binaries run as processes because the lab has no container runtime:
+// the controller on the machine's loopback, each speaker in its node's
+// network namespace as a hostNetwork pod would.
+package herald
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/e2etest/lab"
+)
+
+// Where Herald lives and listens in the lab.
+const (
+	Namespace         = "herald-system"
+	Release           = "herald"
+	ControllerMetrics = "127.0.0.1:17472"
+	ControllerProbes  = "127.0.0.1:17473"
+	WebhookPort       = 19443
+	webhookConfig     = "herald-validating-webhook"
+)
+
+// Herald is an installed Herald.
+type Herald struct {
+	lab      *lab.Lab
+	repo     string
+	binDir   string
+	ctlKC    string // kubeconfig with the controller ServiceAccount's token
+	spkKC    string // the same for the speaker, through the node forwarder
+	ctl      *Process
+	speakers map[string]*Process
+	log      func(string, ...any)
+}
+
+// Install builds the binaries, installs the chart and starts the controller
+// and the speakers. log receives progress lines (may be nil).
+func Install(ctx context.Context, l *lab.Lab, log func(string, ...any)) (*Herald, error) {
+	if log == nil {
+		log = func(string, ...any) {}
+	}
+	repo, err := lab.RepoDir()
+	if err != nil {
+		return nil, err
+	}
+	h := &Herald{lab: l, repo: repo, binDir: filepath.Join(l.Dir, "herald-bin"), speakers: map[string]*Process{}, log: log}
+	start := time.Now()
+	build := exec.Command("go", "build", "-o", h.binDir+"/", "./controller", "./speaker")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build herald: %w: %s", err, out)
+	}
+	if out, err := h.helm("install", Release, filepath.Join(repo, "charts/herald"), "-n", Namespace, "--create-namespace",
+		"-f", filepath.Join(repo, "e2etest/herald/lab-values.yaml"), "--wait", "--timeout", "60s"); err != nil {
+		return nil, fmt.Errorf("helm install: %w: %s", err, out)
+	}
+	log("herald: chart installed in %.1fs", time.Since(start).Seconds())
+	// The API server reaches the webhook on this machine's loopback, not
+	// through the chart's Service (the controller is not a pod here).
+	if err := h.pointWebhookAtLoopback(ctx); err != nil {
+		return nil, err
+	}
+	if h.ctlKC, err = h.tokenKubeconfig(ctx, "herald-controller", false); err != nil {
+		return nil, err
+	}
+	if h.spkKC, err = h.tokenKubeconfig(ctx, "herald-speaker", true); err != nil {
+		return nil, err
+	}
+	if err := h.StartController(); err != nil {
+		return nil, err
+	}
+	for _, n := range l.Nodes {
+		if err := h.StartSpeaker(n); err != nil {
+			return nil, err
+		}
+	}
+	log("herald: controller and %d speakers ready in %.1fs", len(l.Nodes), time.Since(start).Seconds())
+	return h, nil
+}
+
+// Helm runs the pinned helm against the lab.
+func (h *Herald) helm(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(h.repo, "bin", "helm"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.lab.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Helm is exported for tests that upgrade or uninstall the release.
+func (h *Herald) Helm(args ...string) (string, error) { return h.helm(args...) }
+
+func (h *Herald) pointWebhookAtLoopback(ctx context.Context) error {
+	wh := h.lab.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	cfg, err := wh.Get(ctx, webhookConfig, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range cfg.Webhooks {
+		cc := &cfg.Webhooks[i].ClientConfig
+		if cc.Service == nil || cc.Service.Path == nil {
+			continue
+		}
+		url := fmt.Sprintf("https://localhost:%d%s", WebhookPort, *cc.Service.Path)
+		cc.Service, cc.URL = nil, &url
+	}
+	_, err = wh.Update(ctx, cfg, metav1.UpdateOptions{})
+	return err
+}
+
+// PointWebhookAtLoopback redoes the lab's webhook routing, after a test
+// reinstalled the configuration.
+func (h *Herald) PointWebhookAtLoopback(ctx context.Context) error {
+	return h.pointWebhookAtLoopback(ctx)
+}
+
+// tokenKubeconfig asks the TokenRequest API for a token of the chart's
+// ServiceAccount sa and writes a kubeconfig with it: for the node namespaces
+// (through their forwarder) when inNode is set.
+func (h *Herald) tokenKubeconfig(ctx context.Context, sa string, inNode bool) (string, error) {
+	ttl := int64(24 * 3600)
+	tr, err := h.lab.Client.CoreV1().ServiceAccounts(Namespace).CreateToken(ctx, sa,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for ServiceAccount %s/%s: %w", Namespace, sa, err)
+	}
+	if inNode {
+		return h.lab.NodeKubeconfig(sa, tr.Status.Token)
+	}
+	return h.lab.HostKubeconfig(sa, tr.Status.Token)
+}
+
+// Process is one of Herald's components running as a process.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (h *Herald) start(name, ns string, argv []string, ready func() bool) (*Process, error) {
+	logPath := filepath.Join(h.lab.Dir, "logs", name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if ns != "" {
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("%s exited at start; see %s", name, logPath)
+		default:
+		}
+		if ready() {
+			return p, nil
+		}
+	}
+	p.Kill()
+	return nil, fmt.Errorf("%s not ready after 60s; see %s", name, logPath)
+}
+
+// Stop sends SIGTERM and waits, as a rolling update would.
+func (p *Process) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.Kill()
+	}
+}
+
+// Kill ends the process abruptly, as a crash would.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Running reports whether the process has not exited.
+func (p *Process) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID of the running process.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+func httpReady(c *http.Client, url string) func() bool {
+	return func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+}
+
+// StartController runs the controller under the chart's ServiceAccount and
+// waits until it is ready (state rebuilt, webhook serving with its CA).
+func (h *Herald) StartController(extra ...string) error {
+	argv := append([]string{filepath.Join(h.binDir, "controller"),
+		"--kubeconfig", h.ctlKC,
+		"--namespace", Namespace,
+		"--metrics-bind-address", ControllerMetrics,
+		"--health-probe-bind-address", ControllerProbes,
+		"--leader-elect-lease-duration", "4s",
+		"--webhook-host", "127.0.0.1",
+		"--webhook-port", fmt.Sprint(WebhookPort),
+		"--webhook-extra-dns-names", "localhost",
+		"--webhook-cert-dir", filepath.Join(h.lab.Dir, "webhook-certs"),
+	}, extra...)
+	p, err := h.start("herald-controller", "", argv, httpReady(http.DefaultClient, "http://"+ControllerProbes+"/readyz"))
+	if err != nil {
+		return err
+	}
+	h.ctl = p
+	return nil
+}
+
+// Controller is the running controller.
+func (h *Herald) Controller() *Process { return h.ctl }
+
+// StartSpeaker runs node n's speaker in its namespace under the chart's
+// ServiceAccount and waits until it has reconciled once.
+func (h *Herald) StartSpeaker(n lab.Node) error {
+	argv := []string{filepath.Join(h.binDir, "speaker"),
+		"--kubeconfig", h.spkKC,
+		"--node-name", n.Name,
+		"--namespace", Namespace,
+		"--gossip-address", n.IPv4.String(),
+		"--metrics-bind-address", "127.0.0.1:7474",
+		"--health-probe-bind-address", "127.0.0.1:7475",
+		"--lease-duration", "6s",
+	}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: lab.DialContextIn(n.Netns)}}
+	p, err := h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(c, "http://127.0.0.1:7475/readyz"))
+	if err != nil {
+		return err
+	}
+	h.speakers[n.Name] = p
+	return nil
+}
+
+// Speaker is node's running speaker.
+func (h *Herald) Speaker(node string) *Process { return h.speakers[node] }
+
+// Stop stops every component (SIGTERM), speakers first.
+func (h *Herald) Stop() {
+	for _, p := range h.speakers {
+		p.Stop()
+	}
+	if h.ctl != nil {
+		h.ctl.Stop()
+	}
+}
+
+// Logs returns the path of a component's log.
+func (h *Herald) Logs(name string) string { return filepath.Join(h.lab.Dir, "logs", name+".log") }
