@@ -196,14 +196,26 @@ func failover(ctx context.Context, c client.Client, l *lab.Lab, runs int) ([]res
 		if err := waitFor(ctx, 20*time.Second, get); err != nil {
 			return nil, fmt.Errorf("run %d: %s never answered: %w", i, ip, err)
 		}
+		// Cut only once the owner the election gives among all three nodes
+		// really announces: after the previous run the cut node may still be
+		// rejoining, and cutting a node that does not announce measures nothing.
 		owner, _ := election.Owner(ip, nodes, nil)
-		lastOK, cut := time.Now(), time.Time{}
+		svcName := fmt.Sprintf("f%d", i)
+		if err := waitFor(ctx, 20*time.Second, func() bool {
+			var list v1alpha1.AnnouncementList
+			err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{"herald.dev/service": svcName})
+			return err == nil && len(list.Items) == 1 && list.Items[0].Spec.Node == owner
+		}); err != nil {
+			return nil, fmt.Errorf("run %d: %s never announced by %s: %w", i, ip, owner, err)
+		}
+		probing, lastOK, cut := time.Now(), time.Time{}, time.Time{}
 		var firstOK time.Time
 		nfail := 0
 		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
 			at := time.Now()
 			ok := get()
-			if cut.IsZero() && time.Since(lastOK) > 200*time.Millisecond {
+			// 200 ms of successes first, then the owner drops off the LAN.
+			if cut.IsZero() && time.Since(probing) > 200*time.Millisecond && !lastOK.IsZero() {
 				if err := l.SetNodeLink(owner, false); err != nil {
 					return nil, err
 				}
@@ -223,8 +235,8 @@ func failover(ctx context.Context, c client.Client, l *lab.Lab, runs int) ([]res
 		if err := l.SetNodeLink(owner, true); err != nil {
 			return nil, err
 		}
-		if firstOK.IsZero() {
-			return nil, fmt.Errorf("run %d: %s did not answer within 15 s of cutting %s", i, ip, owner)
+		if cut.IsZero() || firstOK.IsZero() {
+			return nil, fmt.Errorf("run %d: %s did not answer again within 15 s of cutting %s (cut at %v)", i, ip, owner, cut)
 		}
 		ms := float64(firstOK.Sub(lastOK).Microseconds()) / 1000
 		fmt.Fprintf(os.Stderr, "l2bench: run %2d: cut %s announcing %s: outage %.0f ms, %d failed requests\n", i+1, owner, ip, ms, nfail)
