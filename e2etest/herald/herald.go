@@ -257,6 +257,9 @@ func (h *Herald) StartSpeaker(n lab.Node) error {
 		"--metrics-bind-address", "127.0.0.1:7474",
 		"--health-probe-bind-address", "127.0.0.1:7475",
 		"--lease-duration", "6s",
+		// Gossip membership changes with exact times, for failover analysis.
+		"--zap-log-level", "1",
+		"--zap-time-encoding", "rfc3339nano",
 	}
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: lab.DialContextIn(n.Netns)}}
 	p, err := h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(c, "http://127.0.0.1:7475/readyz"))

@@ -239,7 +239,7 @@ func failover(ctx context.Context, c client.Client, l *lab.Lab, runs int) ([]res
 			return nil, fmt.Errorf("run %d: %s did not answer again within 15 s of cutting %s (cut at %v)", i, ip, owner, cut)
 		}
 		ms := float64(firstOK.Sub(lastOK).Microseconds()) / 1000
-		fmt.Fprintf(os.Stderr, "l2bench: run %2d: cut %s announcing %s: outage %.0f ms, %d failed requests\n", i+1, owner, ip, ms, nfail)
+		fmt.Fprintf(os.Stderr, "l2bench: run %2d: cut %s announcing %s at %s: outage %.0f ms, %d failed requests\n", i+1, owner, ip, cut.UTC().Format("15:04:05.000"), ms, nfail)
 		out.values = append(out.values, ms)
 		failed.values = append(failed.values, float64(nfail))
 		// Let the cut node rejoin (its speaker takes its addresses back).
