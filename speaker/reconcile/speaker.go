@@ -76,6 +76,7 @@ type Speaker struct {
 	owned   map[netip.Addr]ownership // what this node announces now
 	orphans map[netip.Addr]bool      // addresses no node can announce, as last reported
 	pools   map[string]*model.Pool   // pools in force at the last reconcile
+	peers   []string                 // gossip addresses of speakers with a fresh Lease, for the joiner
 	ready   chan struct{}
 	once    sync.Once
 	started time.Time
@@ -133,6 +134,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	var gossipChanges <-chan struct{}
 	if s.gossip != nil {
 		gossipChanges = s.gossip.Changes()
+		go s.joiner(ctx)
 	}
 	tick := time.NewTicker(s.opts.Resync)
 	defer tick.Stop()
@@ -280,15 +282,35 @@ func (s *Speaker) gather(ctx context.Context) (*inputs, error) {
 	return in, nil
 }
 
-// joinPeers asks the gossip to join every peer with a fresh Lease, on every
-// pass: members already alive are skipped, and after a partition heals this
-// is how the two sides find each other again.
+// joinPeers hands the peers with a fresh Lease to the joiner. Joining dials
+// each peer (a dead one until its Lease expires: a 1 s timeout), so it must
+// never run inside a reconcile, where it would delay every failover.
 func (s *Speaker) joinPeers(peers []string) {
-	if len(peers) == 0 {
-		return
-	}
-	if n, err := s.gossip.Join(peers); err != nil && n == 0 {
-		s.log.V(1).Info("gossip join failed; will retry", "peers", peers, "error", err.Error())
+	s.mu.Lock()
+	s.peers = peers
+	s.mu.Unlock()
+}
+
+// joiner asks the gossip to join the current peers every resync: members
+// already alive are skipped, and after a partition heals this is how the two
+// sides find each other again.
+func (s *Speaker) joiner(ctx context.Context) {
+	t := time.NewTicker(s.opts.Resync)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		peers := s.peers
+		s.mu.Unlock()
+		if len(peers) > 0 {
+			if n, err := s.gossip.Join(peers); err != nil && n == 0 {
+				s.log.V(1).Info("gossip join failed; will retry", "peers", peers, "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
