@@ -20,6 +20,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/heraldlb/herald/e2etest/lab"
 )
@@ -70,7 +71,7 @@ func Install(ctx context.Context, l *lab.Lab, log func(string, ...any)) (*Herald
 	log("herald: chart installed in %.1fs", time.Since(start).Seconds())
 	// The API server reaches the webhook on this machine's loopback, not
 	// through the chart's Service (the controller is not a pod here).
-	if err := h.pointWebhookAtLoopback(ctx); err != nil {
+	if err := PointWebhookAtLoopback(ctx, l.Client, WebhookPort); err != nil {
 		return nil, err
 	}
 	if h.ctlKC, err = h.tokenKubeconfig(ctx, "herald-controller", false); err != nil {
@@ -99,11 +100,12 @@ func (h *Herald) helm(args ...string) (string, error) {
 	return string(out), err
 }
 
-// Helm is exported for tests that upgrade or uninstall the release.
-func (h *Herald) Helm(args ...string) (string, error) { return h.helm(args...) }
-
-func (h *Herald) pointWebhookAtLoopback(ctx context.Context) error {
-	wh := h.lab.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+// PointWebhookAtLoopback routes the API server's calls to Herald's webhook
+// to a controller process on this machine's loopback, at
+// https://localhost:<port><path> (the name is in the controller's
+// certificate), instead of the in-cluster Service the configuration names.
+func PointWebhookAtLoopback(ctx context.Context, c kubernetes.Interface, port int) error {
+	wh := c.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 	cfg, err := wh.Get(ctx, webhookConfig, metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -111,19 +113,13 @@ func (h *Herald) pointWebhookAtLoopback(ctx context.Context) error {
 	for i := range cfg.Webhooks {
 		cc := &cfg.Webhooks[i].ClientConfig
 		if cc.Service == nil || cc.Service.Path == nil {
-			continue
+			return fmt.Errorf("webhook %s has no service path", cfg.Webhooks[i].Name)
 		}
-		url := fmt.Sprintf("https://localhost:%d%s", WebhookPort, *cc.Service.Path)
+		url := fmt.Sprintf("https://localhost:%d%s", port, *cc.Service.Path)
 		cc.Service, cc.URL = nil, &url
 	}
 	_, err = wh.Update(ctx, cfg, metav1.UpdateOptions{})
 	return err
-}
-
-// PointWebhookAtLoopback redoes the lab's webhook routing, after a test
-// reinstalled the configuration.
-func (h *Herald) PointWebhookAtLoopback(ctx context.Context) error {
-	return h.pointWebhookAtLoopback(ctx)
 }
 
 // tokenKubeconfig asks the TokenRequest API for a token of the chart's

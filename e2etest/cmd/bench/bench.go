@@ -6,19 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/go-logr/logr"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -27,9 +24,9 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/yaml"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -157,37 +154,29 @@ func (b *bench) run(ctx context.Context) error {
 	return nil
 }
 
-// labUp waits until no other lab runs on this machine (there can be only
-// one: fixed ports and namespace names), then brings up the bench's own.
+// labUp brings up the bench's own lab, waiting while another one holds the
+// machine (there can be only one: fixed ports and namespace names).
 func (b *bench) labUp(ctx context.Context, cfg lab.Config) error {
 	deadline := time.Now().Add(b.opts.labWait)
 	var said time.Time
 	for {
-		busy, err := otherLab(cfg)
-		if err != nil {
-			return err
+		start := time.Now()
+		l, err := lab.Up(ctx, cfg)
+		if err == nil {
+			b.lab = l
+			b.progress("lab up in %.1fs", time.Since(start).Seconds())
+			// Mark the lab as running, as `lab up` does, so `make lab-down`
+			// stops the bench cleanly.
+			return os.WriteFile(filepath.Join(cfg.Dir, "ready"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 		}
-		if busy == "" {
-			start := time.Now()
-			l, err := lab.Up(ctx, cfg)
-			if err == nil {
-				b.lab = l
-				b.progress("lab up in %.1fs", time.Since(start).Seconds())
-				// Mark the lab as running, as `lab up` does: another lab.Up then
-				// refuses to start (it would kill this one's processes), and
-				// `make lab-down` stops the bench cleanly.
-				return os.WriteFile(filepath.Join(cfg.Dir, "ready"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-			}
-			if !strings.Contains(err.Error(), "already running") {
-				return fmt.Errorf("lab up: %w", err)
-			}
-			busy = err.Error()
+		if !errors.Is(err, lab.ErrBusy) {
+			return fmt.Errorf("lab up: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("another lab is still running after %s: %s", b.opts.labWait, busy)
+			return fmt.Errorf("still waiting after %s: %w", b.opts.labWait, err)
 		}
 		if time.Since(said) > time.Minute {
-			b.progress("waiting for another lab on this machine to finish: %s", busy)
+			b.progress("waiting: %v", err)
 			said = time.Now()
 		}
 		select {
@@ -196,40 +185,6 @@ func (b *bench) labUp(ctx context.Context, cfg lab.Config) error {
 		case <-time.After(5 * time.Second):
 		}
 	}
-}
-
-// otherLab describes a lab that runs now and would collide with the
-// bench's, or returns "". A lab's processes are recorded in its directory
-// or live in its network namespaces, and it takes fixed ports; namespaces
-// without processes are a crashed lab's leftovers, which lab.Up removes.
-// Other processes that run the lab's binaries on other ports (a test's own
-// API server) do not collide; warnIfBusy reports the CPU they take.
-func otherLab(cfg lab.Config) (string, error) {
-	if pid := lab.Running(cfg.Dir); pid != 0 {
-		return fmt.Sprintf("`lab up` as pid %d", pid), nil
-	}
-	left, err := lab.FindLeftovers(cfg.Dir, "")
-	if err != nil {
-		return "", err
-	}
-	if len(left.Processes) > 0 {
-		return "processes " + strings.Join(left.Processes, "; "), nil
-	}
-	for _, ns := range left.Namespaces {
-		if out, _ := exec.Command("ip", "netns", "pids", ns).Output(); len(strings.TrimSpace(string(out))) > 0 {
-			return "processes in network namespace " + ns, nil
-		}
-	}
-	// The lab's API server and etcd (package lab's etcdPort, etcdPeerPort),
-	// and the bench's controller.
-	for _, port := range []int{lab.APIServerPort, 12379, 12380, 17572, 17573, 17574, ctlWebhookPort} {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return fmt.Sprintf("port %d on 127.0.0.1 is taken", port), nil
-		}
-		l.Close()
-	}
-	return "", nil
 }
 
 // warnIfBusy says so when other work already keeps the machine busy: the
@@ -315,7 +270,7 @@ func (b *bench) setup(ctx context.Context, repo string) error {
 	}
 	// After the pool: with failurePolicy Fail, nothing of Herald's can be
 	// created until a controller serves the webhook.
-	if err := b.installWebhookConfig(ctx, crc, filepath.Join(repo, "config/webhook/manifests.yaml")); err != nil {
+	if err := b.installWebhookConfig(ctx, filepath.Join(repo, "config/webhook/manifests.yaml")); err != nil {
 		return err
 	}
 	b.progress("installed CRDs, the validating webhook's configuration, namespaces %s and %s, pool bench (%s)", heraldNamespace, benchNamespace, benchPool)
@@ -329,31 +284,11 @@ func (b *bench) setup(ctx context.Context, repo string) error {
 // pointed at the controller process on this machine, as the e2e suite does,
 // so the controller's readiness includes what it includes in a cluster: the
 // webhook serving with its CA injected.
-func (b *bench) installWebhookConfig(ctx context.Context, c client.Client, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
+func (b *bench) installWebhookConfig(ctx context.Context, path string) error {
+	if out, err := b.kubectl(ctx, "apply", "-f", path); err != nil {
+		return fmt.Errorf("%s: %w: %s", path, err, out)
 	}
-	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-	for _, doc := range strings.Split(string(data), "\n---") {
-		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") {
-			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-		}
-	}
-	if len(cfg.Webhooks) == 0 {
-		return fmt.Errorf("%s: no webhooks", path)
-	}
-	for i := range cfg.Webhooks {
-		cc := &cfg.Webhooks[i].ClientConfig
-		if cc.Service == nil || cc.Service.Path == nil {
-			return fmt.Errorf("%s: webhook %s has no service path", path, cfg.Webhooks[i].Name)
-		}
-		url := fmt.Sprintf("https://localhost:%d%s", ctlWebhookPort, *cc.Service.Path)
-		cc.Service, cc.URL = nil, &url
-	}
-	return c.Create(ctx, &cfg)
+	return herald.PointWebhookAtLoopback(ctx, b.lab.Client, ctlWebhookPort)
 }
 
 func (b *bench) kubectl(ctx context.Context, args ...string) (string, error) {
