@@ -17,6 +17,7 @@
 package plan
 
 import (
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -221,7 +222,7 @@ func (p *Planner) Plan() []Change {
 func (p *Planner) L2(ip netip.Addr) L2 { return p.l2[ip] }
 
 // Addresses iterates over every planned address and its decision.
-func (p *Planner) Addresses() map[netip.Addr]L2 { return maps.Clone(p.l2) }
+func (p *Planner) Addresses() iter.Seq2[netip.Addr, L2] { return maps.All(p.l2) }
 
 // Service returns the Service as last set, or nil.
 func (p *Planner) Service(key types.NamespacedName) *Service { return p.services[key] }
