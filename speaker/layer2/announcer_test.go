@@ -325,3 +325,37 @@ func TestUnicastNeighbourProbesAreAnswered(t *testing.T) {
 		})
 	}
 }
+
+// Update changes only the addresses it names: the others keep being
+// answered, a removed one stops, and the last one gone closes the listener.
+func TestUpdateChangesOnlyTheNamedAddresses(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	a := announcerIn(t, speaker, prometheus.NewRegistry())
+	if err := a.Update(map[netip.Addr][]string{vip4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update(map[netip.Addr][]string{otherVIP4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{vip4, otherVIP4} {
+		if macs := arping(t, client, ip, 1); len(macs) != 1 || macs[0] != speakerMAC {
+			t.Errorf("arping %s after two Updates: replies %v, want the speaker's", ip, macs)
+		}
+	}
+	if err := a.Update(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, vip4, 1); len(macs) != 0 {
+		t.Errorf("arping %s after its removal: replies %v, want none", vip4, macs)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 1 {
+		t.Errorf("arping %s, which the removal did not name: replies %v, want one", otherVIP4, macs)
+	}
+	if err := a.Update(map[netip.Addr][]string{otherVIP4: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 0 {
+		t.Errorf("arping %s after the last removal: replies %v, want none", otherVIP4, macs)
+	}
+}
