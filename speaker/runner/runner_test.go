@@ -279,11 +279,13 @@ func TestMinorityStopsAnsweringAtOnce(t *testing.T) {
 	if len(h.l2.owned) != 1 {
 		t.Fatalf("the owner answers for %v", h.l2.owned)
 	}
+	h.eventually("the Announcement", func() bool { return len(h.announcements()) == 1 })
 	h.gossip.alive = map[string]bool{h.r.opts.NodeName: true}
 	h.pass(state.Changes{}, true)
 	if len(h.l2.owned) != 0 {
 		t.Errorf("isolated, it still answers for %v", h.l2.owned)
 	}
+	h.eventually("the Announcement to go", func() bool { return len(h.announcements()) == 0 })
 	h.gossip.alive = map[string]bool{"a": true, "b": true, "c": true}
 	h.pass(state.Changes{}, true)
 	if len(h.l2.owned) != 1 {
