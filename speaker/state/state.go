@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -402,14 +403,6 @@ func (t *Tracker) Nodes(ctx context.Context) ([]election.Node, error) {
 		}
 		out = append(out, en)
 	}
-	slices.SortFunc(out, func(a, b election.Node) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b election.Node) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
