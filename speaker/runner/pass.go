@@ -251,19 +251,27 @@ func (r *Runner) reportUnannounced(changes []plan.Change) {
 type peerList struct {
 	mu    sync.Mutex
 	peers []string
+	kick  chan struct{} // a new list: join now, not at the next tick
 }
 
 func (r *Runner) offerPeers(peers []string) {
 	r.joinPeers.mu.Lock()
+	changed := !slices.Equal(r.joinPeers.peers, peers)
 	r.joinPeers.peers = peers
 	r.joinPeers.mu.Unlock()
+	if changed {
+		select {
+		case r.joinPeers.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// joiner asks the gossip to join the peers with a fresh Lease every second:
-// members already alive are skipped, and after a partition heals this is how
-// the two sides find each other again. Joining dials each peer (a dead one
-// until its Lease expires: a 1 s timeout), so it never runs inside a pass,
-// where it would delay every failover.
+// joiner asks the gossip to join the peers with a fresh Lease when they
+// change and every second: members already alive are skipped, and after a
+// partition heals this is how the two sides find each other again. Joining
+// dials each peer (a dead one until its Lease expires: a 1 s timeout), so it
+// never runs inside a pass, where it would delay every failover.
 func (r *Runner) joiner(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -280,6 +288,7 @@ func (r *Runner) joiner(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-r.joinPeers.kick:
 		}
 	}
 }
