@@ -2,7 +2,6 @@ package bgp
 
 import (
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -70,6 +69,11 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	t.Logf("session Established %v after SetSessions (GoBGP's first dial waits 0.75-1 x its 2 s minimum retry)", time.Since(start).Round(time.Millisecond))
 	if st.PeerASN != routerAS {
 		t.Errorf("State PeerASN = %d, want %d", st.PeerASN, routerAS)
+	}
+	// The speaker only dials out: no TCP or UDP socket listens in its
+	// namespace (BFD's UDP port opens only for sessions that run BFD).
+	if ls := run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.TrimSpace(ls) != "" {
+		t.Errorf("sockets listen in the speaker's namespace:\n%s", ls)
 	}
 
 	std, large, err := ParseCommunities([]string{"64513:100", "no-export", "large:64513:1:2"})
@@ -266,5 +270,3 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		t.Logf("no BFD, hold time 3 s: route %s gone from FRR's table %v after the speaker's link went down", lb4, gone.Round(time.Millisecond))
 	})
 }
-
-var _ = exec.Command

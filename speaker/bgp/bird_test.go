@@ -1,0 +1,53 @@
+package bgp
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
+	requireBIRD(t)
+	tp := newTopo(t)
+	b := startBIRD(tp, birdConf(tp))
+	sp := startSpeaker(t, tp.speaker)
+
+	s := labSession(t, nil)
+	sp.setSessions(s)
+	sp.waitEstablished(s.Name, 15*time.Second)
+	waitFor(t, 5*time.Second, "BIRD's session Established", func() (bool, string) {
+		out := b.birdc("show", "protocols", "speaker")
+		return strings.Contains(out, "Established"), out
+	})
+
+	std, large, err := ParseCommunities([]string{"64513:100", "large:64513:1:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}, Communities: std, LargeCommunities: large},
+		Route{Prefix: lb6, Peers: []string{s.Name}})
+	var out string
+	waitFor(t, 5*time.Second, "the route in BIRD's table", func() (bool, string) {
+		out = b.birdc("show", "route", "all", "for", lb4.String())
+		return strings.Contains(out, lb4.String()), out
+	})
+	t.Logf("route %s in BIRD's table %v after SetRoutes", lb4, time.Since(start).Round(time.Millisecond))
+	for _, want := range []string{"BGP.next_hop: " + speakerV4, "BGP.community: (64513,100)", "BGP.large_community: (64513, 1, 2)", "BGP.as_path: 64513"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("BIRD's route lacks %q:\n%s", want, out)
+		}
+	}
+	waitFor(t, 5*time.Second, "the IPv6 route in BIRD's table", func() (bool, string) {
+		out = b.birdc("show", "route", "all", "for", lb6.String())
+		return strings.Contains(out, lb6.String()) && strings.Contains(out, "BGP.next_hop: "+speakerV6), out
+	})
+
+	start = time.Now()
+	sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}})
+	waitFor(t, 5*time.Second, "the route gone from BIRD's table", func() (bool, string) {
+		out = b.birdc("show", "route", "for", lb4.String())
+		return !strings.Contains(out, lb4.String()), out
+	})
+	t.Logf("route %s gone from BIRD's table %v after SetRoutes without it", lb4, time.Since(start).Round(time.Millisecond))
+}
