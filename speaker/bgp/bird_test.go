@@ -4,35 +4,39 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
 )
 
+// The routes are set before the session exists (the order a speaker
+// starting up may see), and the session takes its peer's AS from its OPEN
+// (dynamicASN external).
 func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 	requireBIRD(t)
 	tp := newTopo(t)
 	b := startBIRD(tp, birdConf(tp))
 	sp := startSpeaker(t, tp.speaker)
 
-	s := labSession(t, nil)
-	sp.setSessions(s)
-	sp.waitEstablished(s.Name, 15*time.Second)
-	waitFor(t, 5*time.Second, "BIRD's session Established", func() (bool, string) {
-		out := b.birdc("show", "protocols", "speaker")
-		return strings.Contains(out, "Established"), out
-	})
-
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.PeerASN, p.DynamicASN = 0, v1alpha1.DynamicASNExternal })
 	std, large, err := ParseCommunities([]string{"64513:100", "large:64513:1:2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}, Communities: std, LargeCommunities: large},
 		Route{Prefix: lb6, Peers: []string{s.Name}})
+	sp.setSessions(s)
+	if st := sp.waitEstablished(s.Name, 15*time.Second); st.PeerASN != routerAS {
+		t.Errorf("dynamic ASN: State PeerASN = %d, want %d", st.PeerASN, routerAS)
+	}
+	waitFor(t, 5*time.Second, "BIRD's session Established", func() (bool, string) {
+		out := b.birdc("show", "protocols", "speaker")
+		return strings.Contains(out, "Established"), out
+	})
 	var out string
 	waitFor(t, 5*time.Second, "the route in BIRD's table", func() (bool, string) {
 		out = b.birdc("show", "route", "all", "for", lb4.String())
 		return strings.Contains(out, lb4.String()), out
 	})
-	t.Logf("route %s in BIRD's table %v after SetRoutes", lb4, time.Since(start).Round(time.Millisecond))
 	for _, want := range []string{"BGP.next_hop: " + speakerV4, "BGP.community: (64513,100)", "BGP.large_community: (64513, 1, 2)", "BGP.as_path: 64513"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("BIRD's route lacks %q:\n%s", want, out)
@@ -43,11 +47,18 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 		return strings.Contains(out, lb6.String()) && strings.Contains(out, "BGP.next_hop: "+speakerV6), out
 	})
 
-	start = time.Now()
+	start := time.Now()
 	sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}})
 	waitFor(t, 5*time.Second, "the route gone from BIRD's table", func() (bool, string) {
 		out = b.birdc("show", "route", "for", lb4.String())
 		return !strings.Contains(out, lb4.String()), out
 	})
 	t.Logf("route %s gone from BIRD's table %v after SetRoutes without it", lb4, time.Since(start).Round(time.Millisecond))
+
+	// Without its session, the peer loses the session and our routes.
+	sp.setSessions()
+	waitFor(t, 5*time.Second, "BIRD's session closed and the route gone", func() (bool, string) {
+		out = b.birdc("show", "protocols", "speaker") + b.birdc("show", "route", "for", lb6.String())
+		return !strings.Contains(out, "Established") && !strings.Contains(out, lb6.String()), out
+	})
 }

@@ -243,6 +243,12 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		})
 		sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}})
 		f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+		if m := sp.do(command{Op: "metrics"}).Metrics; !strings.Contains(m, `herald_speaker_bgp_bfd_up{peer="router"} 1`) {
+			t.Errorf("metrics lack BFD up:\n%s", m)
+		}
+		if ls := run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.Contains(ls, ":179") || !strings.Contains(ls, ":3784") {
+			t.Errorf("with BFD, only BFD's UDP port 3784 should listen in the speaker's namespace:\n%s", ls)
+		}
 
 		start := time.Now()
 		tp.cutSpeakerLink()
@@ -252,6 +258,17 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 			t.Errorf("withdrawal took %v with BFD 300 ms x 3; want about 1 s", gone)
 		}
 		sp.waitState(s.Name, 5*time.Second, "BFD Down and the session reset", func(p PeerState) bool { return p.BFD != "Up" && p.State != StateEstablished })
+		if m := sp.do(command{Op: "metrics"}).Metrics; !strings.Contains(m, `herald_speaker_bgp_session_flaps_total{peer="router"} 1`) || !strings.Contains(m, `herald_speaker_bgp_bfd_up{peer="router"} 0`) {
+			t.Errorf("metrics after the cut lack one flap and BFD down:\n%s", m)
+		}
+
+		// The link comes back: BGP, BFD and the route come back.
+		start = time.Now()
+		ipBatch(t, tp.speaker, "link set eth0 up")
+		sp.waitEstablished(s.Name, 15*time.Second)
+		sp.waitState(s.Name, 10*time.Second, "BFD Up again", func(p PeerState) bool { return p.BFD == "Up" })
+		back := f.waitRoute(lb4.String(), true, start, 10*time.Second)
+		t.Logf("link back: session, BFD and route %s back at FRR %v later (GoBGP waits 3 s after a reset, then dials)", lb4, back.Round(time.Millisecond))
 	})
 
 	t.Run("hold time only", func(t *testing.T) {

@@ -39,8 +39,9 @@ const idleHoldAfterReset = 3 * time.Second
 
 func seconds(d time.Duration) uint64 { return uint64((d + time.Second/2) / time.Second) }
 
-// peerFor is the GoBGP peer of a session.
-func peerFor(s Session) *api.Peer {
+// peerFor is the GoBGP peer of a session; withBFD arms its BFD (see
+// Output.armBFD for why that waits).
+func peerFor(s Session, withBFD bool) *api.Peer {
 	peerASN := s.PeerASN
 	switch {
 	case peerASN != 0:
@@ -84,7 +85,7 @@ func peerFor(s Session) *api.Peer {
 		}
 		p.AfiSafis = append(p.AfiSafis, a)
 	}
-	if s.BFD != nil {
+	if s.BFD != nil && withBFD {
 		p.Bfd = &api.BfdPeerConfig{
 			Enabled:                  true,
 			DesiredMinimumTxInterval: uint32(s.BFD.TransmitInterval / time.Microsecond),

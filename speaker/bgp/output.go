@@ -37,6 +37,7 @@ type Output struct {
 	desired  map[string]Session // by name, blocked ones too
 	running  map[string]Session // in GoBGP
 	routes   map[netip.Prefix]Route
+	bfdArmed map[string]bool // sessions whose BFD runs in GoBGP
 	closed   bool
 
 	ev evState // fed by GoBGP's peer events
@@ -65,13 +66,14 @@ type Options struct {
 func New(log logr.Logger, opts Options) *Output {
 	sl, last := newGobgpLog(log)
 	o := &Output{
-		log:     log,
-		slog:    sl,
-		last:    last,
-		onChg:   opts.OnStateChange,
-		desired: map[string]Session{},
-		running: map[string]Session{},
-		routes:  map[netip.Prefix]Route{},
+		log:      log,
+		slog:     sl,
+		last:     last,
+		onChg:    opts.OnStateChange,
+		desired:  map[string]Session{},
+		running:  map[string]Session{},
+		routes:   map[netip.Prefix]Route{},
+		bfdArmed: map[string]bool{},
 		ev: evState{
 			byAddr: map[netip.Addr]string{},
 			state:  map[string]bgp.FSMState{},
@@ -233,6 +235,7 @@ func (o *Output) stopServer() {
 	o.srv.Stop()
 	o.srv = nil
 	o.running = map[string]Session{}
+	o.bfdArmed = map[string]bool{}
 	o.ev.mu.Lock()
 	o.ev.byAddr = map[netip.Addr]string{}
 	o.ev.state = map[string]bgp.FSMState{}
@@ -287,7 +290,7 @@ func (o *Output) addSession(s Session) error {
 	o.ev.byAddr[s.PeerAddress] = s.Name
 	o.ev.mu.Unlock()
 	o.last.clear(s.PeerAddress.String())
-	if err := o.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerFor(s)}); err != nil {
+	if err := o.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerFor(s, false)}); err != nil {
 		return fmt.Errorf("session %s: adding peer %s: %w", s.Name, s.PeerAddress, err)
 	}
 	return nil
@@ -301,6 +304,7 @@ func (o *Output) removeSession(s Session) error {
 		errs = append(errs, fmt.Errorf("session %s: deleting peer %s: %w", s.Name, s.PeerAddress, err))
 	}
 	delete(o.running, s.Name)
+	delete(o.bfdArmed, s.Name)
 	o.ev.mu.Lock()
 	delete(o.ev.byAddr, s.PeerAddress)
 	delete(o.ev.state, s.Name)
@@ -329,7 +333,7 @@ func (o *Output) updateSession(old, s Session) error {
 	o.running[s.Name] = s
 	if old.HoldTime != s.HoldTime || old.KeepaliveTime != s.KeepaliveTime || old.ConnectTime != s.ConnectTime {
 		o.log.Info("updating BGP session in place", "peer", s.Name, "holdTime", s.HoldTime, "keepaliveTime", s.KeepaliveTime, "connectTime", s.ConnectTime)
-		if _, err := o.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: peerFor(s)}); err != nil {
+		if _, err := o.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: peerFor(s, o.bfdArmed[s.Name])}); err != nil {
 			return fmt.Errorf("session %s: updating peer: %w", s.Name, err)
 		}
 	}
@@ -660,6 +664,7 @@ func (o *Output) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 	case now == bgp.BGP_FSM_ESTABLISHED && prev != now:
 		o.last.clear(addr.String())
 		o.log.Info("BGP session up", "peer", name, "address", addr, "peerASN", ev.Peer.State.PeerASN)
+		go o.armBFD(name)
 	case prev == bgp.BGP_FSM_ESTABLISHED && now != prev:
 		o.log.Info("BGP session down", "peer", name, "address", addr, "reason", ev.Peer.State.DisconnectReason.String(), "message", ev.Peer.State.DisconnectMessage)
 	default:
@@ -668,6 +673,33 @@ func (o *Output) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 	if o.onChg != nil {
 		o.onChg()
 	}
+}
+
+// armBFD starts BFD on a session once BGP is Established, and leaves it
+// running from then on.
+//
+// Why not from the start: GoBGP v4.8's BFD binds to the first remote
+// discriminator it hears and then drops every packet with another one, and
+// it resets the BGP session when its detection time expires even in Init
+// (RFC 5882 asks for a reset only when an Up session goes Down). FRR's bgpd
+// re-registers its BFD session when BGP comes up (it learns the local
+// address then), so bfdd replaces the session and its discriminator: a
+// GoBGP BFD started with the peer stuck in Init and reset the new BGP
+// session about 3 s after it came up, every time (seen against FRR 8.4).
+// Started after Established, GoBGP's BFD meets the session FRR keeps.
+func (o *Output) armBFD(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.running[name]
+	if o.closed || !ok || s.BFD == nil || o.bfdArmed[name] || o.srv == nil {
+		return
+	}
+	if _, err := o.srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerFor(s, true)}); err != nil {
+		o.log.Error(err, "starting BFD", "peer", name)
+		return
+	}
+	o.bfdArmed[name] = true
+	o.log.Info("BFD started", "peer", name, "receiveInterval", s.BFD.ReceiveInterval, "transmitInterval", s.BFD.TransmitInterval, "detectMultiplier", s.BFD.DetectMultiplier)
 }
 
 // Close withdraws every route, closes every session (a Cease NOTIFICATION,

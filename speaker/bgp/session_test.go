@@ -242,7 +242,7 @@ func TestResetReasons(t *testing.T) {
 			// place: only its timers differ between the two GoBGP peers
 			// (GoBGP resets a peer whose other settings change).
 			if tc.reset == "" {
-				a, b := peerFor(base), peerFor(n)
+				a, b := peerFor(base, true), peerFor(n, true)
 				a.Timers, b.Timers = nil, nil
 				if !proto.Equal(a, b) {
 					t.Errorf("an in-place change alters GoBGP's peer beyond its timers:\n%v\n%v", a, b)
