@@ -58,7 +58,7 @@ func kernelRoutes(t *testing.T, ns string) string {
 func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T) {
 	requireFRR(t)
 	tp := newTopo(t)
-	f := startFRR(tp, frrConf(tp, []string{"neighbor " + speakerV4 + " timers 3 9"}, ""))
+	f := startFRR(tp, frrConf(tp, []string{"timers 3 9"}, ""))
 	sp := startSpeaker(t, tp.speaker)
 	kernelBefore := kernelRoutes(t, tp.speaker)
 
@@ -188,7 +188,7 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 func TestFRRWrongPasswordKeepsSessionDownWithReason(t *testing.T) {
 	requireFRR(t)
 	tp := newTopo(t)
-	startFRR(tp, frrConf(tp, []string{"neighbor " + speakerV4 + " password right-password"}, ""))
+	startFRR(tp, frrConf(tp, []string{"password right-password"}, ""))
 	sp := startSpeaker(t, tp.speaker)
 
 	right := labSession(t, func(p *v1alpha1.BGPPeerSpec) {
@@ -227,7 +227,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 
 	t.Run("BFD", func(t *testing.T) {
 		tp := newTopo(t)
-		f := startFRR(tp, frrConf(tp, []string{"neighbor " + speakerV4 + " bfd profile fast"},
+		f := startFRR(tp, frrConf(tp, []string{"bfd profile fast"},
 			"bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n"))
 		sp := startSpeaker(t, tp.speaker)
 		s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.BFDProfile = "fast" }, profile)
@@ -273,7 +273,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 
 	t.Run("hold time only", func(t *testing.T) {
 		tp := newTopo(t)
-		f := startFRR(tp, frrConf(tp, []string{"neighbor " + speakerV4 + " timers 1 3"}, ""))
+		f := startFRR(tp, frrConf(tp, []string{"timers 1 3"}, ""))
 		sp := startSpeaker(t, tp.speaker)
 		hold, keep := metav1.Duration{Duration: 3 * time.Second}, metav1.Duration{Duration: time.Second}
 		s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.HoldTime, p.KeepaliveTime = &hold, &keep })
@@ -286,4 +286,41 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		gone := f.waitRoute(lb4.String(), false, start, 10*time.Second)
 		t.Logf("no BFD, hold time 3 s: route %s gone from FRR's table %v after the speaker's link went down", lb4, gone.Round(time.Millisecond))
 	})
+}
+
+// iBGP over IPv6: LOCAL_PREF reaches the router, an aggregate is announced
+// as such, and IPv4 routes over the IPv6 session carry the node's IPv4
+// address as next hop (the reverse of IPv6 routes over IPv4).
+func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
+	requireFRR(t)
+	tp := newTopo(t)
+	f := startFRR(tp, frrConfFor(tp, speakerV6, routerAS, nil, ""))
+	sp := startSpeaker(t, tp.speaker)
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.MyASN, p.PeerAddress = routerAS, routerV6 })
+	if s.NextHopV4 != netip.MustParseAddr(speakerV4) || s.NextHopV6.IsValid() {
+		t.Fatalf("Sessions' next hops for an IPv6 session: v4 %s, v6 %s; want %s and the session's own", s.NextHopV4, s.NextHopV6, speakerV4)
+	}
+	sp.setSessions(s)
+	sp.waitEstablished(s.Name, 15*time.Second)
+
+	pref := uint32(250)
+	agg := netip.MustParsePrefix("203.0.113.16/28")
+	sp.setRoutes(
+		Route{Prefix: lb4, Peers: []string{s.Name}, LocalPref: &pref},
+		Route{Prefix: agg, Peers: []string{s.Name}},
+		Route{Prefix: lb6, Peers: []string{s.Name}},
+	)
+	f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+	r := f.route(lb4.String())
+	if lp := r.Paths[0].LocPrf; lp == nil || *lp != pref {
+		t.Errorf("FRR's LOCAL_PREF for %s = %v, want %d", lb4, lp, pref)
+	}
+	if got := r.nexthops(); len(got) == 0 || !strings.HasPrefix(got[0], speakerV4+"/") {
+		t.Errorf("FRR's next hops for %s over the IPv6 session = %v, want %s", lb4, got, speakerV4)
+	}
+	f.waitRoute(agg.String(), true, time.Now(), 5*time.Second)
+	f.waitRoute(lb6.String(), true, time.Now(), 5*time.Second)
+	if got := f.route(lb6.String()).nexthops(); !slices.Contains(got, speakerV6+"/global") {
+		t.Errorf("FRR's next hops for %s = %v, want %s (global)", lb6, got, speakerV6)
+	}
 }

@@ -160,8 +160,20 @@ func (f *frr) waitRoute(prefix string, present bool, start time.Time, timeout ti
 	}
 }
 
-// frrConf is FRR's configuration for a session with the speaker.
+// frrConf is FRR's configuration for an eBGP session with the speaker
+// over IPv4.
 func frrConf(tp *topo, neighbor []string, extra string) string {
+	return frrConfFor(tp, speakerV4, speakerAS, neighbor, extra)
+}
+
+// frrConfFor is FRR's configuration for a session with the speaker at
+// address nbr in AS remoteAS; FRR announces 203.0.113.0/24 and
+// 2001:db8:ff::/48 to it and takes its routes of both families.
+func frrConfFor(tp *topo, nbr string, remoteAS int, neighbor []string, extra string) string {
+	lines := []string{"neighbor " + nbr + " remote-as " + fmt.Sprint(remoteAS), "neighbor " + nbr + " passive"}
+	for _, l := range neighbor {
+		lines = append(lines, "neighbor "+nbr+" "+l)
+	}
 	return fmt.Sprintf(`frr defaults traditional
 hostname hb-router
 log file %s/frr.log
@@ -172,9 +184,7 @@ router bgp %d
  no bgp ebgp-requires-policy
  no bgp network import-check
  no bgp fast-external-failover
- neighbor %s remote-as %d
- neighbor %s passive
-%s
+ %s
  address-family ipv4 unicast
   network 203.0.113.0/24
   neighbor %s activate
@@ -184,7 +194,7 @@ router bgp %d
   neighbor %s activate
  exit-address-family
 !
-`, tp.dir, extra, routerAS, routerV4, speakerV4, speakerAS, speakerV4, " "+strings.Join(neighbor, "\n "), speakerV4, speakerV4)
+`, tp.dir, extra, routerAS, routerV4, strings.Join(lines, "\n "), nbr, nbr)
 }
 
 // bird is BIRD 2 in the router namespace.
