@@ -1,6 +1,8 @@
 package bgp
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +56,32 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 		return !strings.Contains(out, lb4.String()), out
 	})
 	t.Logf("route %s gone from BIRD's table %v after SetRoutes without it", lb4, time.Since(start).Round(time.Millisecond))
+
+	// Latency, 20 times, polling birdc (a few ms a query).
+	var appears, gones []time.Duration
+	for i := range 20 {
+		extra := Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), 32), Peers: []string{s.Name}}
+		start = time.Now()
+		sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}}, extra)
+		waitFor(t, 5*time.Second, "the route in BIRD's table", func() (bool, string) {
+			out = b.birdc("show", "route", "for", extra.Prefix.String())
+			return strings.Contains(out, extra.Prefix.String()), out
+		})
+		appears = append(appears, time.Since(start))
+		start = time.Now()
+		sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}})
+		waitFor(t, 5*time.Second, "the route gone from BIRD's table", func() (bool, string) {
+			out = b.birdc("show", "route", "for", extra.Prefix.String())
+			return !strings.Contains(out, extra.Prefix.String()), out
+		})
+		gones = append(gones, time.Since(start))
+	}
+	slices.Sort(appears)
+	slices.Sort(gones)
+	pollStart := time.Now()
+	b.birdc("show", "route", "for", lb6.String())
+	t.Logf("20 runs: SetRoutes -> prefix in BIRD's table: median %v, max %v; SetRoutes without it -> gone: median %v, max %v (one birdc query: %v)",
+		appears[10].Round(100*time.Microsecond), appears[19].Round(100*time.Microsecond), gones[10].Round(100*time.Microsecond), gones[19].Round(100*time.Microsecond), time.Since(pollStart).Round(100*time.Microsecond))
 
 	// Without its session, the peer loses the session and our routes.
 	sp.setSessions()
