@@ -21,8 +21,16 @@ const leftoverPrefix = "hb-bgp-"
 
 var leftoverName = regexp.MustCompile(`^hb-bgp-([0-9]+)-`)
 
+// pidAlive reports whether a process runs under pid; a zombie (killed, not
+// yet reaped) does not count.
 func pidAlive(pid int) bool {
-	return syscall.Kill(pid, 0) == nil || syscall.Kill(pid, 0) == syscall.EPERM
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 // cleanLeftovers removes what a crashed run left: its routers' processes
