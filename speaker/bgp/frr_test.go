@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -196,6 +197,19 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	after := sp.state(s.Name)
 	if after.State != StateEstablished || !after.Since.Equal(before.Since) || after.Flaps != 0 {
 		t.Errorf("in-place change disturbed the session: before %v since %v, after %v since %v, flaps %d", before.State, before.Since, after.State, after.Since, after.Flaps)
+	}
+
+	// So does a new next hop: the route is re-sent with it.
+	ipBatch(t, tp.speaker, "addr add 2001:db8:1::99/64 dev eth0")
+	s3 := s2
+	s3.NextHopV6 = netip.MustParseAddr("2001:db8:1::99")
+	sp.setSessions(s3)
+	waitFor(t, 5*time.Second, "FRR's next hop for "+lb6.String()+" changed", func() (bool, string) {
+		r := f.route(lb6.String())
+		return r != nil && slices.Contains(r.nexthops(), "2001:db8:1::99/global"), fmt.Sprint(r)
+	})
+	if after := sp.state(s.Name); !after.Since.Equal(before.Since) || after.Flaps != 0 {
+		t.Errorf("a next hop change disturbed the session: since %v -> %v, flaps %d", before.Since, after.Since, after.Flaps)
 	}
 
 	// Close withdraws everything and closes the session.

@@ -267,8 +267,19 @@ func (o *Output) prefixesFor(name string, v6 bool) []netip.Prefix {
 	return out
 }
 
-func (o *Output) addSession(s Session) error {
+func (o *Output) addSession(s Session) (err error) {
 	ctx := context.Background()
+	// Undo a half-added session, so the next SetSessions starts clean.
+	defer func() {
+		if err != nil {
+			delete(o.running, s.Name)
+			o.ev.mu.Lock()
+			delete(o.ev.byAddr, s.PeerAddress)
+			o.ev.mu.Unlock()
+			_ = o.setExportAssignment()
+			o.deleteExportObjects(s.Name)
+		}
+	}()
 	sets := []*api.DefinedSet{
 		{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(s.Name), List: []string{hostPrefix(s.PeerAddress).String()}},
 		{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(s.Name, false), Prefixes: apiPrefixes(o.prefixesFor(s.Name, false))},
@@ -296,6 +307,26 @@ func (o *Output) addSession(s Session) error {
 	return nil
 }
 
+// deleteExportObjects deletes a session's export policy and defined sets
+// (the policy first: it refers to the sets).
+func (o *Output) deleteExportObjects(name string) []error {
+	ctx := context.Background()
+	var errs []error
+	if err := o.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(name)}, All: true}); err != nil {
+		errs = append(errs, fmt.Errorf("session %s: deleting export policy: %w", name, err))
+	}
+	for _, set := range []*api.DefinedSet{
+		{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(name)},
+		{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(name, false)},
+		{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(name, true)},
+	} {
+		if err := o.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set, All: true}); err != nil {
+			errs = append(errs, fmt.Errorf("session %s: deleting defined set %s: %w", name, set.Name, err))
+		}
+	}
+	return errs
+}
+
 func (o *Output) removeSession(s Session) error {
 	ctx := context.Background()
 	var errs []error
@@ -312,18 +343,7 @@ func (o *Output) removeSession(s Session) error {
 	if err := o.setExportAssignment(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := o.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(s.Name)}, All: true}); err != nil {
-		errs = append(errs, fmt.Errorf("session %s: deleting export policy: %w", s.Name, err))
-	}
-	for _, set := range []*api.DefinedSet{
-		{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(s.Name)},
-		{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(s.Name, false)},
-		{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(s.Name, true)},
-	} {
-		if err := o.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set, All: true}); err != nil {
-			errs = append(errs, fmt.Errorf("session %s: deleting defined set %s: %w", s.Name, set.Name, err))
-		}
-	}
+	errs = append(errs, o.deleteExportObjects(s.Name)...)
 	return errors.Join(errs...)
 }
 
@@ -339,14 +359,24 @@ func (o *Output) updateSession(old, s Session) error {
 	}
 	if old.NextHopV4 != s.NextHopV4 || old.NextHopV6 != s.NextHopV6 {
 		o.log.Info("updating BGP next hops in place", "peer", s.Name, "nextHopV4", s.NextHopV4, "nextHopV6", s.NextHopV6)
-		if err := o.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(s.Name)}, All: true}); err != nil {
-			return fmt.Errorf("session %s: replacing export policy: %w", s.Name, err)
+		// GoBGP deletes no policy in use: take it out of the assignment,
+		// replace it, put it back. Nothing is sent meanwhile (o.mu is held
+		// and GoBGP re-reads policies only when it propagates), and the
+		// soft reset out re-sends the routes with the new next hops.
+		delete(o.running, s.Name)
+		err := o.setExportAssignment()
+		if err == nil {
+			err = o.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(s.Name)}, All: true})
 		}
-		if err := o.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: exportPolicy(s)}); err != nil {
-			return fmt.Errorf("session %s: replacing export policy: %w", s.Name, err)
+		if err == nil {
+			err = o.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: exportPolicy(s)})
 		}
-		if err := o.setExportAssignment(); err != nil {
-			return err
+		o.running[s.Name] = s
+		if err2 := o.setExportAssignment(); err == nil {
+			err = err2
+		}
+		if err != nil {
+			return fmt.Errorf("session %s: replacing export policy: %w", s.Name, err)
 		}
 		return o.softResetOut(s)
 	}

@@ -228,6 +228,9 @@ func session(node Node, p *v1alpha1.BGPPeer, profiles map[string]*v1alpha1.BFDPr
 			return s
 		}
 		s.BFD, s.Warnings = bfd(prof, s.Warnings)
+		if s.EBGPMultiHop {
+			s.Warnings = append(s.Warnings, "bfdProfile with ebgpMultiHop: the embedded BFD is single-hop only (RFC 5881, no RFC 5883 multi-hop); BFD comes up only if the peer is in fact one hop away")
+		}
 	}
 	s.NextHopV4, s.NextHopV6 = nextHops(node, s)
 	return s

@@ -105,6 +105,7 @@ func TestSessionsResolveEveryBGPPeerField(t *testing.T) {
 			HoldTime: 90 * time.Second, KeepaliveTime: 30 * time.Second, ConnectTime: 120 * time.Second,
 			BFD:       &BFD{Profile: "defaults", ReceiveInterval: 300 * time.Millisecond, TransmitInterval: 300 * time.Millisecond, DetectMultiplier: 3},
 			NextHopV6: netip.MustParseAddr("2001:db8:1::7")},
+		warnings: []string{"single-hop only"},
 	}, {
 		name: "dynamic external",
 		spec: v1alpha1.BGPPeerSpec{MyASN: 64513, DynamicASN: v1alpha1.DynamicASNExternal, PeerAddress: "198.51.100.1"},
