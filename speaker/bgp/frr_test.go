@@ -358,3 +358,43 @@ func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
 		t.Errorf("FRR's next hops for %s = %v, want %s (global)", lb6, got, speakerV6)
 	}
 }
+
+// A speaker that restarts (Detach, then a new process) with graceful
+// restart on: the router keeps the route, stale, and the new speaker
+// refreshes it.
+func TestFRRGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
+	requireFRR(t)
+	tp := newTopo(t)
+	f := startFRR(tp, strings.Replace(frrConf(tp, nil, ""), " no bgp fast-external-failover\n", " no bgp fast-external-failover\n bgp graceful-restart\n", 1))
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.GracefulRestart = true })
+	route := Route{Prefix: lb4, Peers: []string{s.Name}}
+
+	sp := startSpeaker(t, tp.speaker)
+	sp.setSessions(s)
+	sp.setRoutes(route)
+	sp.waitEstablished(s.Name, 15*time.Second)
+	f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+
+	sp.detach()
+	stale := false
+	waitFor(t, 5*time.Second, "FRR marking the route stale", func() (bool, string) {
+		out := f.vtysh("show bgp ipv4 unicast " + lb4.String() + " json")
+		stale = strings.Contains(out, `"stale":true`)
+		return stale, out
+	})
+	time.Sleep(time.Second)
+	if f.route(lb4.String()) == nil {
+		t.Fatalf("FRR dropped the route of a speaker that restarts with graceful restart")
+	}
+
+	start := time.Now()
+	sp2 := startSpeaker(t, tp.speaker)
+	sp2.setSessions(s)
+	sp2.setRoutes(route)
+	sp2.waitEstablished(s.Name, 15*time.Second)
+	waitFor(t, 10*time.Second, "FRR refreshing the route", func() (bool, string) {
+		out := f.vtysh("show bgp ipv4 unicast " + lb4.String() + " json")
+		return strings.Contains(out, `"valid":true`) && !strings.Contains(out, `"stale":true`), out
+	})
+	t.Logf("graceful restart: the route stayed at FRR (stale) while no speaker ran; refreshed %v after the new speaker started", time.Since(start).Round(time.Millisecond))
+}

@@ -91,6 +91,10 @@ func speakerProcess(in io.Reader, out io.Writer) int {
 			case "metrics":
 				b, err := testutil.CollectAndFormat(reg, expfmt.TypeTextPlain, "herald_speaker_bgp_session_up", "herald_speaker_bgp_prefixes_advertised", "herald_speaker_bgp_updates_sent_total", "herald_speaker_bgp_session_flaps_total", "herald_speaker_bgp_bfd_up")
 				r.Metrics, r.Err = string(b), errString(err)
+			case "detach":
+				o.Detach()
+				_ = enc.Encode(r)
+				return 0
 			case "close":
 				r.Err = errString(o.Close())
 				_ = enc.Encode(r)
@@ -237,6 +241,18 @@ func (s *speaker) waitState(name string, timeout time.Duration, what string, ok 
 func (s *speaker) waitEstablished(name string, timeout time.Duration) PeerState {
 	s.t.Helper()
 	return s.waitState(name, timeout, "Established", func(p PeerState) bool { return p.State == StateEstablished })
+}
+
+// detach stops the speaker without withdrawing (Output.Detach), as a
+// speaker that restarts.
+func (s *speaker) detach() {
+	s.t.Helper()
+	s.do(command{Op: "detach"})
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	_ = s.stdin.Close()
+	_ = s.cmd.Wait()
 }
 
 func (s *speaker) close() {

@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -68,8 +69,8 @@ func (h *gobgpLog) Handle(_ context.Context, r slog.Record) error {
 	if peer != "" && errText != "" && (r.Message == "failed to connect" || r.Level >= slog.LevelWarn) {
 		h.last.set(peer, r.Message+": "+errText)
 	}
-	if r.Level < slog.LevelInfo {
-		return nil
+	if r.Level < slog.LevelInfo || (r.Message == "failed to stop BGP server" && strings.Contains(errText, "not running")) {
+		return nil // Stop after StopBgp (Detach) says so; nothing is wrong
 	}
 	kv := make([]any, 0, 2*(len(h.attrs)+r.NumAttrs()))
 	for _, a := range h.attrs {

@@ -223,16 +223,23 @@ func (o *Output) startServer(routerID netip.Addr, asn uint32) error {
 	return nil
 }
 
-// stopServer stops GoBGP: every session is closed with a Cease
-// NOTIFICATION, so peers drop our routes at once.
-func (o *Output) stopServer() {
+// stopServer stops GoBGP. Every session is closed with a Cease
+// NOTIFICATION, so peers drop our routes at once; with keepRoutes, sessions
+// that negotiated graceful restart are closed without one, so the peer
+// keeps our routes as stale while we come back (RFC 4724 4.2, 8).
+func (o *Output) stopServer(keepRoutes ...bool) {
 	if o.srv == nil {
 		return
 	}
 	if o.cancel != nil {
 		o.cancel()
 	}
-	o.srv.Stop()
+	if len(keepRoutes) > 0 && keepRoutes[0] {
+		if err := o.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+			o.log.Error(err, "stopping the BGP server")
+		}
+	}
+	o.srv.Stop() // BFD too; after StopBgp its own StopBgp only logs "not running"
 	o.srv = nil
 	o.running = map[string]Session{}
 	o.bfdArmed = map[string]bool{}
@@ -749,4 +756,19 @@ func (o *Output) Close() error {
 	o.stopServer()
 	o.routes = map[netip.Prefix]Route{}
 	return err
+}
+
+// Detach stops GoBGP without withdrawing anything, for a speaker that
+// restarts: peers that negotiated graceful restart with this node keep its
+// routes (marked stale) until the next speaker re-announces them or the
+// restart time (120 s) ends; other peers drop them as with Close. The
+// Output is unusable afterwards.
+func (o *Output) Detach() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	o.closed = true
+	o.stopServer(true)
 }
