@@ -14,6 +14,7 @@ import (
 // starting up may see), and the session takes its peer's AS from its OPEN
 // (dynamicASN external).
 func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
+	t.Parallel() // own namespaces, routers and speaker process
 	requireBIRD(t)
 	tp := newTopo(t)
 	b := startBIRD(tp, birdConf(tp))

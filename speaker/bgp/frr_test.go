@@ -57,6 +57,7 @@ func kernelRoutes(t *testing.T, ns string) string {
 }
 
 func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T) {
+	t.Parallel() // own namespaces, routers and speaker process
 	requireFRR(t)
 	tp := newTopo(t)
 	f := startFRR(tp, frrConf(tp, []string{"timers 3 9"}, ""))
@@ -220,6 +221,7 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 }
 
 func TestFRRWrongPasswordKeepsSessionDownWithReason(t *testing.T) {
+	t.Parallel() // own namespaces, routers and speaker process
 	requireFRR(t)
 	tp := newTopo(t)
 	startFRR(tp, frrConf(tp, []string{"password right-password"}, ""))
@@ -251,6 +253,8 @@ func TestFRRWrongPasswordKeepsSessionDownWithReason(t *testing.T) {
 	sp.waitEstablished(right.Name, 15*time.Second)
 }
 
+// Not parallel: its timing figures are the point, so it runs alone (Go
+// starts the parallel tests once the serial ones are done).
 func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 	requireFRR(t)
 	ms := func(v int32) *int32 { return &v }
@@ -326,6 +330,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 // as such, and IPv4 routes over the IPv6 session carry the node's IPv4
 // address as next hop (the reverse of IPv6 routes over IPv4).
 func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
+	t.Parallel() // own namespaces, routers and speaker process
 	requireFRR(t)
 	tp := newTopo(t)
 	f := startFRR(tp, frrConfFor(tp, speakerV6, routerAS, nil, ""))
@@ -363,6 +368,7 @@ func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
 // restart on: the router keeps the route, stale, and the new speaker
 // refreshes it.
 func TestFRRGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
+	t.Parallel() // own namespaces, routers and speaker process
 	requireFRR(t)
 	tp := newTopo(t)
 	f := startFRR(tp, strings.Replace(frrConf(tp, nil, ""), " no bgp fast-external-failover\n", " no bgp fast-external-failover\n bgp graceful-restart\n", 1))
