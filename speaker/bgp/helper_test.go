@@ -2,11 +2,9 @@ package bgp
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -252,7 +250,7 @@ func (s *speaker) detach() {
 	s.closed = true
 	s.mu.Unlock()
 	_ = s.stdin.Close()
-	_ = s.cmd.Wait()
+	s.checkExit(s.cmd.Wait())
 }
 
 func (s *speaker) close() {
@@ -273,11 +271,20 @@ func (s *speaker) close() {
 	done := make(chan error, 1)
 	go func() { done <- s.cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		s.checkExit(err)
 	case <-time.After(10 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-done
 		s.t.Errorf("speaker process did not exit after Close")
+	}
+}
+
+// checkExit fails the test when the speaker process failed, notably when
+// the race detector (the test binary is the speaker) found a race there.
+func (s *speaker) checkExit(err error) {
+	if err != nil || s.logs.contains("DATA RACE") {
+		s.t.Errorf("speaker process: %v (exit status 66 is the race detector's)", err)
 	}
 }
 
@@ -302,6 +309,3 @@ func (l *lineLog) String() string {
 }
 
 func (l *lineLog) contains(s string) bool { return strings.Contains(l.String(), s) }
-
-var _ = context.Background
-var _ = netip.Addr{}
