@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -90,4 +91,22 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 		out = b.birdc("show", "protocols", "speaker") + b.birdc("show", "route", "for", lb6.String())
 		return !strings.Contains(out, "Established") && !strings.Contains(out, lb6.String()), out
 	})
+}
+
+// dynamicASN external accepts any AS but ours: a peer in our AS is shut
+// down with the reason in State.
+func TestBIRDInOurASIsRefusedByDynamicExternal(t *testing.T) {
+	t.Parallel() // own namespaces, router and speaker process
+	requireBIRD(t)
+	tp := newTopo(t)
+	startBIRD(tp, strings.Replace(birdConf(tp), fmt.Sprintf("local %s as %d;", routerV4, routerAS), fmt.Sprintf("local %s as %d;", routerV4, speakerAS), 1))
+	sp := startSpeaker(t, tp.speaker)
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.PeerASN, p.DynamicASN = 0, v1alpha1.DynamicASNExternal })
+	sp.setSessions(s)
+	st := sp.waitState(s.Name, 15*time.Second, "refused", func(p PeerState) bool { return strings.Contains(p.Reason, "our own AS") })
+	time.Sleep(500 * time.Millisecond)
+	if st = sp.state(s.Name); st.State == StateEstablished {
+		t.Errorf("a dynamicASN external session with a peer in our AS stays Established: %+v", st)
+	}
+	t.Logf("refused: state %s, reason %q", st.State, st.Reason)
 }

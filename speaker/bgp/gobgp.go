@@ -48,8 +48,8 @@ func peerFor(s Session, withBFD bool) *api.Peer {
 	case s.DynamicASN == "internal":
 		peerASN = s.MyASN
 	default:
-		// 0 makes GoBGP take the AS from the peer's OPEN. GoBGP cannot
-		// refuse our own AS then: see State's check on Established.
+		// 0 makes GoBGP take the AS from the peer's OPEN. GoBGP does not
+		// refuse our own AS then: see Output.checkPeerAS.
 	}
 	p := &api.Peer{
 		Conf: &api.PeerConf{

@@ -37,7 +37,8 @@ type Output struct {
 	desired  map[string]Session // by name, blocked ones too
 	running  map[string]Session // in GoBGP
 	routes   map[netip.Prefix]Route
-	bfdArmed map[string]bool // sessions whose BFD runs in GoBGP
+	bfdArmed map[string]bool   // sessions whose BFD runs in GoBGP
+	refused  map[string]string // sessions shut down for their peer's AS
 	closed   bool
 
 	ev evState // fed by GoBGP's peer events
@@ -74,6 +75,7 @@ func New(log logr.Logger, opts Options) *Output {
 		running:  map[string]Session{},
 		routes:   map[netip.Prefix]Route{},
 		bfdArmed: map[string]bool{},
+		refused:  map[string]string{},
 		ev: evState{
 			byAddr: map[netip.Addr]string{},
 			state:  map[string]bgp.FSMState{},
@@ -243,6 +245,7 @@ func (o *Output) stopServer(keepRoutes ...bool) {
 	o.srv = nil
 	o.running = map[string]Session{}
 	o.bfdArmed = map[string]bool{}
+	o.refused = map[string]string{}
 	o.ev.mu.Lock()
 	o.ev.byAddr = map[netip.Addr]string{}
 	o.ev.state = map[string]bgp.FSMState{}
@@ -343,6 +346,7 @@ func (o *Output) removeSession(s Session) error {
 	}
 	delete(o.running, s.Name)
 	delete(o.bfdArmed, s.Name)
+	delete(o.refused, s.Name)
 	o.ev.mu.Lock()
 	delete(o.ev.byAddr, s.PeerAddress)
 	delete(o.ev.state, s.Name)
@@ -628,9 +632,8 @@ func (o *Output) State() []PeerState {
 					st.Advertised = append(st.Advertised, o.prefixesFor(name, v6)...)
 				}
 			}
-			if s.DynamicASN == "external" && st.PeerASN == s.MyASN {
-				st.Warnings = append(slices.Clip(st.Warnings), fmt.Sprintf("dynamicASN external, but the peer is in our AS %d: the session runs as iBGP (GoBGP cannot refuse it)", s.MyASN))
-			}
+		} else if r := o.refused[name]; r != "" {
+			st.Reason = r
 		} else {
 			st.Reason = o.reason(s, ps)
 		}
@@ -702,6 +705,7 @@ func (o *Output) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 		o.last.clear(addr.String())
 		o.log.Info("BGP session up", "peer", name, "address", addr, "peerASN", ev.Peer.State.PeerASN)
 		go o.armBFD(name)
+		go o.checkPeerAS(name, ev.Peer.State.PeerASN)
 	case prev == bgp.BGP_FSM_ESTABLISHED && now != prev:
 		o.log.Info("BGP session down", "peer", name, "address", addr, "reason", ev.Peer.State.DisconnectReason.String(), "message", ev.Peer.State.DisconnectMessage)
 	default:
@@ -737,6 +741,26 @@ func (o *Output) armBFD(name string) {
 	}
 	o.bfdArmed[name] = true
 	o.log.Info("BFD started", "peer", name, "receiveInterval", s.BFD.ReceiveInterval, "transmitInterval", s.BFD.TransmitInterval, "detectMultiplier", s.BFD.DetectMultiplier)
+}
+
+// checkPeerAS shuts down a dynamicASN external session whose peer turned
+// out to be in our own AS: GoBGP, told to accept any AS (peer AS 0), runs it
+// as iBGP instead of refusing it. The session stays down, with the reason in
+// State, until its configuration changes.
+func (o *Output) checkPeerAS(name string, peerASN uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.running[name]
+	if o.closed || !ok || o.srv == nil || s.DynamicASN != "external" || peerASN != s.MyASN {
+		return
+	}
+	reason := fmt.Sprintf("dynamicASN external, but the peer announced our own AS %d: session shut down (set dynamicASN internal or peerASN for an iBGP peer)", peerASN)
+	if err := o.srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: s.PeerAddress.String(), Communication: "AS mismatch: external peer expected"}); err != nil {
+		o.log.Error(err, "shutting down a session with an AS mismatch", "peer", name)
+		return
+	}
+	o.refused[name] = reason
+	o.log.Info("BGP session refused", "peer", name, "reason", reason)
 }
 
 // Close withdraws every route, closes every session (a Cease NOTIFICATION,
