@@ -359,3 +359,30 @@ func TestUpdateChangesOnlyTheNamedAddresses(t *testing.T) {
 		t.Errorf("arping %s after the last removal: replies %v, want none", otherVIP4, macs)
 	}
 }
+
+// A node owning thousands of IPv6 addresses answers for every one: one
+// socket's multicast memberships are capped by its option memory
+// (net.core.optmem_max), so the solicited-node groups are spread over as
+// many sockets as they need. 3,000 groups is past the cap of a single socket
+// at every default optmem_max.
+func TestThousandsOfIPv6AddressesAreAllAnswered(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "ndisc6")
+	a := announcerIn(t, speaker, prometheus.NewRegistry())
+	owned := map[netip.Addr][]string{}
+	var addrs []netip.Addr
+	for i := range 3000 {
+		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, byte(i >> 8), byte(i)})
+		owned[ip] = []string{"eth0"}
+		addrs = append(addrs, ip)
+	}
+	setOwned(t, a, owned)
+	// Past the unsolicited advertisements of a takeover (2 s), so only an
+	// answer to the solicitation counts.
+	time.Sleep(2500 * time.Millisecond)
+	for _, ip := range []netip.Addr{addrs[0], addrs[1500], addrs[2999]} {
+		if macs := ndisc6(t, client, ip, 1); len(macs) == 0 || !allEqual(macs, speakerMAC) {
+			t.Errorf("ndisc6 %s (of 3,000 owned): advertisements %v, want the speaker's", ip, macs)
+		}
+	}
+}
