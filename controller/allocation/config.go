@@ -44,7 +44,7 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
 	inForce := cfg.Pools
 	var ip []ipam.Pool
 	for _, name := range slices.Sorted(maps.Keys(inForce)) {
-		ip = append(ip, inForce[name].IPAM())
+		ip = append(ip, ipamPool(inForce[name]))
 	}
 	evicted, err := c.alloc.SetPools(ip)
 	if err != nil {
@@ -266,4 +266,9 @@ func satAdd(a, b int64) int64 {
 func splitKey(k string) (string, string) {
 	ns, name, _ := strings.Cut(k, "/")
 	return ns, name
+}
+
+// ipamPool is the pool as the allocator sees it.
+func ipamPool(p *model.Pool) ipam.Pool {
+	return ipam.Pool{Name: p.Name, Ranges: p.Ranges, AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -24,7 +25,7 @@ func addrs(ss ...string) []netip.Addr {
 func pool(name string, ranges ...string) ipam.Pool {
 	p := ipam.Pool{Name: name, AutoAssign: true}
 	for _, s := range ranges {
-		r, err := ipam.ParseRange(s)
+		r, err := iprange.Parse(s)
 		if err != nil {
 			panic(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 	"pgregory.net/rapid"
 )
 
@@ -57,7 +58,7 @@ func (w *world) pools() []ipam.Pool {
 		}
 		for s := range nSlots {
 			if w.owner[s] == i {
-				p.Ranges = append(p.Ranges, ipam.Range{First: slotAddr(s, w.lo[s]), Last: slotAddr(s, w.hi[s])})
+				p.Ranges = append(p.Ranges, iprange.Range{First: slotAddr(s, w.lo[s]), Last: slotAddr(s, w.hi[s])})
 			}
 		}
 		out = append(out, p)
