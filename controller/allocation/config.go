@@ -39,8 +39,13 @@ func setupConfig(mgr manager.Manager, c *Controller) error {
 		return []configRequest{{}}
 	})
 	b := builder.TypedControllerManagedBy[configRequest](mgr).Named("config")
-	for _, o := range []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{},
-		&v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{}, &networkingv1.ServiceCIDR{}} {
+	watched := []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{}}
+	// ServiceCIDRs are served from Kubernetes 1.33; watching a kind the API
+	// server lacks would stop the manager.
+	if _, err := mgr.GetRESTMapper().RESTMapping(networkingv1.SchemeGroupVersion.WithKind("ServiceCIDR").GroupKind(), "v1"); err == nil {
+		watched = append(watched, &networkingv1.ServiceCIDR{})
+	}
+	for _, o := range watched {
 		b = b.Watches(o, all, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
 	b = b.Watches(&corev1.Node{}, all, builder.WithPredicates(nodeAddressesChanged))
