@@ -41,6 +41,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/controller/eventwriter"
 	"github.com/heraldlb/herald/controller/ipam"
 	"github.com/heraldlb/herald/internal/model"
 )
@@ -111,7 +112,13 @@ func newController(c client.Client, recorder events.EventRecorder, opts Options)
 // New sets the controller up with the manager. The manager's cache should
 // use CacheOptions, so that it keeps only what the controller reads.
 func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
-	c := newController(mgr.GetClient(), mgr.GetEventRecorder("herald-controller"), opts)
+	// Events are written without client-go's six-minute cache of every
+	// event (see package eventwriter).
+	ew := eventwriter.New(mgr.GetClient(), mgr.GetScheme(), "herald-controller")
+	if err := mgr.Add(ew); err != nil {
+		return nil, err
+	}
+	c := newController(mgr.GetClient(), ew, opts)
 	usePQ := true
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("service").
