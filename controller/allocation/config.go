@@ -149,11 +149,15 @@ func (c *Controller) refreshConfig(ctx context.Context, force bool) error {
 	return nil
 }
 
-// fingerprint identifies a set of pool versions.
+// fingerprint identifies a set of pool specs: name, UID (a pool deleted
+// and created again) and generation, which only spec changes raise. The
+// resourceVersion would change with every usage count written to a pool's
+// status, about once a second under load, and each change would rebuild the
+// allocator's state of every Service.
 func fingerprint(pools []v1alpha1.IPAddressPool) string {
 	parts := make([]string, len(pools))
 	for i, p := range pools {
-		parts[i] = p.Name + "@" + p.ResourceVersion
+		parts[i] = fmt.Sprintf("%s@%s@%d", p.Name, p.UID, p.Generation)
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ",")

@@ -299,3 +299,22 @@ func TestPoolsServingFollowsTheAllocatorsRules(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolStatusWritesDoNotRebuildTheConfiguration(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "a"), lbService("web", "b"))
+	h.mustReconcile("web", "a")
+	before := h.c.cfg
+	var p v1alpha1.IPAddressPool
+	if err := h.client.Get(context.Background(), types.NamespacedName{Name: "lan"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status.AssignedIPv4 = 1 // what the usage controller writes
+	if err := h.client.Status().Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("web", "b")
+	if h.c.cfg != before {
+		t.Error("a write of the pool's status rebuilt the configuration (and the allocator's state of every Service)")
+	}
+	h.wantIPs("web", "b", "198.51.100.11")
+}
