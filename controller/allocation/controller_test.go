@@ -318,3 +318,18 @@ func TestPoolStatusWritesDoNotRebuildTheConfiguration(t *testing.T) {
 	}
 	h.wantIPs("web", "b", "198.51.100.11")
 }
+
+func TestStatusWriteFromAStaleCacheConflictsInsteadOfOverwriting(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "shop"))
+	stale := h.service("web", "shop")
+	fresh := stale.DeepCopy()
+	fresh.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.99"}} // written by someone else meanwhile
+	if err := h.client.Status().Update(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	err := h.c.writeStatus(context.Background(), stale, ipam.Assignment{Pool: "lan", IPs: addrs("198.51.100.10")}, nil)
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("writing over a newer status: %v, want a conflict", err)
+	}
+	h.wantIPs("web", "shop", "203.0.113.99")
+}
