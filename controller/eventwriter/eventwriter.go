@@ -26,9 +26,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// queueLen bounds the events waiting to be written (client-go's broadcaster
-// holds 1,000 too).
-const queueLen = 1000
+// queueLen bounds the events waiting to be written, and workers is how many
+// are written at once: a cold start assigns some 300 Services a second, each
+// with an event, and the API server answers an event create in tens of
+// milliseconds under that load. The bench counts event writes per Service
+// (event_writes_per_service) to catch drops.
+const (
+	queueLen = 4096
+	workers  = 16
+)
 
 // noteMax is the API server's limit on an event's note.
 const noteMax = 1024
@@ -59,7 +65,7 @@ func New(c client.Client, scheme *runtime.Scheme, controller string) *Writer {
 	host, _ := os.Hostname()
 	return &Writer{
 		client: c, scheme: scheme, controller: controller, instance: controller + "-" + host,
-		workers: 2, queue: make(chan *eventsv1.Event, queueLen), now: time.Now,
+		workers: workers, queue: make(chan *eventsv1.Event, queueLen), now: time.Now,
 	}
 }
 
