@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -83,6 +84,12 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]types.NamespacedNa
 	for _, name := range slices.Sorted(maps.Keys(inForce)) {
 		ip = append(ip, ipamPool(inForce[name]))
 	}
+	if c.cfg != nil && reflect.DeepEqual(ip, c.ipamPools) {
+		// Only verdicts or other kinds changed: the allocator's state of
+		// every Service need not be rebuilt.
+		c.cfg = cfg
+		return nil, nil
+	}
 	evicted, err := c.alloc.SetPools(ip)
 	if err != nil {
 		// Only possible when last accepted versions clash with new pools;
@@ -94,7 +101,7 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]types.NamespacedNa
 		c.cfg.Verdicts = cfg.Verdicts
 		return nil, nil
 	}
-	c.cfg, c.pools = cfg, inForce
+	c.cfg, c.pools, c.ipamPools = cfg, inForce, ip
 	out := make([]types.NamespacedName, len(evicted))
 	for i, k := range evicted {
 		out[i] = types.NamespacedName(k)

@@ -79,10 +79,12 @@ type Controller struct {
 	// usage asks the usage controller to refresh pools' usage counts.
 	usage chan usageEvent
 
-	mu      sync.Mutex
-	cfg     *model.Config
-	pools   map[string]*model.Pool // in force: accepted, or the last accepted version (cfg.Pools)
-	pending pendingSet             // Services waiting for an address
+	mu    sync.Mutex
+	cfg   *model.Config
+	pools map[string]*model.Pool // in force: accepted, or the last accepted version (cfg.Pools)
+	// ipamPools are the pools last given to the allocator.
+	ipamPools []ipam.Pool
+	pending   pendingSet // Services waiting for an address
 	// poolsSeen fingerprints the pools cfg was built from, so a Service
 	// reconcile can tell that the configuration lags behind the cache.
 	poolsSeen string

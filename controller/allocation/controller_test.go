@@ -2,6 +2,7 @@ package allocation
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -332,4 +333,25 @@ func TestStatusWriteFromAStaleCacheConflictsInsteadOfOverwriting(t *testing.T) {
 		t.Fatalf("writing over a newer status: %v, want a conflict", err)
 	}
 	h.wantIPs("web", "shop", "203.0.113.99")
+}
+
+func TestConfigChangesThatLeavePoolsAloneKeepTheAllocatorsState(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "a"))
+	h.mustReconcile("web", "a")
+	before := h.c.alloc.Owners(netip.MustParseAddr("198.51.100.10"))
+	adv := &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}}
+	if err := h.client.Create(context.Background(), adv); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.reconcileConfig(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.c.cfg.L2Advertisements) != 1 {
+		t.Fatalf("the new advertisement is not in the configuration: %+v", h.c.cfg.L2Advertisements)
+	}
+	if got := h.c.alloc.Owners(netip.MustParseAddr("198.51.100.10")); !slices.Equal(got, before) || len(got) != 1 {
+		t.Errorf("owners of 198.51.100.10: %v before, %v after", before, got)
+	}
+	h.mustReconcile("web", "a")
+	h.wantIPs("web", "a", "198.51.100.10")
 }
