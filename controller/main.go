@@ -9,6 +9,8 @@ import (
 	"flag"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -62,6 +63,7 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setMemoryLimit()
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "controller stopped")
 		os.Exit(1)
@@ -98,8 +100,8 @@ func run(o options) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
-		// managedFields are a large share of every cached object and never read.
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// The cache keeps only what the controller reads.
+		Cache:                         allocation.CacheOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.probeAddr,
 		PprofBindAddress:              o.pprofAddr,
@@ -150,6 +152,22 @@ func run(o options) error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// setMemoryLimit gives the Go runtime a soft memory limit of 90% of the
+// container's limit, which the chart passes in HERALD_MEMORY_LIMIT (bytes,
+// from the downward API), so the garbage collector works harder before the
+// kernel kills the container. GOMEMLIMIT, when set, wins.
+func setMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit, err := strconv.ParseInt(os.Getenv("HERALD_MEMORY_LIMIT"), 10, 64)
+	if err != nil || limit <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+	ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit/10*9)
 }
 
 func envOr(k, def string) string {

@@ -481,3 +481,67 @@ func withoutWebhook(t *testing.T) {
 		}
 	})
 }
+
+func TestPendingServiceGetsItsAddressOnceItsNamespaceIsLabelled(t *testing.T) {
+	ns := newNamespace(t)
+	newPool(t, ns+"-prod", ns, []string{"203.0.113.172/31"}, func(p *v1alpha1.IPAddressPool) {
+		p.Spec.ServiceAllocation.NamespaceSelectors = []metav1.LabelSelector{{MatchLabels: map[string]string{"env": "prod"}}}
+	})
+	lbService(t, ns, "web")
+	allocatedCondition(t, ns, "web", metav1.ConditionFalse, "NoMatchingPool")
+	if out, err := kubectl("label", "namespace", ns, "env=prod"); err != nil {
+		t.Fatalf("kubectl label: %v\n%s", err, out)
+	}
+	if got := externalIPs(t, ns, "web", 1)[0]; got != "203.0.113.172" {
+		t.Errorf("EXTERNAL-IP %s, want 203.0.113.172", got)
+	}
+}
+
+// poolAccepted waits for the pool's Accepted condition to have the given
+// status and reason, and returns it.
+func poolAccepted(t *testing.T, name string, status metav1.ConditionStatus, reason string) metav1.Condition {
+	t.Helper()
+	var got metav1.Condition
+	eventually(t, 20*time.Second, fmt.Sprintf("pool %s Accepted=%s reason %s", name, status, reason), func(ctx context.Context) (bool, error) {
+		var p v1alpha1.IPAddressPool
+		if err := crClient.Get(ctx, types.NamespacedName{Name: name}, &p); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted)
+		if c == nil {
+			return false, nil
+		}
+		got = *c
+		return c.Status == status && c.Reason == reason, nil
+	})
+	return got
+}
+
+func TestPoolHoldingClusterIPsOrNodeAddressesIsRefusedAtApplyAndNeverUsed(t *testing.T) {
+	ns := newNamespace(t)
+	for _, tc := range []struct{ addrs, want string }{
+		{"203.0.113.100-203.0.113.101", "overlaps ServiceCIDR kubernetes (" + lab.ServiceCIDRv4 + ")"},
+		{"198.51.100.8/29", "overlaps node "},
+	} {
+		manifest := fmt.Sprintf("apiVersion: herald.dev/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: %s-reserved\nspec:\n  addresses: [%q]\n", ns, tc.addrs)
+		out, err := kubectlIn(manifest, "apply", "-f", "-")
+		if err == nil {
+			_, _ = kubectl("delete", "ipaddresspool", ns+"-reserved")
+			t.Fatalf("pool %s was accepted:\n%s", tc.addrs, out)
+		}
+		for _, want := range []string{"denied the request", "spec.addresses[0]", tc.want} {
+			if !strings.Contains(out, want) {
+				t.Errorf("refusal of %s should mention %q:\n%s", tc.addrs, want, out)
+			}
+		}
+	}
+	// One that slips in (webhook off) is not Accepted and serves no Service.
+	withoutWebhook(t)
+	newPool(t, ns+"-clusterips", ns, []string{"203.0.113.100-203.0.113.101"})
+	c := poolAccepted(t, ns+"-clusterips", metav1.ConditionFalse, "OverlapsClusterAddresses")
+	if !strings.Contains(c.Message, "ServiceCIDR kubernetes") {
+		t.Errorf("Accepted message %q should name the ServiceCIDR", c.Message)
+	}
+	lbService(t, ns, "web")
+	allocatedCondition(t, ns, "web", metav1.ConditionFalse, "NoMatchingPool")
+}

@@ -4,38 +4,76 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/ipam"
 	"github.com/heraldlb/herald/internal/model"
 )
 
-// usageInterval bounds how often a pool's usage counts are written: a burst
-// of allocations costs one pool status write per second, not one per Service.
-const usageInterval = time.Second
+// configRequest is the config controller's one request: the configuration
+// is judged as a whole, whichever object changed.
+type configRequest struct{}
 
-type configReconciler struct {
-	c         *Controller
-	lastUsage time.Time
+// setupConfig adds the config controller: any change of a Herald object, a
+// ServiceCIDR or a node's addresses rebuilds the configuration and rewrites
+// the verdicts that changed.
+func setupConfig(mgr manager.Manager, c *Controller) error {
+	all := handler.TypedEnqueueRequestsFromMapFunc(func(context.Context, client.Object) []configRequest {
+		return []configRequest{{}}
+	})
+	b := builder.TypedControllerManagedBy[configRequest](mgr).Named("config")
+	watched := []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{}}
+	// ServiceCIDRs are served from Kubernetes 1.33; watching a kind the API
+	// server lacks would stop the manager.
+	if _, err := mgr.GetRESTMapper().RESTMapping(networkingv1.SchemeGroupVersion.WithKind("ServiceCIDR").GroupKind(), "v1"); err == nil {
+		watched = append(watched, &networkingv1.ServiceCIDR{})
+	}
+	for _, o := range watched {
+		b = b.Watches(o, all, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	}
+	b = b.Watches(&corev1.Node{}, all, builder.WithPredicates(nodeAddressesChanged))
+	return b.Complete(reconcile.TypedFunc[configRequest](func(ctx context.Context, _ configRequest) (reconcile.Result, error) {
+		return reconcile.Result{}, c.reconcileConfig(ctx)
+	}))
+}
+
+// nodeAddressesChanged passes the node events that can change the reserved
+// addresses; a node's status is otherwise rewritten often.
+var nodeAddressesChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okO := e.ObjectOld.(*corev1.Node)
+		n, okN := e.ObjectNew.(*corev1.Node)
+		return !okO || !okN || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+	},
 }
 
 // loadConfigLocked judges every Herald object and puts the pools in force
 // into the allocator. A pool whose new version is refused stays in force as
 // it was last accepted. It returns the Services that lost an address.
-func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
+func (c *Controller) loadConfigLocked(ctx context.Context) ([]types.NamespacedName, error) {
 	in, err := model.Read(ctx, c.client)
 	if err != nil {
+		return nil, err
+	}
+	if in.Reserved, err = model.ReadReserved(ctx, c.client); err != nil {
 		return nil, err
 	}
 	c.poolsSeen = fingerprint(in.Pools)
@@ -44,7 +82,13 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
 	inForce := cfg.Pools
 	var ip []ipam.Pool
 	for _, name := range slices.Sorted(maps.Keys(inForce)) {
-		ip = append(ip, inForce[name].IPAM())
+		ip = append(ip, ipamPool(inForce[name]))
+	}
+	if c.cfg != nil && reflect.DeepEqual(ip, c.ipamPools) {
+		// Only verdicts or other kinds changed: the allocator's state of
+		// every Service need not be rebuilt.
+		c.cfg = cfg
+		return nil, nil
 	}
 	evicted, err := c.alloc.SetPools(ip)
 	if err != nil {
@@ -57,28 +101,27 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]string, error) {
 		c.cfg.Verdicts = cfg.Verdicts
 		return nil, nil
 	}
-	c.cfg, c.pools = cfg, inForce
-	for _, k := range evicted {
-		c.pending[k] = true
+	c.cfg, c.pools, c.ipamPools = cfg, inForce, ip
+	out := make([]types.NamespacedName, len(evicted))
+	for i, k := range evicted {
+		out[i] = types.NamespacedName(k)
+		c.pending.add(out[i], nil) // woken below with every pending Service
 	}
-	return evicted, nil
+	return out, nil
 }
 
-func (r *configReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	c := r.c
+func (c *Controller) reconcileConfig(ctx context.Context) error {
 	if err := c.start(ctx); err != nil {
-		return ctrl.Result{}, err
-	}
-	if req.Name == usageRequest {
-		return r.writeUsage(ctx)
+		return err
 	}
 	if err := c.refreshConfig(ctx, true); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
-	if err := r.writeVerdicts(ctx); err != nil {
-		return ctrl.Result{}, err
+	if err := c.writeVerdicts(ctx); err != nil {
+		return err
 	}
-	return r.writeUsage(ctx)
+	c.usageChanged()
+	return nil
 }
 
 // refreshConfig rebuilds the configuration when forced or when the cached
@@ -88,7 +131,7 @@ func (c *Controller) refreshConfig(ctx context.Context, force bool) error {
 	c.mu.Lock()
 	if !force {
 		var pools v1alpha1.IPAddressPoolList
-		if err := c.client.List(ctx, &pools); err != nil {
+		if err := c.client.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
 			c.mu.Unlock()
 			return err
 		}
@@ -104,8 +147,7 @@ func (c *Controller) refreshConfig(ctx context.Context, force bool) error {
 	}
 	for _, k := range evicted {
 		var svc corev1.Service
-		ns, name := splitKey(k)
-		if c.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &svc) == nil {
+		if c.client.Get(ctx, k, &svc) == nil {
 			c.recorder.Eventf(&svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonIPReleased, "Release",
 				"released %s: no pool contains it any more (a pool shrank or was deleted); assigning a new address", joinAddrs(statusIPs(&svc)))
 		}
@@ -114,23 +156,23 @@ func (c *Controller) refreshConfig(ctx context.Context, force bool) error {
 	return nil
 }
 
-// fingerprint identifies a set of pool versions.
+// fingerprint identifies a set of pool specs: name, UID (a pool deleted
+// and created again) and generation, which only spec changes raise. The
+// resourceVersion would change with every usage count written to a pool's
+// status, about once a second under load, and each change would rebuild the
+// allocator's state of every Service.
 func fingerprint(pools []v1alpha1.IPAddressPool) string {
 	parts := make([]string, len(pools))
 	for i, p := range pools {
-		parts[i] = p.Name + "@" + p.ResourceVersion
+		parts[i] = fmt.Sprintf("%s@%s@%d", p.Name, p.UID, p.Generation)
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ",")
 }
 
-// usageRequest asks the config reconciler to refresh pools' usage counts only.
-const usageRequest = "herald/usage"
-
 // writeVerdicts sets the Accepted condition of every Herald object whose
 // verdict changed.
-func (r *configReconciler) writeVerdicts(ctx context.Context) error {
-	c := r.c
+func (c *Controller) writeVerdicts(ctx context.Context) error {
 	c.mu.Lock()
 	verdicts := c.cfg.Verdicts
 	inForce := maps.Clone(c.pools)
@@ -164,7 +206,7 @@ func (r *configReconciler) writeVerdicts(ctx context.Context) error {
 			if len(v.Warnings) > 0 {
 				cond.Message += "; warning: " + fmt.Sprint(v.Warnings)
 			}
-			if err := r.setCondition(ctx, obj, cond); err != nil {
+			if err := c.setCondition(ctx, obj, cond); err != nil {
 				return err
 			}
 		}
@@ -174,22 +216,27 @@ func (r *configReconciler) writeVerdicts(ctx context.Context) error {
 
 // setCondition writes cond into obj's status.conditions if it changed, with
 // an event when the Accepted status flips.
-func (r *configReconciler) setCondition(ctx context.Context, obj client.Object, cond metav1.Condition) error {
+func (c *Controller) setCondition(ctx context.Context, obj client.Object, cond metav1.Condition) error {
 	conds := conditionsOf(obj)
 	old := meta.FindStatusCondition(*conds, cond.Type)
 	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message && old.ObservedGeneration == cond.ObservedGeneration {
 		return nil
 	}
+	var oldStatus metav1.ConditionStatus
+	var oldReason string
+	if old != nil {
+		oldStatus, oldReason = old.Status, old.Reason
+	}
 	meta.SetStatusCondition(conds, cond)
-	if err := r.c.client.Status().Update(ctx, obj); err != nil {
+	if err := c.client.Status().Update(ctx, obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
+	if old == nil || oldStatus != cond.Status || oldReason != cond.Reason {
 		typ, reason := corev1.EventTypeNormal, "ConfigAccepted"
 		if cond.Status == metav1.ConditionFalse {
 			typ, reason = corev1.EventTypeWarning, "ConfigRefused"
 		}
-		r.c.recorder.Eventf(obj, nil, typ, reason, "Validate", "%s", cond.Message)
+		c.recorder.Eventf(obj, nil, typ, reason, "Validate", "%s", cond.Message)
 	}
 	return nil
 }
@@ -210,60 +257,7 @@ func conditionsOf(obj client.Object) *[]metav1.Condition {
 	panic(fmt.Sprintf("conditionsOf: unexpected %T", obj))
 }
 
-// writeUsage refreshes every pool's usage counts, at most once per
-// usageInterval.
-func (r *configReconciler) writeUsage(ctx context.Context) (ctrl.Result, error) {
-	if wait := usageInterval - time.Since(r.lastUsage); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	r.lastUsage = time.Now()
-	var pools v1alpha1.IPAddressPoolList
-	if err := r.c.client.List(ctx, &pools); err != nil {
-		return ctrl.Result{}, err
-	}
-	for i := range pools.Items {
-		p := &pools.Items[i]
-		st := p.Status
-		st.AssignedIPv4, st.AvailableIPv4 = r.usage(p.Name, ipam.IPv4)
-		st.AssignedIPv6, st.AvailableIPv6 = r.usage(p.Name, ipam.IPv6)
-		st.Assigned = st.AssignedIPv4 + st.AssignedIPv6
-		st.Available = satAdd(st.AvailableIPv4, st.AvailableIPv6)
-		setPoolGauges(p.Name, &st)
-		if st.AssignedIPv4 == p.Status.AssignedIPv4 && st.AssignedIPv6 == p.Status.AssignedIPv6 &&
-			st.AvailableIPv4 == p.Status.AvailableIPv4 && st.AvailableIPv6 == p.Status.AvailableIPv6 {
-			continue
-		}
-		p.Status = st
-		if err := r.c.client.Status().Update(ctx, p); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	return ctrl.Result{}, nil
-}
-
-func (r *configReconciler) usage(pool string, f ipam.Family) (assigned, available int64) {
-	u, ok := r.c.alloc.Usage(pool, f)
-	if !ok {
-		return 0, 0
-	}
-	return sat(u.Assigned), sat(u.Available)
-}
-
-func sat(u uint64) int64 {
-	if u > uint64(v1alpha1.AvailableSaturated) {
-		return v1alpha1.AvailableSaturated
-	}
-	return int64(u)
-}
-
-func satAdd(a, b int64) int64 {
-	if a > v1alpha1.AvailableSaturated-b {
-		return v1alpha1.AvailableSaturated
-	}
-	return a + b
-}
-
-func splitKey(k string) (string, string) {
-	ns, name, _ := strings.Cut(k, "/")
-	return ns, name
+// ipamPool is the pool as the allocator sees it.
+func ipamPool(p *model.Pool) ipam.Pool {
+	return ipam.Pool{Name: p.Name, Ranges: p.Ranges, AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
 }

@@ -3,6 +3,10 @@
 // allocator in controller/ipam), writes them to the Service status in one
 // write, and keeps pools' and other Herald objects' status current.
 //
+// Three small controllers share one Controller: "service" reconciles one
+// Service at a time, "config" judges Herald's configuration as a whole and
+// writes verdicts, "usage" writes pools' usage counts at a bounded rate.
+//
 // Allocation decisions are serial and deterministic (the allocator holds one
 // lock); status writes run in parallel. On start, before anything new is
 // allocated, every Service's addresses are read back from its status, so a
@@ -10,8 +14,8 @@
 package allocation
 
 import (
-	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -20,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -30,17 +35,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/controller/eventwriter"
 	"github.com/heraldlb/herald/controller/ipam"
 	"github.com/heraldlb/herald/internal/model"
 )
+
+// ReasonNamespaceUnavailable: the labels of the Service's namespace, which a
+// pool's namespaceSelectors need, could not be read.
+const ReasonNamespaceUnavailable = "NamespaceUnavailable"
 
 // Options configure the controller.
 type Options struct {
@@ -55,8 +65,8 @@ type Options struct {
 	Workers int
 }
 
-// Controller holds the state shared by the Service and configuration
-// reconcilers.
+// Controller holds the state shared by the Service, configuration and usage
+// controllers.
 type Controller struct {
 	opts     Options
 	client   client.Client
@@ -64,15 +74,17 @@ type Controller struct {
 	alloc    ipam.Allocator
 
 	// retry carries Services to reconcile again: pending ones after
-	// addresses were freed or pools changed, evicted ones after a pool shrank.
-	retry chan event.GenericEvent
-	// usage asks the config reconciler to refresh pools' usage counts.
-	usage chan event.GenericEvent
+	// addresses were freed, pools changed or their namespace's labels did.
+	retry *retrier
+	// usage asks the usage controller to refresh pools' usage counts.
+	usage chan usageEvent
 
-	mu      sync.Mutex
-	cfg     *model.Config
-	pools   map[string]*model.Pool // in force: accepted, or the last accepted version (cfg.Pools)
-	pending map[string]bool        // Services waiting for an address
+	mu    sync.Mutex
+	cfg   *model.Config
+	pools map[string]*model.Pool // in force: accepted, or the last accepted version (cfg.Pools)
+	// ipamPools are the pools last given to the allocator.
+	ipamPools []ipam.Pool
+	pending   pendingSet // Services waiting for an address
 	// poolsSeen fingerprints the pools cfg was built from, so a Service
 	// reconcile can tell that the configuration lags behind the cache.
 	poolsSeen string
@@ -80,35 +92,64 @@ type Controller struct {
 	ready     chan struct{}
 }
 
-// New sets the controller up with the manager. The manager must cache
-// Services, Namespaces and Herald's kinds (the default).
-func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
+// newController makes a Controller on a client and recorder; New wires it
+// into a manager.
+func newController(c client.Client, recorder events.EventRecorder, opts Options) *Controller {
 	if opts.IPMode == "" {
 		opts.IPMode = corev1.LoadBalancerIPModeVIP
 	}
 	if opts.Workers == 0 {
 		opts.Workers = 16
 	}
-	c := &Controller{
+	return &Controller{
 		opts:     opts,
-		client:   mgr.GetClient(),
-		recorder: mgr.GetEventRecorder("herald-controller"),
-		retry:    make(chan event.GenericEvent, 4096),
-		usage:    make(chan event.GenericEvent, 1),
+		client:   c,
+		recorder: recorder,
+		retry:    newRetrier(),
+		usage:    make(chan usageEvent, 1),
 		pools:    map[string]*model.Pool{},
-		pending:  map[string]bool{},
+		pending:  newPendingSet(),
 		ready:    make(chan struct{}),
 	}
+}
+
+// New sets the controller up with the manager. The manager's cache should
+// use CacheOptions, so that it keeps only what the controller reads.
+func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
+	// Events are written without client-go's six-minute cache of every
+	// event (see package eventwriter).
+	ew := eventwriter.New(mgr.GetClient(), mgr.GetScheme(), "herald-controller")
+	if err := mgr.Add(ew); err != nil {
+		return nil, err
+	}
+	c := newController(mgr.GetClient(), ew, opts)
 	usePQ := true
+	svcLog := mgr.GetLogger().WithValues("controller", "service")
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("service").
 		For(&corev1.Service{}).
-		WatchesRawSource(source.Channel(c.retry, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.TypedChannel(c.retry.out, handler.TypedEnqueueRequestsFromMapFunc(
+			func(_ context.Context, svc types.NamespacedName) []reconcile.Request {
+				return []reconcile.Request{{NamespacedName: svc}}
+			}))).
+		// A namespace's labels decide pools' namespaceSelectors; only
+		// metadata is cached.
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(c.pendingInNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// The priority queue serves new events before the initial resync of
 		// every Service, so a Service created right after a restart is not
 		// stuck behind thousands of no-op reconciles.
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.Workers, UsePriorityQueue: &usePQ}).
-		Complete(reconcileFunc(c.reconcileService))
+		WithOptions(controller.Options{MaxConcurrentReconciles: c.opts.Workers, UsePriorityQueue: &usePQ,
+			// The default logger of a reconcile encodes the request by
+			// reflection, about 3 KiB of garbage per reconcile; a string
+			// names the Service as well.
+			LogConstructor: func(r *reconcile.Request) logr.Logger {
+				if r == nil {
+					return svcLog
+				}
+				return svcLog.WithValues("service", r.String())
+			}}).
+		Complete(reconcile.Func(c.reconcileService))
 	if err != nil {
 		return nil, err
 	}
@@ -131,18 +172,13 @@ func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
 	})); err != nil {
 		return nil, err
 	}
-	cr := &configReconciler{c: c}
-	b := ctrl.NewControllerManagedBy(mgr).Named("config").For(&v1alpha1.IPAddressPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesRawSource(source.Channel(c.usage, &handler.EnqueueRequestForObject{}))
-	for _, o := range []client.Object{&v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{}} {
-		b = b.Watches(o, handler.EnqueueRequestsFromMapFunc(configKey), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if err := mgr.Add(manager.RunnableFunc(c.retry.run)); err != nil {
+		return nil, err
 	}
-	if err := b.Complete(reconcileFunc(func(ctx context.Context, r ctrl.Request) (ctrl.Result, error) {
-		if r.Name != usageRequest {
-			r.Name = configRequest // every configuration change is judged as a whole
-		}
-		return cr.reconcile(ctx, r)
-	})); err != nil {
+	if err := setupConfig(mgr, c); err != nil {
+		return nil, err
+	}
+	if err := setupUsage(mgr, c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -151,22 +187,6 @@ func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
 // Ready is closed once the controller has read every Service's addresses
 // back and may allocate.
 func (c *Controller) Ready() <-chan struct{} { return c.ready }
-
-type reconcileFunc func(context.Context, ctrl.Request) (ctrl.Result, error)
-
-func (f reconcileFunc) Reconcile(ctx context.Context, r ctrl.Request) (ctrl.Result, error) {
-	return f(ctx, r)
-}
-
-// configKey funnels every configuration event into one reconcile: the
-// configuration is judged as a whole.
-func configKey(context.Context, client.Object) []ctrl.Request {
-	return []ctrl.Request{{NamespacedName: types.NamespacedName{Name: configRequest}}}
-}
-
-// configRequest is the name of the one configuration reconcile request;
-// pools are cluster-scoped and can't be named with a slash.
-const configRequest = "herald/config"
 
 // start rebuilds the state from the cluster, once, before the first
 // allocation: configuration first, then every Service's addresses from its
@@ -182,12 +202,14 @@ func (c *Controller) start(ctx context.Context) error {
 		return err
 	}
 	var list corev1.ServiceList
-	if err := c.client.List(ctx, &list); err != nil {
+	// The cached objects are only read here: copying 10,000 Services would
+	// double the controller's peak memory for nothing.
+	if err := c.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	svcs := make([]*corev1.Service, 0, len(list.Items))
 	for i := range list.Items {
-		if c.ours(&list.Items[i]) {
+		if model.Handles(&list.Items[i], c.opts.LoadBalancerClass) {
 			svcs = append(svcs, &list.Items[i])
 		}
 	}
@@ -195,13 +217,13 @@ func (c *Controller) start(ctx context.Context) error {
 		if d := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); d != 0 {
 			return d
 		}
-		return cmp.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+		return keyOf(a).Compare(keyOf(b))
 	})
 	restored := 0
 	for _, svc := range svcs {
 		if ips := statusIPs(svc); len(ips) > 0 {
-			if err := c.alloc.Restore(key(svc), ips, sharingOf(svc)); err != nil {
-				log.FromContext(ctx).Info("could not keep an address from status", "service", key(svc), "reason", err.Error())
+			if err := c.alloc.Restore(keyOf(svc), ips, sharingOf(svc)); err != nil {
+				log.FromContext(ctx).Info("could not keep an address from status", "service", keyOf(svc), "reason", err.Error())
 			}
 			restored++
 		}
@@ -209,7 +231,8 @@ func (c *Controller) start(ctx context.Context) error {
 	for _, svc := range svcs {
 		if len(statusIPs(svc)) == 0 {
 			// Errors are reported by the Service's own reconcile.
-			_, _ = c.assignLocked(ctx, svc)
+			nsLabels, err := c.namespaceLabels(ctx, c.cfg, svc.Namespace)
+			_, _ = c.assignLocked(svc, nsLabels, err)
 		}
 	}
 	log.FromContext(ctx).Info("state rebuilt from Service status", "services", len(svcs), "restored", restored)
@@ -218,53 +241,72 @@ func (c *Controller) start(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) ours(svc *corev1.Service) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if c.opts.LoadBalancerClass == "" {
-		return svc.Spec.LoadBalancerClass == nil
-	}
-	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == c.opts.LoadBalancerClass
+// keyOf names a Service for the allocator.
+func keyOf(svc *corev1.Service) ipam.Key {
+	return ipam.Key{Namespace: svc.Namespace, Name: svc.Name}
 }
 
-func key(svc *corev1.Service) string { return svc.Namespace + "/" + svc.Name }
+// namespaceLabels reads the labels of namespace ns when a pool of cfg
+// selects namespaces by label; nil otherwise. The error, an
+// *ipam.AllocationError, is what the Service's condition reports.
+func (c *Controller) namespaceLabels(ctx context.Context, cfg *model.Config, ns string) (map[string]string, error) {
+	need := false
+	for _, p := range cfg.Pools {
+		need = need || len(p.NamespaceSelectors) > 0
+	}
+	if !need {
+		return nil, nil
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.client.Get(ctx, types.NamespacedName{Name: ns}, m); err != nil {
+		return nil, &ipam.AllocationError{Key: ipam.Key{Namespace: ns}, Reason: ReasonNamespaceUnavailable,
+			Message: fmt.Sprintf("reading the labels of namespace %s, which pools' spec.serviceAllocation.namespaceSelectors need: %v", ns, err)}
+	}
+	return m.Labels, nil
+}
 
-// assignLocked asks the allocator for the Service's addresses. c.mu is held
-// so that the configuration and the pending set stay consistent with it.
-func (c *Controller) assignLocked(ctx context.Context, svc *corev1.Service) (ipam.Assignment, error) {
-	var ns corev1.Namespace
-	_ = c.client.Get(ctx, types.NamespacedName{Name: svc.Namespace}, &ns)
-	req, err := requestFor(svc, ns.Labels, c.cfg)
+// assignLocked asks the allocator for the Service's addresses, and records
+// the Service as pending, with the pools that could serve it, when it gets
+// none. c.mu is held so that the configuration and the pending set stay
+// consistent with the allocator.
+func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]string, nsErr error) (ipam.Assignment, error) {
+	nn := types.NamespacedName(keyOf(svc))
+	if nsErr != nil {
+		// Retried with backoff, and when the namespace changes.
+		c.pending.add(nn, nil)
+		return ipam.Assignment{}, nsErr
+	}
+	req, err := requestFor(svc, nsLabels, c.cfg)
 	if err != nil {
-		c.pending[key(svc)] = true
-		return ipam.Assignment{}, &ipam.AllocationError{Key: key(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
+		// Only a change of the Service can fix it; its own event comes then.
+		c.pending.remove(nn)
+		return ipam.Assignment{}, &ipam.AllocationError{Key: keyOf(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
 	}
 	a, err := c.alloc.Assign(req)
 	if err != nil {
-		c.pending[key(svc)] = true
+		c.pending.add(nn, poolsServing(c.cfg, req))
 		return a, err
 	}
-	delete(c.pending, key(svc))
+	c.pending.remove(nn)
 	return a, nil
 }
 
-func (c *Controller) reconcileService(ctx context.Context, r ctrl.Request) (ctrl.Result, error) {
+func (c *Controller) reconcileService(ctx context.Context, r reconcile.Request) (ctrl.Result, error) {
 	if err := c.start(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
-	k := r.Namespace + "/" + r.Name
 	var svc corev1.Service
 	err := c.client.Get(ctx, r.NamespacedName, &svc)
 	if apierrors.IsNotFound(err) {
-		c.release(k)
+		c.release(r.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if !c.ours(&svc) {
-		c.release(k)
+	if !model.Handles(&svc, c.opts.LoadBalancerClass) {
+		c.release(r.NamespacedName)
 		return ctrl.Result{}, c.clearStatus(ctx, &svc)
 	}
 	// A pool created just before the Service may not have reached the
@@ -273,55 +315,62 @@ func (c *Controller) reconcileService(ctx context.Context, r ctrl.Request) (ctrl
 		return ctrl.Result{}, err
 	}
 	c.mu.Lock()
-	a, err := c.assignLocked(ctx, &svc)
+	cfg := c.cfg
 	c.mu.Unlock()
-	observeAllocation(err)
-	return ctrl.Result{}, c.writeStatus(ctx, &svc, a, err)
-}
-
-// usageChanged asks for a refresh of the pools' usage counts; requests made
-// while one is queued are folded into it.
-func (c *Controller) usageChanged() {
-	select {
-	case c.usage <- event.GenericEvent{Object: &v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: usageRequest}}}:
-	default:
-	}
-}
-
-// release frees what the Service held and lets pending Services try again.
-func (c *Controller) release(k string) {
+	// Read outside the lock; a configuration that changes meanwhile wakes
+	// every pending Service anyway.
+	nsLabels, nsErr := c.namespaceLabels(ctx, cfg, svc.Namespace)
 	c.mu.Lock()
-	_, held := c.alloc.Assigned(k)
-	c.alloc.Release(k)
-	delete(c.pending, k)
+	a, allocErr := c.assignLocked(&svc, nsLabels, nsErr)
+	c.mu.Unlock()
+	observeAllocation(allocErr)
+	if err := c.writeStatus(ctx, &svc, a, allocErr); err != nil {
+		return ctrl.Result{}, err
+	}
+	var ae *ipam.AllocationError
+	if errors.As(allocErr, &ae) && ae.Reason == ReasonNamespaceUnavailable {
+		// Reported on the Service; try again with backoff.
+		return ctrl.Result{}, allocErr
+	}
+	return ctrl.Result{}, nil
+}
+
+// pendingInNamespace maps a change of a namespace's labels to its pending
+// Services.
+func (c *Controller) pendingInNamespace(_ context.Context, ns client.Object) []reconcile.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []reconcile.Request
+	for _, svc := range c.pending.inNamespace(ns.GetName()) {
+		out = append(out, reconcile.Request{NamespacedName: svc})
+	}
+	return out
+}
+
+// release frees what the Service held and wakes the pending Services the
+// freed addresses' pool could serve.
+func (c *Controller) release(svc types.NamespacedName) {
+	c.mu.Lock()
+	a, held := c.alloc.Assigned(ipam.Key(svc))
+	c.alloc.Release(ipam.Key(svc))
+	c.pending.remove(svc)
+	var wake []types.NamespacedName
+	if held {
+		wake = c.pending.servedBy(a.Pool)
+	}
 	c.mu.Unlock()
 	if held {
 		c.usageChanged()
-		c.retryPending()
+		c.retry.add(wake...)
 	}
 }
 
-// retryPending requeues every Service waiting for an address.
+// retryPending wakes every pending Service (after a configuration change).
 func (c *Controller) retryPending() {
 	c.mu.Lock()
-	keys := make([]string, 0, len(c.pending))
-	for k := range c.pending {
-		keys = append(keys, k)
-	}
+	keys := c.pending.all()
 	c.mu.Unlock()
-	c.requeue(keys)
-}
-
-func (c *Controller) requeue(keys []string) {
-	if len(keys) == 0 {
-		return
-	}
-	go func() {
-		for _, k := range keys {
-			ns, name, _ := strings.Cut(k, "/")
-			c.retry <- event.GenericEvent{Object: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}
-		}
-	}()
+	c.retry.add(keys...)
 }
 
 // writeStatus records the outcome in the Service's status, in one write, and
@@ -348,10 +397,9 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 	if equalStatus(&svc.Status, &desired.Status) {
 		return nil
 	}
-	if err := c.client.Status().Update(ctx, desired); err != nil {
+	if err := c.patchStatus(ctx, svc, desired); err != nil {
 		return err
 	}
-	countWrite()
 	c.usageChanged()
 	// Events only on transitions: a new outcome, or new addresses.
 	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || (cond.Status == metav1.ConditionTrue && old.Message != cond.Message) {
@@ -364,6 +412,31 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 	return nil
 }
 
+// patchStatus writes desired's ingress list and conditions in one JSON
+// merge patch (RFC 7386) of the status subresource, guarded by the cached
+// resourceVersion like an update. The cache holds Services stripped of what
+// the controller does not read (Transform), so an update would send a
+// mangled object; the patch carries only the two fields Herald owns, built
+// directly rather than by diffing two serialized Services on every write.
+func (c *Controller) patchStatus(ctx context.Context, cached, desired *corev1.Service) error {
+	body, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": cached.ResourceVersion},
+		"status": map[string]any{
+			// A nil list is null, which removes the field.
+			"loadBalancer": map[string]any{"ingress": desired.Status.LoadBalancer.Ingress},
+			"conditions":   desired.Status.Conditions,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.client.Status().Patch(ctx, desired, client.RawPatch(types.MergePatchType, body)); err != nil {
+		return err
+	}
+	countWrite()
+	return nil
+}
+
 // clearStatus removes what Herald wrote on a Service it no longer handles
 // (type or class changed).
 func (c *Controller) clearStatus(ctx context.Context, svc *corev1.Service) error {
@@ -373,10 +446,9 @@ func (c *Controller) clearStatus(ctx context.Context, svc *corev1.Service) error
 	desired := svc.DeepCopy()
 	meta.RemoveStatusCondition(&desired.Status.Conditions, v1alpha1.ConditionIPAllocated)
 	desired.Status.LoadBalancer.Ingress = nil
-	if err := c.client.Status().Update(ctx, desired); err != nil {
+	if err := c.patchStatus(ctx, svc, desired); err != nil {
 		return err
 	}
-	countWrite()
 	c.recorder.Eventf(svc, nil, corev1.EventTypeNormal, v1alpha1.ReasonIPReleased, "Release", "released %s: the Service is no longer a LoadBalancer of this controller's class", joinAddrs(statusIPs(svc)))
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 // field or annotation at fault.
 func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Config) (ipam.Request, error) {
 	req := ipam.Request{
-		Key:     svc.Namespace + "/" + svc.Name,
+		Key:     keyOf(svc),
 		Pool:    svc.Annotations[v1alpha1.AnnotationAddressPool],
 		Sharing: sharingOf(svc),
 	}

@@ -23,7 +23,7 @@ type Assignment struct {
 type Allocator struct {
 	mu     sync.Mutex
 	cfg    *config
-	keys   map[string]*holding
+	keys   map[Key]*holding
 	ips    map[netip.Addr]*ipState
 	shared map[string]map[netip.Addr]struct{} // sharing key -> its addresses
 
@@ -41,13 +41,13 @@ type holding struct {
 // sharing key, so the address is listed under at most one key in shared.
 type ipState struct {
 	pool       *pool
-	holders    []string // sorted
+	holders    []Key // sorted
 	sharingKey string
 }
 
 func (a *Allocator) init() {
 	if a.keys == nil {
-		a.keys = make(map[string]*holding)
+		a.keys = make(map[Key]*holding)
 		a.ips = make(map[netip.Addr]*ipState)
 		a.shared = make(map[string]map[netip.Addr]struct{})
 	}
@@ -59,7 +59,7 @@ func (a *Allocator) init() {
 // or pool names; addresses that left every pool (a pool shrank, was deleted,
 // or now avoids .0 and .255) are released. SetPools returns, sorted, the keys
 // that lost an address, so the caller can record an event and reconcile them.
-func (a *Allocator) SetPools(pools []Pool) (evicted []string, err error) {
+func (a *Allocator) SetPools(pools []Pool) (evicted []Key, err error) {
 	cfg, err := newConfig(pools)
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func (a *Allocator) SetPools(pools []Pool) (evicted []string, err error) {
 	old := a.keys
 	a.cfg, a.keys, a.ips, a.shared, a.scratch = cfg, nil, nil, nil, nil
 	a.init()
-	for _, key := range slices.Sorted(maps.Keys(old)) {
+	for _, key := range slices.SortedFunc(maps.Keys(old), Key.Compare) {
 		h := old[key]
 		// Pools may have been recut so that one Service's addresses now lie in
 		// two pools; it keeps those in the pool of its first address.
@@ -101,11 +101,11 @@ func (a *Allocator) SetPools(pools []Pool) (evicted []string, err error) {
 // out, and the error (one *AllocationError per address, joined) names them so
 // the caller can record an event; the next Assign gives the Service what it
 // still lacks. Restore replaces what key held before.
-func (a *Allocator) Restore(key string, ips []netip.Addr, sharing Sharing) error {
+func (a *Allocator) Restore(key Key, ips []netip.Addr, sharing Sharing) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.init()
-	if key == "" {
+	if key.Name == "" {
 		return &AllocationError{Reason: ReasonInvalidRequest, Message: "restore without a service key"}
 	}
 	sharing.Ports = slices.Clone(sharing.Ports)
@@ -155,7 +155,7 @@ func joinErrors(errs []error) error {
 
 // Release forgets key's addresses. Releasing a key that holds nothing is a
 // no-op.
-func (a *Allocator) Release(key string) {
+func (a *Allocator) Release(key Key) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.init()
@@ -163,7 +163,7 @@ func (a *Allocator) Release(key string) {
 }
 
 // Assigned returns what key holds.
-func (a *Allocator) Assigned(key string) (Assignment, bool) {
+func (a *Allocator) Assigned(key Key) (Assignment, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.keys[key]
@@ -175,7 +175,7 @@ func (a *Allocator) Assigned(key string) (Assignment, bool) {
 
 // Owners returns the keys holding ip, sorted: none, one, or the Services
 // sharing it.
-func (a *Allocator) Owners(ip netip.Addr) []string {
+func (a *Allocator) Owners(ip netip.Addr) []Key {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if st := a.ips[ip]; st != nil {
@@ -501,7 +501,7 @@ func pickInPool(p *pool, f Family, join *[2]netip.Addr) (netip.Addr, bool) {
 }
 
 // commit records c as key's assignment, replacing what key held.
-func (a *Allocator) commit(key string, c choice, sh Sharing) {
+func (a *Allocator) commit(key Key, c choice, sh Sharing) {
 	a.release(key)
 	a.keys[key] = &holding{pool: c.pool, ips: c.ips, sharing: sh}
 	for _, ip := range c.ips {
@@ -513,7 +513,7 @@ func (a *Allocator) commit(key string, c choice, sh Sharing) {
 			cd, _ := s.coord(keyOf(ip))
 			s.used.add(cd)
 		}
-		i, _ := slices.BinarySearch(st.holders, key)
+		i, _ := slices.BinarySearchFunc(st.holders, key, Key.Compare)
 		st.holders = slices.Insert(st.holders, i, key)
 		if sh.Key != "" && st.sharingKey == "" {
 			st.sharingKey = sh.Key
@@ -525,7 +525,7 @@ func (a *Allocator) commit(key string, c choice, sh Sharing) {
 	}
 }
 
-func (a *Allocator) release(key string) {
+func (a *Allocator) release(key Key) {
 	h := a.keys[key]
 	if h == nil {
 		return
@@ -533,7 +533,7 @@ func (a *Allocator) release(key string) {
 	delete(a.keys, key)
 	for _, ip := range h.ips {
 		st := a.ips[ip]
-		if i, ok := slices.BinarySearch(st.holders, key); ok {
+		if i, ok := slices.BinarySearchFunc(st.holders, key, Key.Compare); ok {
 			st.holders = slices.Delete(st.holders, i, i+1)
 		}
 		if len(st.holders) > 0 {

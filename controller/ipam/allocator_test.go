@@ -16,7 +16,7 @@ func TestLowestFreeAddressOfTheFirstPoolIsAssigned(t *testing.T) {
 	wantAssigned(t, assign(t, a, v4("ns/a")), "default", "203.0.113.1")
 	wantAssigned(t, assign(t, a, v4("ns/b")), "default", "203.0.113.10")
 	wantAssigned(t, assign(t, a, v4("ns/c")), "default", "203.0.113.11")
-	a.Release("ns/b")
+	a.Release(key("ns/b"))
 	wantAssigned(t, assign(t, a, v4("ns/d")), "default", "203.0.113.10")
 }
 
@@ -77,7 +77,7 @@ func TestAutoAssignFalsePoolServesOnlyServicesThatAskForIt(t *testing.T) {
 
 	only := newAllocator(t, manual(pool("reserved", "203.0.113.0/28")))
 	_, err := only.Assign(v4("ns/plain"))
-	wantError(t, err, "ns/plain", ipam.ReasonNoMatchingPool, "no pool serving this service has autoAssign; ask for a pool by name or for a specific address")
+	wantError(t, err, key("ns/plain"), ipam.ReasonNoMatchingPool, "no pool serving this service has autoAssign; ask for a pool by name or for a specific address")
 }
 
 func TestAvoidBuggyIPsSkipsAddressesEndingInZeroAnd255(t *testing.T) {
@@ -91,10 +91,10 @@ func TestAvoidBuggyIPsSkipsAddressesEndingInZeroAnd255(t *testing.T) {
 		wantAssigned(t, assign(t, a, v4(fmt.Sprintf("ns/v4-%d", i))), "edge", want)
 	}
 	_, err := a.Assign(v4("ns/more"))
-	wantError(t, err, "ns/more", ipam.ReasonPoolExhausted, `"edge" (IPv4 3 assigned, 0 free)`)
+	wantError(t, err, key("ns/more"), ipam.ReasonPoolExhausted, `"edge" (IPv4 3 assigned, 0 free)`)
 
 	_, err = a.Assign(asking(v4("ns/asks"), "10.0.1.0"))
-	wantError(t, err, "ns/asks", ipam.ReasonOutsidePools, `requested address 10.0.1.0 is excluded from pool "edge" by avoidBuggyIPs`)
+	wantError(t, err, key("ns/asks"), ipam.ReasonOutsidePools, `requested address 10.0.1.0 is excluded from pool "edge" by avoidBuggyIPs`)
 
 	// IPv6 has no broadcast address; ::ff and ::100 are ordinary.
 	for i, want := range []string{"2001:db8::fe", "2001:db8::ff", "2001:db8::100"} {
@@ -114,7 +114,7 @@ func TestTurningOnAvoidBuggyIPsReleasesDotZeroAndDot255(t *testing.T) {
 	}
 	edge := pool("edge", "10.0.0.254-10.0.1.1")
 	edge.AvoidBuggyIPs = true
-	if got := setPools(t, a, edge); !slices.Equal(got, []string{"ns/s1", "ns/s2"}) {
+	if got := setPools(t, a, edge); !slices.Equal(got, keys("ns/s1", "ns/s2")) {
 		t.Fatalf("evicted %v, want the holders of 10.0.0.255 and 10.0.1.0", got)
 	}
 	wantHolds(t, a, "ns/s0", "edge", "10.0.0.254")
@@ -187,12 +187,12 @@ func TestPoolNamedByTheServiceIsUsedEvenWhenAnotherRanksFirst(t *testing.T) {
 	r = v4("ns/typo")
 	r.Pool = "slwo"
 	_, err := a.Assign(r)
-	wantError(t, err, "ns/typo", ipam.ReasonNoMatchingPool, `address pool "slwo" does not exist`)
+	wantError(t, err, key("ns/typo"), ipam.ReasonNoMatchingPool, `address pool "slwo" does not exist`)
 
 	r = v4("ns/elsewhere")
 	r.Pool, r.Eligible = "slow", only("fast")
 	_, err = a.Assign(r)
-	wantError(t, err, "ns/elsewhere", ipam.ReasonNoMatchingPool, `address pool "slow" does not serve this service`)
+	wantError(t, err, key("ns/elsewhere"), ipam.ReasonNoMatchingPool, `address pool "slow" does not serve this service`)
 }
 
 func TestEligibilityDecidesWhichPoolsAServiceMayUse(t *testing.T) {
@@ -210,7 +210,7 @@ func TestEligibilityDecidesWhichPoolsAServiceMayUse(t *testing.T) {
 
 	r.Eligible = only()
 	_, err := a.Assign(r)
-	wantError(t, err, "ns/web", ipam.ReasonNoMatchingPool, "no address pool serves this service")
+	wantError(t, err, key("ns/web"), ipam.ReasonNoMatchingPool, "no address pool serves this service")
 }
 
 func TestSharedIPRequiresSameKeyAndNoPortClash(t *testing.T) {
@@ -256,7 +256,7 @@ func TestSharedIPRequiresSameKeyAndNoPortClash(t *testing.T) {
 			_, err := a.Assign(asking(tc.second, addr))
 			if tc.reason != "" {
 				wantError(t, err, tc.second.Key, tc.reason, tc.msg)
-				if got := a.Owners(ip(addr)); !slices.Equal(got, []string{tc.owner.Key}) {
+				if got := a.Owners(ip(addr)); !slices.Equal(got, []ipam.Key{tc.owner.Key}) {
 					t.Fatalf("owners %v", got)
 				}
 				// Asking for no address in particular gives another one.
@@ -268,7 +268,7 @@ func TestSharedIPRequiresSameKeyAndNoPortClash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := a.Owners(ip(addr)); !slices.Equal(got, []string{tc.owner.Key, tc.second.Key}) {
+			if got := a.Owners(ip(addr)); !slices.Equal(got, []ipam.Key{tc.owner.Key, tc.second.Key}) {
 				t.Fatalf("owners %v, want both services", got)
 			}
 			if u, _ := a.Usage("lan", ipam.IPv4); u.Assigned != 1 {
@@ -283,7 +283,7 @@ func TestServiceWithSharingKeyJoinsItsKeysAddress(t *testing.T) {
 	wantAssigned(t, assign(t, a, v4("ns/filler")), "small", "203.0.113.1")
 	wantAssigned(t, assign(t, a, sharing(v4("ns/dns-tcp"), "dns", tcp(53))), "big", "198.51.100.0")
 	wantAssigned(t, assign(t, a, v4("ns/other")), "big", "198.51.100.1")
-	a.Release("ns/filler")
+	a.Release(key("ns/filler"))
 
 	// Free addresses in a better pool and lower in the same pool do not beat
 	// joining the key's address.
@@ -396,13 +396,13 @@ func TestExhaustedPoolAssignsAgainAfterARelease(t *testing.T) {
 	assign(t, a, v4("ns/a"))
 	assign(t, a, v4("ns/b"))
 	_, err := a.Assign(v4("ns/c"))
-	wantError(t, err, "ns/c", ipam.ReasonPoolExhausted, `no pool serving this service has a free IPv4 address: "tiny" (IPv4 2 assigned, 0 free)`)
-	wantNothing(t, a, "ns/c")
+	wantError(t, err, key("ns/c"), ipam.ReasonPoolExhausted, `no pool serving this service has a free IPv4 address: "tiny" (IPv4 2 assigned, 0 free)`)
+	wantNothing(t, a, key("ns/c"))
 	named := v4("ns/c")
 	named.Pool = "tiny"
 	_, err = a.Assign(named)
-	wantError(t, err, "ns/c", ipam.ReasonPoolExhausted, `pool "tiny" has no free IPv4 address (IPv4 2 assigned, 0 free)`)
-	a.Release("ns/a")
+	wantError(t, err, key("ns/c"), ipam.ReasonPoolExhausted, `pool "tiny" has no free IPv4 address (IPv4 2 assigned, 0 free)`)
+	a.Release(key("ns/a"))
 	wantAssigned(t, assign(t, a, v4("ns/c")), "tiny", "203.0.113.1")
 }
 
@@ -411,7 +411,7 @@ func TestFailedReassignmentKeepsThePreviousAddress(t *testing.T) {
 	assign(t, a, v4("ns/owner"))
 	wantAssigned(t, assign(t, a, v4("ns/web")), "lan", "203.0.113.1")
 	_, err := a.Assign(asking(v4("ns/web"), "203.0.113.0"))
-	wantError(t, err, "ns/web", ipam.ReasonOwnedByOther, "address 203.0.113.0 is owned by ns/owner")
+	wantError(t, err, key("ns/web"), ipam.ReasonOwnedByOther, "address 203.0.113.0 is owned by ns/owner")
 	wantHolds(t, a, "ns/web", "lan", "203.0.113.1")
 
 	// Dropping the request for a specific address keeps the address.
@@ -432,26 +432,26 @@ func TestShrinkingOrDeletingAPoolEvictsOnlyServicesOutsideIt(t *testing.T) {
 	assign(t, a, b1)
 
 	evicted := setPools(t, a, withPriority(pool("a", "10.0.0.1-10.0.0.2", "2001:db8::1"), 1), manual(pool("b", "10.0.1.1-10.0.1.2")))
-	if !slices.Equal(evicted, []string{"ns/a3", "ns/a4", "ns/a5"}) {
+	if !slices.Equal(evicted, keys("ns/a3", "ns/a4", "ns/a5")) {
 		t.Fatalf("evicted %v", evicted)
 	}
 	wantHolds(t, a, "ns/a1", "a", "10.0.0.1")
 	wantHolds(t, a, "ns/a2", "a", "10.0.0.2")
-	wantNothing(t, a, "ns/a3")
+	wantNothing(t, a, key("ns/a3"))
 	wantHolds(t, a, "ns/a4", "a", "2001:db8::1") // lost only its IPv4 address
-	wantNothing(t, a, "ns/a5")
+	wantNothing(t, a, key("ns/a5"))
 	wantHolds(t, a, "ns/b1", "b", "10.0.1.1")
 
 	// Reconciling the evicted Services reassigns what is left.
 	_, err := a.Assign(v4("ns/a3"))
-	wantError(t, err, "ns/a3", ipam.ReasonPoolExhausted, `"a" (IPv4 2 assigned, 0 free)`)
+	wantError(t, err, key("ns/a3"), ipam.ReasonPoolExhausted, `"a" (IPv4 2 assigned, 0 free)`)
 	_, err = a.Assign(dual("ns/a4", ipam.RequireDualStack, ipam.IPv4, ipam.IPv6))
-	wantError(t, err, "ns/a4", ipam.ReasonPoolExhausted, `no pool serving this service has free IPv4 and IPv6 addresses: "a" (IPv4 2 assigned, 0 free; IPv6 1 assigned, 0 free)`)
+	wantError(t, err, key("ns/a4"), ipam.ReasonPoolExhausted, `no pool serving this service has free IPv4 and IPv6 addresses: "a" (IPv4 2 assigned, 0 free; IPv6 1 assigned, 0 free)`)
 	wantHolds(t, a, "ns/a4", "a", "2001:db8::1")
-	a.Release("ns/a1")
+	a.Release(key("ns/a1"))
 	wantAssigned(t, assign(t, a, dual("ns/a4", ipam.RequireDualStack, ipam.IPv4, ipam.IPv6)), "a", "10.0.0.1", "2001:db8::1")
 
-	if got := setPools(t, a, withPriority(pool("a", "10.0.0.1-10.0.0.2", "2001:db8::1"), 1)); !slices.Equal(got, []string{"ns/b1"}) {
+	if got := setPools(t, a, withPriority(pool("a", "10.0.0.1-10.0.0.2", "2001:db8::1"), 1)); !slices.Equal(got, keys("ns/b1")) {
 		t.Fatalf("deleting pool b evicted %v", got)
 	}
 }
@@ -489,14 +489,14 @@ func TestRestartKeepsEveryAddressAfterPoolEdits(t *testing.T) {
 		sharing(v4("ns/dns-udp"), "dns", udp(53)),
 		v4("ns/doomed"),
 	}
-	status := map[string]ipam.Assignment{}
+	status := map[ipam.Key]ipam.Assignment{}
 	for _, r := range reqs {
 		status[r.Key] = assign(t, a, r)
 	}
 
 	// While the controller was down: priorities swapped, autoAssign turned off
 	// for a, and a shrank so that ns/doomed's address left it.
-	doomed := status["ns/doomed"].IPs[0]
+	doomed := status[key("ns/doomed")].IPs[0]
 	after := []ipam.Pool{manual(withPriority(pool("a", "203.0.113.0/31"), 2)), withPriority(pool("b", "198.51.100.0/24", "2001:db8::/64"), 1)}
 	if doomed != ip("203.0.113.2") {
 		t.Fatalf("test setup: ns/doomed got %v", doomed)
@@ -504,8 +504,8 @@ func TestRestartKeepsEveryAddressAfterPoolEdits(t *testing.T) {
 	b := newAllocator(t, after...)
 	for _, r := range reqs {
 		err := b.Restore(r.Key, status[r.Key].IPs, r.Sharing)
-		if r.Key == "ns/doomed" {
-			wantError(t, err, "ns/doomed", ipam.ReasonOutsidePools, "address 203.0.113.2 is outside every pool; releasing it")
+		if r.Key == key("ns/doomed") {
+			wantError(t, err, key("ns/doomed"), ipam.ReasonOutsidePools, "address 203.0.113.2 is outside every pool; releasing it")
 			continue
 		}
 		if err != nil {
@@ -513,7 +513,7 @@ func TestRestartKeepsEveryAddressAfterPoolEdits(t *testing.T) {
 		}
 	}
 	for _, r := range reqs {
-		if r.Key == "ns/doomed" {
+		if r.Key == key("ns/doomed") {
 			wantNothing(t, b, r.Key)
 			continue
 		}
@@ -527,15 +527,15 @@ func TestRestartKeepsEveryAddressAfterPoolEdits(t *testing.T) {
 
 func TestRestoreRefusesAnAddressTakenByAnotherService(t *testing.T) {
 	a := newAllocator(t, pool("lan", "203.0.113.0/24", "2001:db8::/64"), pool("v6", "2001:db8:1::/64"))
-	if err := a.Restore("ns/first", addrs("203.0.113.5"), ipam.Sharing{}); err != nil {
+	if err := a.Restore(key("ns/first"), addrs("203.0.113.5"), ipam.Sharing{}); err != nil {
 		t.Fatal(err)
 	}
-	err := a.Restore("ns/second", addrs("203.0.113.5", "2001:db8::5"), ipam.Sharing{})
-	wantError(t, err, "ns/second", ipam.ReasonOwnedByOther, "address 203.0.113.5 is owned by ns/first; services share an address only when both set the same sharing key; releasing it")
+	err := a.Restore(key("ns/second"), addrs("203.0.113.5", "2001:db8::5"), ipam.Sharing{})
+	wantError(t, err, key("ns/second"), ipam.ReasonOwnedByOther, "address 203.0.113.5 is owned by ns/first; services share an address only when both set the same sharing key; releasing it")
 	wantHolds(t, a, "ns/second", "lan", "2001:db8::5")
 
-	err = a.Restore("ns/split", addrs("203.0.113.6", "2001:db8:1::6"), ipam.Sharing{})
-	wantError(t, err, "ns/split", ipam.ReasonNoMatchingPool, `address 2001:db8:1::6 is in pool "v6", but 203.0.113.6 is in pool "lan"`)
+	err = a.Restore(key("ns/split"), addrs("203.0.113.6", "2001:db8:1::6"), ipam.Sharing{})
+	wantError(t, err, key("ns/split"), ipam.ReasonNoMatchingPool, `address 2001:db8:1::6 is in pool "v6", but 203.0.113.6 is in pool "lan"`)
 	wantHolds(t, a, "ns/split", "lan", "203.0.113.6")
 }
 
@@ -565,21 +565,21 @@ func TestUsageCountsEachFamilyAndSaturates(t *testing.T) {
 func TestRequestsWithoutPoolsOrKeySayWhy(t *testing.T) {
 	var a ipam.Allocator
 	_, err := a.Assign(v4("ns/web"))
-	wantError(t, err, "ns/web", ipam.ReasonNoMatchingPool, "no address pool is configured")
+	wantError(t, err, key("ns/web"), ipam.ReasonNoMatchingPool, "no address pool is configured")
 	_, err = a.Assign(ipam.Request{})
-	wantError(t, err, "", ipam.ReasonInvalidRequest, "request without a service key")
-	_, err = a.Assign(ipam.Request{Key: "ns/web", Families: []ipam.Family{ipam.IPv4, ipam.IPv4}})
-	wantError(t, err, "ns/web", ipam.ReasonInvalidRequest, "IP family IPv4 listed twice")
+	wantError(t, err, key(""), ipam.ReasonInvalidRequest, "request without a service key")
+	_, err = a.Assign(ipam.Request{Key: key("ns/web"), Families: []ipam.Family{ipam.IPv4, ipam.IPv4}})
+	wantError(t, err, key("ns/web"), ipam.ReasonInvalidRequest, "IP family IPv4 listed twice")
 }
 
 func TestRestoreReportsEveryAddressItDrops(t *testing.T) {
 	a := newAllocator(t, pool("lan", "203.0.113.0/24"))
-	err := a.Restore("ns/web", addrs("192.0.2.1", "2001:db8::1"), ipam.Sharing{})
+	err := a.Restore(key("ns/web"), addrs("192.0.2.1", "2001:db8::1"), ipam.Sharing{})
 	if err == nil || !strings.Contains(err.Error(), "192.0.2.1 is outside every pool") || !strings.Contains(err.Error(), "2001:db8::1 is outside every pool") {
 		t.Fatalf("error %v", err)
 	}
-	wantError(t, err, "ns/web", ipam.ReasonOutsidePools, "192.0.2.1")
-	wantNothing(t, a, "ns/web")
+	wantError(t, err, key("ns/web"), ipam.ReasonOutsidePools, "192.0.2.1")
+	wantNothing(t, a, key("ns/web"))
 }
 
 func TestConcurrentCallsAreSafe(t *testing.T) {
@@ -588,13 +588,13 @@ func TestConcurrentCallsAreSafe(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 200 {
-				key := fmt.Sprintf("ns/g%d-%d", g, i)
-				if _, err := a.Assign(v4(key)); err != nil {
+				k := fmt.Sprintf("ns/g%d-%d", g, i)
+				if _, err := a.Assign(v4(k)); err != nil {
 					t.Error(err)
 					return
 				}
 				if i%2 == 0 {
-					a.Release(key)
+					a.Release(key(k))
 				}
 			}
 		})

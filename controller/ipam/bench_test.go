@@ -64,7 +64,7 @@ func BenchmarkAssignInAFragmentedPool(b *testing.B) {
 		assign(b, a, v6(k))
 	}
 	for i := 0; i < len(keys); i += 2 {
-		a.Release(keys[i])
+		a.Release(key(keys[i]))
 	}
 	r := v6("ns/churn")
 	b.ReportAllocs()

@@ -29,14 +29,14 @@ const (
 
 // AllocationError is the error of Assign and Restore.
 type AllocationError struct {
-	Key     string // the Service, "namespace/name"
+	Key     Key // the Service
 	Reason  Reason
 	Message string // what failed and what to change, without the key
 }
 
 func (e *AllocationError) Error() string {
-	if e.Key == "" {
+	if e.Key.Name == "" {
 		return e.Message
 	}
-	return "service " + e.Key + ": " + e.Message
+	return "service " + e.Key.String() + ": " + e.Message
 }

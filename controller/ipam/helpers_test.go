@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -24,7 +25,7 @@ func addrs(ss ...string) []netip.Addr {
 func pool(name string, ranges ...string) ipam.Pool {
 	p := ipam.Pool{Name: name, AutoAssign: true}
 	for _, s := range ranges {
-		r, err := ipam.ParseRange(s)
+		r, err := iprange.Parse(s)
 		if err != nil {
 			panic(err)
 		}
@@ -46,7 +47,7 @@ func newAllocator(t testing.TB, pools ...ipam.Pool) *ipam.Allocator {
 	return a
 }
 
-func setPools(t testing.TB, a *ipam.Allocator, pools ...ipam.Pool) (evicted []string) {
+func setPools(t testing.TB, a *ipam.Allocator, pools ...ipam.Pool) (evicted []ipam.Key) {
 	t.Helper()
 	evicted, err := a.SetPools(pools)
 	if err != nil {
@@ -55,11 +56,25 @@ func setPools(t testing.TB, a *ipam.Allocator, pools ...ipam.Pool) (evicted []st
 	return evicted
 }
 
-func v4(key string) ipam.Request { return ipam.Request{Key: key, Families: []ipam.Family{ipam.IPv4}} }
-func v6(key string) ipam.Request { return ipam.Request{Key: key, Families: []ipam.Family{ipam.IPv6}} }
+// key reads "namespace/name".
+func key(s string) ipam.Key {
+	ns, name, _ := strings.Cut(s, "/")
+	return ipam.Key{Namespace: ns, Name: name}
+}
 
-func dual(key string, policy ipam.FamilyPolicy, fams ...ipam.Family) ipam.Request {
-	return ipam.Request{Key: key, Families: fams, FamilyPolicy: policy}
+func keys(ss ...string) []ipam.Key {
+	out := make([]ipam.Key, len(ss))
+	for i, s := range ss {
+		out[i] = key(s)
+	}
+	return out
+}
+
+func v4(k string) ipam.Request { return ipam.Request{Key: key(k), Families: []ipam.Family{ipam.IPv4}} }
+func v6(k string) ipam.Request { return ipam.Request{Key: key(k), Families: []ipam.Family{ipam.IPv6}} }
+
+func dual(k string, policy ipam.FamilyPolicy, fams ...ipam.Family) ipam.Request {
+	return ipam.Request{Key: key(k), Families: fams, FamilyPolicy: policy}
 }
 
 func asking(r ipam.Request, ss ...string) ipam.Request { r.IPs = addrs(ss...); return r }
@@ -94,8 +109,9 @@ func wantAssigned(t testing.TB, got ipam.Assignment, pool string, ss ...string) 
 	}
 }
 
-func wantHolds(t testing.TB, a *ipam.Allocator, key, pool string, ss ...string) {
+func wantHolds(t testing.TB, a *ipam.Allocator, k, pool string, ss ...string) {
 	t.Helper()
+	key := key(k)
 	got, ok := a.Assigned(key)
 	if !ok {
 		t.Fatalf("%s holds nothing, want %s %v", key, pool, ss)
@@ -103,7 +119,7 @@ func wantHolds(t testing.TB, a *ipam.Allocator, key, pool string, ss ...string) 
 	wantAssigned(t, got, pool, ss...)
 }
 
-func wantNothing(t testing.TB, a *ipam.Allocator, key string) {
+func wantNothing(t testing.TB, a *ipam.Allocator, key ipam.Key) {
 	t.Helper()
 	if got, ok := a.Assigned(key); ok {
 		t.Fatalf("%s holds %v", key, got)
@@ -112,7 +128,7 @@ func wantNothing(t testing.TB, a *ipam.Allocator, key string) {
 
 // wantError checks the reason the controller would report and that the
 // message names the Service and says what failed.
-func wantError(t testing.TB, err error, key string, reason ipam.Reason, msg string) {
+func wantError(t testing.TB, err error, key ipam.Key, reason ipam.Reason, msg string) {
 	t.Helper()
 	var ae *ipam.AllocationError
 	if !errors.As(err, &ae) {
@@ -121,8 +137,8 @@ func wantError(t testing.TB, err error, key string, reason ipam.Reason, msg stri
 	if ae.Reason != reason || ae.Key != key {
 		t.Fatalf("error %q: reason %s key %q, want %s %q", err, ae.Reason, ae.Key, reason, key)
 	}
-	prefix := "service " + key + ": "
-	if key == "" {
+	prefix := "service " + key.String() + ": "
+	if key.Name == "" {
 		prefix = ""
 	}
 	if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), msg) {

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
 // Pool is an address pool as the allocator sees it: the caller has already
 // decided which Services may use it (Request.Eligible).
 type Pool struct {
 	Name   string
-	Ranges []Range
+	Ranges []iprange.Range
 	// AutoAssign lets Services that name neither this pool nor one of its
 	// addresses get an address from it. The CRD defaults it to true; the zero
 	// value here is false, so the caller must copy it.
@@ -43,11 +45,7 @@ type Usage struct {
 func ValidatePools(pools []Pool) error {
 	var errs []error
 	seen := make(map[string]bool, len(pools))
-	type owned struct {
-		r    Range
-		pool string
-	}
-	var all []owned
+	var taken iprange.Index[string]
 	for i, p := range pools {
 		switch {
 		case p.Name == "":
@@ -57,33 +55,18 @@ func ValidatePools(pools []Pool) error {
 		}
 		seen[p.Name] = true
 		for _, r := range p.Ranges {
-			if err := r.validate(); err != nil {
+			if err := r.Validate(); err != nil {
 				errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
 				continue
 			}
-			all = append(all, owned{r, p.Name})
-		}
-	}
-	slices.SortStableFunc(all, func(a, b owned) int {
-		if a.r.First.Is4() != b.r.First.Is4() {
-			return cmp.Compare(familyOf(a.r.First), familyOf(b.r.First))
-		}
-		return a.r.First.Compare(b.r.First)
-	})
-	for i := 1; i < len(all); i++ {
-		prev, cur := all[i-1], all[i]
-		if prev.r.First.Is4() != cur.r.First.Is4() || prev.r.Last.Less(cur.r.First) {
-			continue
-		}
-		if prev.pool == cur.pool {
-			errs = append(errs, fmt.Errorf("pool %q: ranges %s and %s overlap", cur.pool, prev.r, cur.r))
-		} else {
-			errs = append(errs, fmt.Errorf("pools %q and %q overlap: %s and %s", prev.pool, cur.pool, prev.r, cur.r))
-		}
-		// Compare the next range with whichever of the two reaches further,
-		// so one long range reports every range it swallows.
-		if cur.r.Last.Less(prev.r.Last) {
-			all[i] = prev
+			in, ok := taken.Add(r, p.Name)
+			switch {
+			case ok:
+			case in.Value == p.Name:
+				errs = append(errs, fmt.Errorf("pool %q: ranges %s and %s overlap", p.Name, in.Range, r))
+			default:
+				errs = append(errs, fmt.Errorf("pools %q and %q overlap: %s and %s", in.Value, p.Name, in.Range, r))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -178,18 +161,11 @@ func (s *space) usage() Usage {
 	return Usage{Assigned: s.used.n.uint64Sat(), Available: s.size.sub(s.used.n).uint64Sat()}
 }
 
-// indexEntry maps a range of raw addresses to its pool, to find the pool of
-// an address by binary search.
-type indexEntry struct {
-	span
-	pool *pool
-}
-
 // config is a validated set of pools with everything derived from it.
 type config struct {
 	pools  map[string]*pool
 	ranked []*pool
-	index  [2][]indexEntry // per family, sorted by start
+	index  iprange.Index[*pool] // which pool holds an address
 }
 
 func newConfig(pools []Pool) (*config, error) {
@@ -211,8 +187,8 @@ func newConfig(pools []Pool) (*config, error) {
 				if familyOf(r.First) != f {
 					continue
 				}
+				c.index.Add(r, p) // ValidatePools refused overlaps
 				raw := span{keyOf(r.First), keyOf(r.Last)}
-				c.index[f.index()] = append(c.index[f.index()], indexEntry{raw, p})
 				if s.skipBuggy {
 					var ok bool
 					if raw, ok = buggyFree(raw); !ok {
@@ -230,9 +206,6 @@ func newConfig(pools []Pool) (*config, error) {
 		c.ranked = append(c.ranked, p)
 	}
 	slices.SortFunc(c.ranked, rankCompare)
-	for i := range c.index {
-		slices.SortFunc(c.index[i], func(a, b indexEntry) int { return compareU128(a.lo, b.lo) })
-	}
 	return c, nil
 }
 
@@ -296,16 +269,12 @@ func (c *config) poolOf(ip netip.Addr) (p *pool, usable bool) {
 	if c == nil || !ip.IsValid() || ip.Zone() != "" {
 		return nil, false
 	}
-	f, k := familyOf(ip), keyOf(ip)
-	idx := c.index[f.index()]
-	i, found := slices.BinarySearchFunc(idx, k, func(e indexEntry, k u128) int { return compareU128(e.lo, k) })
-	if !found {
-		i-- // the entry starting below k, if any
-	}
-	if i < 0 || idx[i].hi.less(k) {
+	e, ok := c.index.Lookup(ip)
+	if !ok {
 		return nil, false
 	}
-	p = idx[i].pool
+	p = e.Value
+	f, k := familyOf(ip), keyOf(ip)
 	s := p.space(f)
 	cd, ok := s.coord(k)
 	return p, ok && s.contains(cd)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 	"pgregory.net/rapid"
 )
 
@@ -57,7 +58,7 @@ func (w *world) pools() []ipam.Pool {
 		}
 		for s := range nSlots {
 			if w.owner[s] == i {
-				p.Ranges = append(p.Ranges, ipam.Range{First: slotAddr(s, w.lo[s]), Last: slotAddr(s, w.hi[s])})
+				p.Ranges = append(p.Ranges, iprange.Range{First: slotAddr(s, w.lo[s]), Last: slotAddr(s, w.hi[s])})
 			}
 		}
 		out = append(out, p)
@@ -147,7 +148,7 @@ func (s reqSpec) request() ipam.Request {
 	return r
 }
 
-func keyName(i int) string { return fmt.Sprintf("ns/s%d", i) }
+func keyName(i int) ipam.Key { return ipam.Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)} }
 
 type op struct {
 	kind string // "pools", "assign", "release", "restart"
@@ -162,7 +163,7 @@ func (o op) String() string {
 	case "assign":
 		return fmt.Sprintf("assign %s %v %v ips=%v pool=%q eligible=%v sharing=%+v", keyName(o.req.key), o.req.families, o.req.policy, o.req.ips, o.req.pool, o.req.eligible, o.req.sharing)
 	case "release":
-		return "release " + keyName(o.req.key)
+		return "release " + keyName(o.req.key).String()
 	}
 	return o.kind
 }
@@ -278,11 +279,11 @@ type history struct {
 	restarts bool
 	w        world
 	a        *ipam.Allocator
-	sharing  map[string]ipam.Sharing // as last accepted by Assign or Restore
+	sharing  map[ipam.Key]ipam.Sharing // as last accepted by Assign or Restore
 }
 
 func run(t *rapid.T, w world, ops []op, check, restarts bool) []string {
-	h := &history{t: t, check: check, restarts: restarts, w: w, a: &ipam.Allocator{}, sharing: map[string]ipam.Sharing{}}
+	h := &history{t: t, check: check, restarts: restarts, w: w, a: &ipam.Allocator{}, sharing: map[ipam.Key]ipam.Sharing{}}
 	if _, err := h.a.SetPools(w.pools()); err != nil {
 		t.Fatalf("initial pools refused: %v", err)
 	}
@@ -297,8 +298,8 @@ func run(t *rapid.T, w world, ops []op, check, restarts bool) []string {
 	return log
 }
 
-func (h *history) snapshot() map[string]ipam.Assignment {
-	out := map[string]ipam.Assignment{}
+func (h *history) snapshot() map[ipam.Key]ipam.Assignment {
+	out := map[ipam.Key]ipam.Assignment{}
 	for k := range nKeys {
 		if as, ok := h.a.Assigned(keyName(k)); ok {
 			out[keyName(k)] = as
@@ -371,7 +372,7 @@ func (h *history) step(o op) string {
 	panic(o.kind)
 }
 
-func equalSnapshots(a, b map[string]ipam.Assignment) bool {
+func equalSnapshots(a, b map[ipam.Key]ipam.Assignment) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -388,7 +389,7 @@ func equalSnapshots(a, b map[string]ipam.Assignment) bool {
 // is legal, and usage counts match.
 func (h *history) checkState(when string) {
 	t := h.t
-	owners := map[netip.Addr][]string{}
+	owners := map[netip.Addr][]ipam.Key{}
 	for k, as := range h.snapshot() {
 		var fams []ipam.Family
 		for _, addr := range as.IPs {
@@ -408,7 +409,7 @@ func (h *history) checkState(when string) {
 		}
 	}
 	for addr, ks := range owners {
-		slices.Sort(ks)
+		slices.SortFunc(ks, ipam.Key.Compare)
 		if got := h.a.Owners(addr); !slices.Equal(got, ks) {
 			t.Fatalf("%s: Owners(%v) = %v, assignments say %v", when, addr, got, ks)
 		}
@@ -439,9 +440,9 @@ func (h *history) checkState(when string) {
 
 // checkEvictions: a Service loses only addresses that left every pool (or
 // its pool), and is reported exactly when it lost one.
-func (h *history) checkEvictions(before map[string]ipam.Assignment, evicted []string) {
+func (h *history) checkEvictions(before map[ipam.Key]ipam.Assignment, evicted []ipam.Key) {
 	t := h.t
-	if !slices.IsSorted(evicted) {
+	if !slices.IsSortedFunc(evicted, ipam.Key.Compare) {
 		t.Fatalf("evicted %v not sorted", evicted)
 	}
 	after := h.snapshot()
@@ -469,7 +470,7 @@ func (h *history) checkAssign(spec reqSpec, before ipam.Assignment, held bool, g
 	now, holds := h.a.Assigned(req.Key)
 	if err != nil {
 		var ae *ipam.AllocationError
-		if !errors.As(err, &ae) || ae.Key != req.Key || ae.Reason == "" || !strings.HasPrefix(err.Error(), "service "+req.Key+": ") {
+		if !errors.As(err, &ae) || ae.Key != req.Key || ae.Reason == "" || !strings.HasPrefix(err.Error(), "service "+req.Key.String()+": ") {
 			t.Fatalf("error %q does not name %s with a reason", err, req.Key)
 		}
 		if holds != held || !slices.Equal(now.IPs, before.IPs) || now.Pool != before.Pool {

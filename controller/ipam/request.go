@@ -48,7 +48,7 @@ const (
 // Request describes what one Service needs. The caller has done everything
 // that needs Kubernetes types: reading annotations and deciding eligibility.
 type Request struct {
-	Key string // "namespace/name"
+	Key Key
 	// Families is the Service's spec.ipFamilies, primary first. Empty means
 	// IPv4, Kubernetes' default.
 	Families     []Family
@@ -91,7 +91,7 @@ func normalize(in Request) (*request, error) {
 	r.IPs = slices.Clone(r.IPs)
 	r.Sharing.Ports = slices.Clone(r.Sharing.Ports)
 	switch {
-	case r.Key == "":
+	case r.Key.Name == "":
 		return nil, r.fail(ReasonInvalidRequest, "request without a service key")
 	case len(r.Families) > 2:
 		return nil, r.fail(ReasonInvalidRequest, "%d IP families %v; a service has at most IPv4 and IPv6", len(r.Families), r.Families)

@@ -34,7 +34,7 @@ type Sharing struct {
 }
 
 // mayShare reports whether key may hold ip next to its other holders.
-func (a *Allocator) mayShare(key string, sh Sharing, ip netip.Addr) bool {
+func (a *Allocator) mayShare(key Key, sh Sharing, ip netip.Addr) bool {
 	st := a.ips[ip]
 	if st == nil {
 		return true
@@ -51,7 +51,7 @@ func (a *Allocator) mayShare(key string, sh Sharing, ip netip.Addr) bool {
 
 // shareProblem is mayShare with an explanation naming the first holder (in
 // key order) that key may not share ip with; reason is empty if there is none.
-func (a *Allocator) shareProblem(key string, sh Sharing, ip netip.Addr) (Reason, string) {
+func (a *Allocator) shareProblem(key Key, sh Sharing, ip netip.Addr) (Reason, string) {
 	st := a.ips[ip]
 	if st == nil {
 		return "", ""

@@ -17,7 +17,9 @@ import (
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,6 +34,8 @@ import (
 
 // RBAC the webhook needs (Secrets only in Herald's namespace):
 // +kubebuilder:rbac:groups=herald.dev,resources=ipaddresspools;l2advertisements;bgppeers;bgpadvertisements;bfdprofiles,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update
 // +kubebuilder:rbac:groups="",namespace=herald-system,resources=secrets,verbs=get;list;watch;create;update
 
@@ -139,11 +143,16 @@ func Setup(mgr manager.Manager, opts Options) (healthz.Checker, error) {
 	for path, h := range handlers(mgr.GetClient(), scheme) {
 		srv.Register(path, h)
 	}
-	// Start the informers of the five kinds with the manager, also on replicas
+	// Start the informers of the kinds it reads with the manager, also on replicas
 	// that are not the leader (whose controllers do not run), so the first
 	// admission request does not wait for a cache to fill.
-	for _, obj := range []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{}} {
-		if _, err := mgr.GetCache().GetInformer(context.Background(), obj, cache.BlockUntilSynced(false)); err != nil {
+	for _, obj := range []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{},
+		&networkingv1.ServiceCIDR{}, &corev1.Node{}} {
+		_, err := mgr.GetCache().GetInformer(context.Background(), obj, cache.BlockUntilSynced(false))
+		if _, cidr := obj.(*networkingv1.ServiceCIDR); cidr && apimeta.IsNoMatchError(err) {
+			continue // served from Kubernetes 1.33; older clusters have none to check
+		}
+		if err != nil {
 			return nil, fmt.Errorf("webhook: informer for %T: %w", obj, err)
 		}
 	}

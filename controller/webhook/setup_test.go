@@ -35,7 +35,7 @@ func newManager(t *testing.T, server crwebhook.Server) manager.Manager {
 		MapperProvider: func(*rest.Config, *http.Client) (apimeta.RESTMapper, error) {
 			m := apimeta.NewDefaultRESTMapper(nil)
 			for gvk := range s.AllKnownTypes() {
-				if gvk.Group == v1alpha1.GroupVersion.Group {
+				if gvk.Group == v1alpha1.GroupVersion.Group || gvk.Kind == "Node" {
 					m.Add(gvk, apimeta.RESTScopeRoot)
 				}
 			}

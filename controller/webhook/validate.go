@@ -86,6 +86,12 @@ func (v *validator) Handle(ctx context.Context, req admission.Request) admission
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading Herald's configuration: %w", err))
 	}
+	if req.Kind.Kind == model.KindIPAddressPool {
+		// Only pools can collide with the cluster's own addresses.
+		if in.Reserved, err = model.ReadReserved(ctx, v.reader); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading the cluster's Service CIDRs and node addresses: %w", err))
+		}
+	}
 	name, unchanged, err := v.propose(&in, req)
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding %s: %w", req.Kind.Kind, err))

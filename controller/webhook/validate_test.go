@@ -12,9 +12,12 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -27,6 +30,9 @@ func testScheme(t testing.TB) *runtime.Scheme {
 	t.Helper()
 	s := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := clientgoscheme.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -184,6 +190,22 @@ func TestCrossObjectRules(t *testing.T) {
 			op:       admissionv1.Create,
 			object:   pool("guest", 2, "203.0.113.0/28", "198.51.100.128/25"),
 			want:     []string{"spec.addresses[1]", "198.51.100.128/25", "pool lan's spec.addresses[0]"},
+		},
+		{
+			name: "a pool holding ClusterIPs of a ServiceCIDR is refused, naming the ServiceCIDR",
+			existing: []client.Object{&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"},
+				Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16", "fd00:10:96::/112"}}}},
+			op:     admissionv1.Create,
+			object: pool("clusterips", 2, "198.51.100.0/28", "fd00:10:96::100-fd00:10:96::1ff"),
+			want:   []string{"spec.addresses[1]", "fd00:10:96::100/120 overlaps ServiceCIDR kubernetes (fd00:10:96::/112)"},
+		},
+		{
+			name: "a pool holding a node's address is refused, naming the node",
+			existing: []client.Object{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"},
+				Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "worker-1"}, {Type: corev1.NodeInternalIP, Address: "198.51.100.11"}}}}},
+			op:     admissionv1.Create,
+			object: pool("lan", 2, "198.51.100.0/27"),
+			want:   []string{"spec.addresses[0]", "198.51.100.0/27 overlaps node worker-1's InternalIP (198.51.100.11)"},
 		},
 		{
 			name:     "a pool is refused even when it is older than the pool it overlaps",

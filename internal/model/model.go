@@ -11,6 +11,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -18,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
-	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
 // Kinds of the objects a verdict is about.
@@ -39,6 +40,9 @@ const (
 	ReasonDuplicatePeer      = "DuplicatePeer"
 	ReasonUnknownBFDProfile  = "UnknownBFDProfile"
 	ReasonInvalidPeerAddress = "InvalidPeerAddress"
+	// ReasonClusterAddresses refuses a pool holding addresses the cluster
+	// already uses: a Service CIDR (ClusterIPs) or a node's address.
+	ReasonClusterAddresses = "OverlapsClusterAddresses"
 )
 
 // Ref names one object.
@@ -64,13 +68,25 @@ type Input struct {
 	BGPAdvertisements []v1alpha1.BGPAdvertisement
 	BFDProfiles       []v1alpha1.BFDProfile
 	Proposed          Ref
+	// Reserved are addresses the cluster already uses (Service CIDRs, node
+	// addresses): a pool holding any of them is refused.
+	Reserved []Reserved
 	// LastAccepted are the pools as last accepted. A pool whose current
 	// version is refused stays in force as it was: the verdict says refused,
 	// but Config.Pools (and advertisements) keep the last accepted version.
 	LastAccepted map[string]*Pool
 }
 
+// Reserved is a range of addresses the cluster uses for something else.
+type Reserved struct {
+	iprange.Range
+	// What names the user, for a message: "ServiceCIDR kubernetes",
+	// "node worker-1 (InternalIP)".
+	What string
+}
+
 // Config is the validated configuration: only accepted objects are in it.
+// Build makes it; it is not to be changed afterwards.
 type Config struct {
 	Pools             map[string]*Pool
 	L2Advertisements  []*Advertisement
@@ -78,24 +94,28 @@ type Config struct {
 	BGPPeers          map[string]*v1alpha1.BGPPeer
 	BFDProfiles       map[string]*v1alpha1.BFDProfile
 	Verdicts          map[Ref]Verdict
+
+	poolIndex iprange.Index[*Pool] // the ranges of Pools
+}
+
+// PoolOf returns the pool in force whose addresses hold ip. Pools in force
+// never overlap, so there is at most one.
+func (c *Config) PoolOf(ip netip.Addr) (*Pool, bool) {
+	e, ok := c.poolIndex.Lookup(ip)
+	return e.Value, ok
 }
 
 // Pool is an accepted IPAddressPool.
 type Pool struct {
 	Name               string
 	Labels             map[string]string
-	Ranges             []ipam.Range
+	Ranges             []iprange.Range
 	AutoAssign         bool
 	AvoidBuggyIPs      bool
 	Priority           *int32 // nil: after every pool that has one
 	Namespaces         []string
 	NamespaceSelectors []labels.Selector
 	ServiceSelectors   []labels.Selector
-}
-
-// IPAM is the pool as the allocator sees it.
-func (p *Pool) IPAM() ipam.Pool {
-	return ipam.Pool{Name: p.Name, Ranges: p.Ranges, AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
 }
 
 // Allows reports whether a Service in namespace ns, with the given namespace
@@ -140,6 +160,13 @@ func Build(in Input) *Config {
 		Verdicts:    map[Ref]Verdict{},
 	}
 	c.buildPools(in)
+	for _, name := range slices.Sorted(maps.Keys(c.Pools)) {
+		for _, r := range c.Pools[name].Ranges {
+			// Only a last accepted version can clash with a pool accepted
+			// since; the older claim, already in the index, keeps the range.
+			c.poolIndex.Add(r, c.Pools[name])
+		}
+	}
 	for i := range in.BFDProfiles {
 		p := &in.BFDProfiles[i]
 		c.BFDProfiles[p.Name] = p
@@ -203,59 +230,62 @@ func byAge[T any](items []T, meta func(*T) *metav1.ObjectMeta, proposed string) 
 	return out
 }
 
-type ownedRange struct {
-	pool  string
-	field string
-	r     ipam.Range
-}
+// owner says which pool and field claimed a range, for messages.
+type owner struct{ pool, field string }
 
 func (c *Config) buildPools(in Input) {
 	proposed := ""
 	if in.Proposed.Kind == KindIPAddressPool {
 		proposed = in.Proposed.Name
 	}
-	var taken []ownedRange
+	var taken iprange.Index[owner]
 	for _, p := range byAge(in.Pools, func(p *v1alpha1.IPAddressPool) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
 		ref := Ref{KindIPAddressPool, p.Name}
-		pool, mine, reason, msg := parsePool(p)
+		pool, fields, reason, msg := parsePool(p)
 		if reason == "" {
-			reason, msg = overlap(mine, taken)
+			reason, msg = overlap(pool, fields, &taken)
+		}
+		if reason == "" {
+			reason, msg = reserved(pool, fields, in.Reserved)
 		}
 		if reason != "" {
 			c.refuse(ref, reason, "%s", msg)
 			if last := in.LastAccepted[p.Name]; last != nil {
 				c.Pools[p.Name] = last
 				for _, r := range last.Ranges {
-					taken = append(taken, ownedRange{p.Name, "spec.addresses (last accepted)", r})
+					taken.Add(r, owner{p.Name, "spec.addresses (last accepted)"})
 				}
 			}
 			continue
 		}
-		taken = append(taken, mine...)
+		for i, r := range pool.Ranges {
+			taken.Add(r, owner{p.Name, fields[i]})
+		}
 		c.Pools[p.Name] = pool
 		c.accept(ref, nil)
 	}
 }
 
 // parsePool checks one pool on its own: its addresses parse and do not
-// overlap each other, its selectors compile.
-func parsePool(p *v1alpha1.IPAddressPool) (*Pool, []ownedRange, string, string) {
-	pool := &Pool{Name: p.Name, Labels: p.Labels, AutoAssign: p.Spec.AutoAssign == nil || *p.Spec.AutoAssign, AvoidBuggyIPs: p.Spec.AvoidBuggyIPs}
+// overlap each other, its selectors compile. fields names the field of each
+// of the pool's ranges.
+func parsePool(p *v1alpha1.IPAddressPool) (pool *Pool, fields []string, reason, msg string) {
+	pool = &Pool{Name: p.Name, Labels: p.Labels, AutoAssign: p.Spec.AutoAssign == nil || *p.Spec.AutoAssign, AvoidBuggyIPs: p.Spec.AvoidBuggyIPs}
 	if len(p.Spec.Addresses) == 0 {
 		return nil, nil, ReasonInvalidAddresses, "spec.addresses: a pool needs at least one CIDR, range or address"
 	}
-	var mine []ownedRange
+	var mine iprange.Index[owner]
 	for i, s := range p.Spec.Addresses {
 		field := fmt.Sprintf("spec.addresses[%d]", i)
-		r, err := ipam.ParseRange(s)
+		r, err := iprange.Parse(s)
 		if err != nil {
 			return nil, nil, ReasonInvalidAddresses, fmt.Sprintf("%s: %v", field, err)
 		}
-		if reason, msg := overlap([]ownedRange{{p.Name, field, r}}, mine); reason != "" {
-			return nil, nil, reason, msg
+		if in, ok := mine.Add(r, owner{p.Name, field}); !ok {
+			return nil, nil, ReasonOverlap, overlapMessage(p.Name, field, r, in)
 		}
-		mine = append(mine, ownedRange{p.Name, field, r})
 		pool.Ranges = append(pool.Ranges, r)
+		fields = append(fields, field)
 	}
 	if sa := p.Spec.ServiceAllocation; sa != nil {
 		prio := sa.Priority
@@ -269,19 +299,33 @@ func parsePool(p *v1alpha1.IPAddressPool) (*Pool, []ownedRange, string, string) 
 			return nil, nil, ReasonInvalidSelector, err.Error()
 		}
 	}
-	return pool, mine, "", ""
+	return pool, fields, "", ""
 }
 
-// overlap finds the first range of mine that overlaps one of taken.
-func overlap(mine, taken []ownedRange) (string, string) {
-	for _, m := range mine {
-		for _, t := range taken {
-			if m.r.First.Compare(t.r.Last) <= 0 && t.r.First.Compare(m.r.Last) <= 0 {
-				where := "pool " + t.pool + "'s"
-				if t.pool == m.pool {
-					where = "its own"
-				}
-				return ReasonOverlap, fmt.Sprintf("%s: %s overlaps %s %s (%s); pools must not share addresses", m.field, m.r, where, t.field, t.r)
+// overlap finds the first range of pool that overlaps one already taken.
+func overlap(pool *Pool, fields []string, taken *iprange.Index[owner]) (string, string) {
+	for i, r := range pool.Ranges {
+		if in, found := taken.FirstOverlap(r); found {
+			return ReasonOverlap, overlapMessage(pool.Name, fields[i], r, in)
+		}
+	}
+	return "", ""
+}
+
+func overlapMessage(pool, field string, r iprange.Range, in iprange.Entry[owner]) string {
+	where := "pool " + in.Value.pool + "'s"
+	if in.Value.pool == pool {
+		where = "its own"
+	}
+	return fmt.Sprintf("%s: %s overlaps %s %s (%s); pools must not share addresses", field, r, where, in.Value.field, in.Range)
+}
+
+// reserved finds the first range of pool holding addresses the cluster uses.
+func reserved(pool *Pool, fields []string, res []Reserved) (string, string) {
+	for i, r := range pool.Ranges {
+		for _, x := range res {
+			if r.Overlaps(x.Range) {
+				return ReasonClusterAddresses, fmt.Sprintf("%s: %s overlaps %s (%s); Services would get addresses the cluster already uses", fields[i], r, x.What, x.Range)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
 func pool(name string, age int, addrs ...string) v1alpha1.IPAddressPool {
@@ -180,5 +182,48 @@ func TestARefusedPoolChangeKeepsTheLastAcceptedVersionInForce(t *testing.T) {
 	// A pool deleted is gone, whatever was accepted before.
 	if fourth := Build(Input{Pools: []v1alpha1.IPAddressPool{a}, LastAccepted: third.Pools}); fourth.Pools["b"] != nil {
 		t.Errorf("a deleted pool stayed in force")
+	}
+}
+
+func TestPoolOfFindsThePoolInForceHoldingAnAddress(t *testing.T) {
+	c := Build(Input{Pools: []v1alpha1.IPAddressPool{
+		pool("a", 0, "198.51.100.0/28", "2001:db8::/120"),
+		pool("b", 1, "198.51.100.16-198.51.100.20"),
+		pool("refused", 2, "198.51.100.8/29"),
+	}})
+	for addr, want := range map[string]string{
+		"198.51.100.0": "a", "198.51.100.15": "a", "198.51.100.16": "b", "198.51.100.20": "b",
+		"198.51.100.21": "", "2001:db8::ff": "a", "2001:db8::100": "", "::ffff:198.51.100.1": "",
+	} {
+		p, ok := c.PoolOf(netip.MustParseAddr(addr))
+		if ok != (want != "") || (ok && p.Name != want) {
+			t.Errorf("PoolOf(%s) = %v %v, want %q", addr, p, ok, want)
+		}
+	}
+}
+
+func TestPoolOverlappingClusterAddressesIsRefusedNamingThem(t *testing.T) {
+	in := Input{
+		Pools: []v1alpha1.IPAddressPool{pool("clusterips", 0, "198.51.100.0/24"), pool("nodes", 1, "203.0.113.0/28"), pool("fine", 2, "203.0.113.64/26")},
+		Reserved: []Reserved{
+			{Range: iprange.FromPrefix(netip.MustParsePrefix("198.51.100.128/25")), What: "ServiceCIDR kubernetes"},
+			{Range: iprange.FromPrefix(netip.MustParsePrefix("203.0.113.5/32")), What: "node worker-1 (InternalIP)"},
+		},
+	}
+	c := Build(in)
+	for name, want := range map[string]string{
+		"clusterips": "spec.addresses[0]: 198.51.100.0/24 overlaps ServiceCIDR kubernetes (198.51.100.128/25)",
+		"nodes":      "spec.addresses[0]: 203.0.113.0/28 overlaps node worker-1 (InternalIP) (203.0.113.5)",
+	} {
+		v := c.Verdicts[Ref{KindIPAddressPool, name}]
+		if v.Accepted || v.Reason != ReasonClusterAddresses || !strings.Contains(v.Message, want) {
+			t.Errorf("pool %s: %+v, want refused (%s) with %q", name, v, ReasonClusterAddresses, want)
+		}
+		if _, ok := c.Pools[name]; ok {
+			t.Errorf("pool %s is in force", name)
+		}
+	}
+	if v := c.Verdicts[Ref{KindIPAddressPool, "fine"}]; !v.Accepted {
+		t.Errorf("pool fine: %+v, want accepted", v)
 	}
 }

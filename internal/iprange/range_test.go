@@ -1,14 +1,24 @@
-package ipam_test
+package iprange_test
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/internal/iprange"
 )
 
-func TestParseRangeAcceptsCIDRsRangesAndSingleAddresses(t *testing.T) {
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func rng(s string) iprange.Range {
+	r, err := iprange.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func TestParseAcceptsCIDRsRangesAndSingleAddresses(t *testing.T) {
 	for _, tc := range []struct {
 		in          string
 		first, last string
@@ -26,15 +36,15 @@ func TestParseRangeAcceptsCIDRsRangesAndSingleAddresses(t *testing.T) {
 		{"::/0", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			r, err := ipam.ParseRange(tc.in)
+			r, err := iprange.Parse(tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := ipam.Range{First: netip.MustParseAddr(tc.first), Last: netip.MustParseAddr(tc.last)}
+			want := iprange.Range{First: ip(tc.first), Last: ip(tc.last)}
 			if r != want {
 				t.Fatalf("got %v, want %v", r, want)
 			}
-			back, err := ipam.ParseRange(r.String())
+			back, err := iprange.Parse(r.String())
 			if err != nil || back != r {
 				t.Fatalf("String() %q does not parse back: %v %v", r.String(), back, err)
 			}
@@ -42,7 +52,7 @@ func TestParseRangeAcceptsCIDRsRangesAndSingleAddresses(t *testing.T) {
 	}
 }
 
-func TestParseRangeErrorsSayWhatIsWrong(t *testing.T) {
+func TestParseErrorsSayWhatIsWrong(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"10.0.0.9-10.0.0.1", "range 10.0.0.9-10.0.0.1 is reversed"},
 		{"2001:db8::9-2001:db8::1", "range 2001:db8::9-2001:db8::1 is reversed"},
@@ -59,60 +69,9 @@ func TestParseRangeErrorsSayWhatIsWrong(t *testing.T) {
 		{"", "empty address range"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			_, err := ipam.ParseRange(tc.in)
+			_, err := iprange.Parse(tc.in)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestValidatePoolsNamesPoolsAndRanges(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		pools []ipam.Pool
-		want  []string // substrings; none means valid
-	}{
-		{"disjoint pools are valid", []ipam.Pool{
-			pool("a", "10.0.0.0/24", "2001:db8::/64"), pool("b", "10.0.1.0/24", "2001:db8:1::/64"),
-		}, nil},
-		{"adjacent ranges do not overlap", []ipam.Pool{
-			pool("a", "10.0.0.0-10.0.0.9"), pool("b", "10.0.0.10-10.0.0.20"),
-		}, nil},
-		{"overlap across pools", []ipam.Pool{
-			pool("a", "10.0.0.0/24"), pool("b", "10.0.0.128/25"),
-		}, []string{`pools "a" and "b" overlap: 10.0.0.0/24 and 10.0.0.128/25`}},
-		{"one long range swallows two", []ipam.Pool{
-			pool("a", "10.0.0.0/16"), pool("b", "10.0.1.0/24"), pool("c", "10.0.2.0/24"),
-		}, []string{`pools "a" and "b" overlap`, `pools "a" and "c" overlap`}},
-		{"overlap inside a pool", []ipam.Pool{
-			pool("a", "2001:db8::/120", "2001:db8::10-2001:db8::20"),
-		}, []string{`pool "a": ranges 2001:db8::/120 and 2001:db8::10-2001:db8::20 overlap`}},
-		{"missing and repeated names", []ipam.Pool{
-			pool("", "10.0.0.1"), pool("a", "10.0.0.2"), pool("a", "10.0.0.3"),
-		}, []string{"pool 1 of 3 has no name", `pool "a" is defined twice`}},
-		{"hand-built reversed range", []ipam.Pool{
-			{Name: "a", Ranges: []ipam.Range{{First: ip("10.0.0.9"), Last: ip("10.0.0.1")}}},
-		}, []string{`pool "a": range 10.0.0.9-10.0.0.1 is reversed`}},
-		{"hand-built mixed range", []ipam.Pool{
-			{Name: "a", Ranges: []ipam.Range{{First: ip("10.0.0.1"), Last: ip("2001:db8::1")}}},
-		}, []string{`pool "a": range 10.0.0.1-2001:db8::1 mixes IPv4 and IPv6`}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := ipam.ValidatePools(tc.pools)
-			if len(tc.want) == 0 {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
 			}
 		})
 	}
@@ -129,9 +88,32 @@ func TestRangeStringWritesCIDRsWhereTheyFit(t *testing.T) {
 		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::/0"},
 		{"2001:db8::", "2001:db8::ffff:ffff:ffff:ffff", "2001:db8::/64"},
 		{"2001:db8::1", "2001:db8::ffff:ffff:ffff:ffff", "2001:db8::1-2001:db8::ffff:ffff:ffff:ffff"},
+		{"10.0.0.9", "10.0.0.1", "10.0.0.9-10.0.0.1"},
 	} {
-		if got := (ipam.Range{First: ip(tc.first), Last: ip(tc.last)}).String(); got != tc.want {
+		if got := (iprange.Range{First: ip(tc.first), Last: ip(tc.last)}).String(); got != tc.want {
 			t.Errorf("%s-%s: got %q, want %q", tc.first, tc.last, got, tc.want)
 		}
+	}
+}
+
+func TestOverlapsAndContainsKeepFamiliesApart(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"10.0.0.0/24", "10.0.0.255", true},
+		{"10.0.0.0-10.0.0.9", "10.0.0.10-10.0.0.20", false},
+		{"10.0.0.0/16", "10.0.7.0/24", true},
+		{"10.0.0.0/8", "::ffff:10.0.0.0/120", false},
+		{"0.0.0.0/0", "::/0", false},
+		{"2001:db8::/64", "2001:db8::ffff:ffff:ffff:ffff-2001:db8:0:1::", true},
+	} {
+		a, b := rng(tc.a), rng(tc.b)
+		if a.Overlaps(b) != tc.want || b.Overlaps(a) != tc.want {
+			t.Errorf("%s overlaps %s: want %v", tc.a, tc.b, tc.want)
+		}
+	}
+	if rng("::/0").Contains(ip("10.0.0.1")) || rng("0.0.0.0/0").Contains(ip("::ffff:10.0.0.1")) {
+		t.Error("a range holds an address of the other family")
 	}
 }
