@@ -27,7 +27,7 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 	if len(keys) == 0 || cfg == nil {
 		return L2{}
 	}
-	pool, ok := poolOf(cfg, ip)
+	pool, ok := cfg.PoolOf(ip)
 	if !ok {
 		return L2{}
 	}
@@ -42,7 +42,7 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 	mask := p.subnetMask(ip)
 	for _, k := range keys {
 		svc := p.services[k]
-		names := p.advertisementsFor(pool, svc.Labels)
+		names := p.advertisementsFor(pool.Name, svc.Labels)
 		if len(names) == 0 {
 			continue
 		}
@@ -174,18 +174,6 @@ func (p *Planner) ranking(ip netip.Addr) iter.Seq[string] {
 			}
 		}
 	}
-}
-
-// poolOf names the accepted pool holding ip.
-func poolOf(cfg *model.Config, ip netip.Addr) (string, bool) {
-	for name, pool := range cfg.Pools {
-		for _, r := range pool.Ranges {
-			if r.First.Compare(ip) <= 0 && ip.Compare(r.Last) <= 0 {
-				return name, true
-			}
-		}
-	}
-	return "", false
 }
 
 func intersectSorted(a, b []string) []string {

@@ -404,12 +404,8 @@ func TestPropertyOwnerIsACandidateOfEverySharingService(t *testing.T) {
 
 func electionAds(cfg *model.Config, addr netip.Addr, svc *plan.Service) []election.Advertisement {
 	var pool string
-	for name, p := range cfg.Pools {
-		for _, r := range p.Ranges {
-			if r.First.Compare(addr) <= 0 && addr.Compare(r.Last) <= 0 {
-				pool = name
-			}
-		}
+	if p, ok := cfg.PoolOf(addr); ok {
+		pool = p.Name
 	}
 	var out []election.Advertisement
 	for _, a := range cfg.L2Advertisements {

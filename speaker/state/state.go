@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/internal/model"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/plan"
@@ -312,7 +313,7 @@ func (t *Tracker) Service(ctx context.Context, key types.NamespacedName) (*plan.
 	if err := t.reader.Get(ctx, key, &svc); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
-	if !Handles(&svc, t.lbClass) {
+	if !model.Handles(&svc, t.lbClass) {
 		return nil, nil
 	}
 	var eps discoveryv1.EndpointSliceList
@@ -324,18 +325,6 @@ func (t *Tracker) Service(ctx context.Context, key types.NamespacedName) (*plan.
 		slices[i] = &eps.Items[i]
 	}
 	return PlanService(&svc, slices, t.log), nil
-}
-
-// Handles reports whether a Service is one the speaker handles: a
-// LoadBalancer of its class (no class when lbClass is "").
-func Handles(svc *corev1.Service, lbClass string) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if lbClass == "" {
-		return svc.Spec.LoadBalancerClass == nil
-	}
-	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == lbClass
 }
 
 // PlanService converts a Service and its EndpointSlices. Ingress entries

@@ -121,16 +121,6 @@ func TestPlanService(t *testing.T) {
 	}
 }
 
-func TestHandlesOnlyItsClass(t *testing.T) {
-	other := lbService("x", func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr("other.example/lb") })
-	if !Handles(lbService("x"), "") || Handles(other, "") || !Handles(other, "other.example/lb") || Handles(lbService("x"), "other.example/lb") {
-		t.Error("a speaker handles Services without a class by default, or exactly its class")
-	}
-	if Handles(lbService("x", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort }), "") {
-		t.Error("a NodePort Service is not a speaker's")
-	}
-}
-
 func TestTrackerReadsServicesWithTheirSlicesByIndex(t *testing.T) {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
