@@ -39,6 +39,7 @@ import (
 type flags struct {
 	node, namespace, lbClass string
 	metricsAddr, probeAddr   string
+	pprofAddr                string
 	gossipAddr               string
 	gossipPort               int
 	gossipSecret, gossipKey  string
@@ -53,6 +54,7 @@ func main() {
 	flag.StringVar(&f.lbClass, "load-balancer-class", "", "the spec.loadBalancerClass handled; empty: Services without a class")
 	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":7474", "Prometheus metrics address; 0 disables")
 	flag.StringVar(&f.probeAddr, "health-probe-bind-address", ":7475", "address of /healthz and /readyz")
+	flag.StringVar(&f.pprofAddr, "pprof-bind-address", "", "address of the Go profiler's /debug/pprof endpoints; empty disables them")
 	flag.StringVar(&f.gossipAddr, "gossip-address", os.Getenv("HOST_IP"), "this node's address for the speakers' gossip (downward API status.hostIP); empty disables gossip")
 	flag.IntVar(&f.gossipPort, "gossip-port", 7947, "gossip port (TCP and UDP); not 7946, so Herald can run beside MetalLB during a migration")
 	flag.StringVar(&f.gossipSecret, "gossip-secret", "herald-memberlist", "Secret in --namespace holding the gossip encryption key")
@@ -90,6 +92,7 @@ func run(f flags) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
 		GracefulShutdownTimeout: ptr(f.handover + 5*time.Second),
 		Cache:                   state.CacheOptions(f.namespace, f.node),
 	})
