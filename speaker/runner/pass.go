@@ -315,6 +315,12 @@ func (r *Runner) handover(stopKeeper context.CancelFunc, keeperDone *sync.WaitGr
 			defer wg.Done()
 			if err := r.layer2.WaitAnnouncedByOther(wctx, ip); err != nil {
 				r.log.Info("no new owner announced before the handover timeout", "ip", ip.String())
+				return
+			}
+			// The new owner answers now: stop at once, not when the last
+			// address is handed over, or both would answer meanwhile.
+			if err := r.layer2.Update(map[netip.Addr][]string{ip: nil}); err != nil {
+				r.log.Error(err, "layer 2", "ip", ip.String())
 			}
 		}()
 	}
