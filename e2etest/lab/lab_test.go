@@ -332,6 +332,32 @@ func TestSpeakerOnlyNodesJoinTheLANWithoutPods(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The prober sees which node answers an address, in both families: here
+	// the kernel of the last node, which holds the two addresses.
+	owner := l.Nodes[len(l.Nodes)-1]
+	v4, v6 := netip.MustParseAddr("198.51.100.120"), netip.MustParseAddr("2001:db8:1::1:120")
+	if err := ipBatch(owner.Netns, "addr add "+v4.String()+"/32 dev eth0", "addr add "+v6.String()+"/128 dev eth0 nodad"); err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan L2Answer, 16)
+	pr, err := NewL2Prober(ClientNetns, func(a L2Answer) { answers <- a })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{v4, v6} {
+		if err := pr.Probe(ip); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case a := <-answers:
+			if a.IP != ip || a.MAC != owner.MAC || a.Unsolicited {
+				t.Errorf("probe %s: answer %+v, want a solicited answer from %s", ip, a, owner.MAC)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("probe %s: no answer", ip)
+		}
+	}
+	pr.Close()
 	// Node death: off the LAN and away from the API server; then back.
 	dead := l.Nodes[len(l.Nodes)-1]
 	if err := l.SetNodeDead(dead.Name, true); err != nil {
