@@ -38,6 +38,9 @@ type Config struct {
 	SpeakerNodes int
 	ProxyMode    string    // kube-proxy mode: "iptables" (default), "nftables", or "none"
 	Log          io.Writer // progress lines; default io.Discard
+	// AuditWrites makes the API server log every write with its user
+	// (Lab.Writes), for benchmarks that count one component's writes.
+	AuditWrites bool
 }
 
 // Lab is a running lab.
