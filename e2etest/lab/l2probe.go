@@ -219,12 +219,13 @@ func NeighbourMAC(ns string, ip netip.Addr) (mac, state string) {
 	return mac, state
 }
 
-// FlushNeighbour removes ns's neighbour entry for ip, so the next packet to
-// it must resolve the address again (ARP or NDP) as a fresh client would.
-func FlushNeighbour(ns string, ip netip.Addr) error {
-	out, err := exec.Command("ip", "-n", ns, "neigh", "flush", "to", ip.String(), "dev", "eth0").CombinedOutput()
+// FlushNeighbours removes ns's neighbour entries for the addresses in to (an
+// address or a prefix), so the next packet to one of them must resolve it
+// again (ARP or NDP) as a fresh client would.
+func FlushNeighbours(ns, to string) error {
+	out, err := exec.Command("ip", "-n", ns, "neigh", "flush", "to", to, "dev", "eth0").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("flush neighbour %s in %s: %w: %s", ip, ns, err, out)
+		return fmt.Errorf("flush neighbours %s in %s: %w: %s", to, ns, err, out)
 	}
 	return nil
 }

@@ -114,8 +114,10 @@ func (l *Lab) SetNodeAPI(node string, reachable bool) error {
 }
 
 // SetNodeDead takes a node off the LAN and away from the API server
-// (dead=true), or brings both back, LAN first.
+// (dead=true), and stops its kubelet heartbeats, or brings all back, LAN
+// first.
 func (l *Lab) SetNodeDead(node string, dead bool) error {
+	l.SetNodeHeartbeat(node, !dead)
 	if dead {
 		if err := l.SetNodeAPI(node, false); err != nil {
 			return err
