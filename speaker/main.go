@@ -1,6 +1,6 @@
-// Command speaker is Herald's speaker: on every node it elects which
+// Command speaker is Herald's speaker: on every node it plans which
 // LoadBalancer addresses the node announces and answers ARP/NDP for them.
-// See package reconcile.
+// See package runner.
 package main
 
 import (
@@ -13,15 +13,13 @@ import (
 	"os"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -31,8 +29,11 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/speaker/layer2"
+	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/membership"
-	"github.com/heraldlb/herald/speaker/reconcile"
+	"github.com/heraldlb/herald/speaker/runner"
+	"github.com/heraldlb/herald/speaker/state"
+	"github.com/heraldlb/herald/speaker/status"
 )
 
 type flags struct {
@@ -42,6 +43,7 @@ type flags struct {
 	gossipPort               int
 	gossipSecret, gossipKey  string
 	leaseDuration, handover  time.Duration
+	statusQPS                float64
 }
 
 func main() {
@@ -57,6 +59,7 @@ func main() {
 	flag.StringVar(&f.gossipKey, "gossip-secret-key", "secretkey", "key of the Secret's data holding 16, 24 or 32 bytes")
 	flag.DurationVar(&f.leaseDuration, "lease-duration", 15*time.Second, "speaker Lease duration: how long the API view keeps a silent speaker alive")
 	flag.DurationVar(&f.handover, "handover-timeout", 3*time.Second, "on SIGTERM, how long to keep answering while the new owners announce")
+	flag.Float64Var(&f.statusQPS, "status-qps", 20, "API writes per second for Announcements (burst: twice that); the Lease has a budget of its own")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -83,26 +86,29 @@ func run(f flags) error {
 	if err != nil {
 		return err
 	}
-	own := map[string]cache.Config{f.namespace: {}}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		GracefulShutdownTimeout: ptr(f.handover + 5*time.Second),
-		Cache: cache.Options{
-			// managedFields are a large share of every cached object and never read.
-			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				// Secrets and Leases only in Herald's namespace: that is all RBAC grants.
-				&corev1.Secret{}:        {Namespaces: own},
-				&coordinationv1.Lease{}: {Namespaces: own},
-			}},
+		Cache:                   state.CacheOptions(f.namespace, f.node),
 	})
 	if err != nil {
 		return err
 	}
+	// The Lease and the status each write through a client of their own, so
+	// neither waits on the other's rate budget.
+	leaseClient, err := clientWithQPS(cfg, scheme, 5, 5)
+	if err != nil {
+		return err
+	}
+	statusClient, err := clientWithQPS(cfg, scheme, f.statusQPS, 2*int(f.statusQPS))
+	if err != nil {
+		return err
+	}
 	ann := layer2.New(log.WithName("layer2"), metrics.Registry)
-	var gossip reconcile.Gossip
+	var gossip runner.Gossip
+	gossipAddr := netip.AddrPort{}
 	if addr, err := netip.ParseAddr(f.gossipAddr); err == nil {
 		key, err := gossipKey(mgr.GetAPIReader(), f)
 		if err != nil {
@@ -113,31 +119,27 @@ func run(f flags) error {
 			if err != nil {
 				log.Error(err, "gossip disabled; dead speakers are detected through their Leases only")
 			} else {
-				gossip = m
+				gossip, gossipAddr = m, netip.AddrPortFrom(addr, uint16(f.gossipPort))
 			}
 		}
 	}
-	gossipIP, _ := netip.ParseAddr(f.gossipAddr)
-	if gossip == nil {
-		gossipIP = netip.Addr{}
+	leaseErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_speaker_lease_decode_errors_total",
+		Help: "Speaker Leases refused because an annotation is malformed (the log names it).",
+	})
+	metrics.Registry.MustRegister(leaseErrors)
+	tracker := state.NewTracker(mgr.GetCache(), f.namespace, f.lbClass, log.WithName("state"), leaseErrors.Inc)
+	if err := tracker.Register(context.Background(), mgr.GetCache()); err != nil {
+		return err
 	}
-	sp := reconcile.New(mgr.GetClient(), mgr.GetEventRecorder("herald-speaker"), ann, gossip, layer2.LocalSubnets, reconcile.Options{
-		NodeName: f.node, Namespace: f.namespace, LoadBalancerClass: f.lbClass,
-		LeaseDuration: f.leaseDuration, GossipAddr: gossipIP, GossipPort: f.gossipPort, HandoverTimeout: f.handover,
-	}, log)
-	// Every change of an input reconciles (folded into one pending run).
-	for _, o := range []client.Object{&corev1.Service{}, &corev1.Node{}, &coordinationv1.Lease{}, &v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &discoveryv1.EndpointSlice{}} {
-		inf, err := mgr.GetCache().GetInformer(context.Background(), o)
-		if err != nil {
-			return err
-		}
-		trigger := func(any) { sp.Trigger() }
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: trigger, DeleteFunc: trigger, UpdateFunc: func(_, o any) { trigger(o) },
-		}); err != nil {
-			return err
-		}
+	keeper := &lease.Keeper{
+		Client: leaseClient, Namespace: f.namespace, Node: f.node, Duration: f.leaseDuration,
+		Gossip: gossipAddr, Local: layer2.LocalSubnets, Log: log.WithName("lease"),
 	}
+	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
+	sp := runner.New(tracker, mgr.GetCache(), ann, gossip, reporter, keeper, runner.Options{
+		NodeName: f.node, HandoverTimeout: f.handover,
+	}, metrics.Registry, log)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return ctx.Err()
@@ -160,6 +162,13 @@ func run(f flags) error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// clientWithQPS is a client with a rate budget of its own.
+func clientWithQPS(cfg *rest.Config, scheme *runtime.Scheme, qps float64, burst int) (client.Client, error) {
+	c := rest.CopyConfig(cfg)
+	c.QPS, c.Burst = float32(qps), burst
+	return client.New(c, client.Options{Scheme: scheme})
 }
 
 // gossipKey reads the gossip encryption key from its Secret, directly from

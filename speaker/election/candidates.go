@@ -90,6 +90,15 @@ func Candidates(svc ServiceInfo, ads []Advertisement, nodes []Node) (cands []str
 	}
 	slices.Sort(cands)
 	cands = slices.Compact(cands)
+	return cands, PreferredNodes(ads), ifaces
+}
+
+// PreferredNodes merges the advertisements' preferredNodes: the advertisements
+// in the order of their names, each one's list in its own order, a node once.
+// The result does not depend on the order of ads.
+func PreferredNodes(ads []Advertisement) []string {
+	ads = slices.SortedStableFunc(slices.Values(ads), func(a, b Advertisement) int { return cmp.Compare(a.Name, b.Name) })
+	var preferred []string
 	for _, ad := range ads {
 		for _, p := range ad.PreferredNodes {
 			if !slices.Contains(preferred, p) {
@@ -97,7 +106,7 @@ func Candidates(svc ServiceInfo, ads []Advertisement, nodes []Node) (cands []str
 			}
 		}
 	}
-	return cands, preferred, ifaces
+	return preferred
 }
 
 // eligible applies the rules that do not depend on an advertisement.

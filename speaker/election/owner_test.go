@@ -195,3 +195,19 @@ func TestSharedIPNeverSplitsAcrossNodes(t *testing.T) {
 func without(s []string, x string) []string {
 	return slices.DeleteFunc(slices.Clone(s), func(e string) bool { return e == x })
 }
+
+// OwnerByRanking over a Ranking of any superset of the candidates picks what
+// Owner picks, so a cached ranking survives liveness changes.
+func TestPropertyOwnerByRankingEqualsOwner(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		all := []string{"a", "b", "c", "d", "e", "f"}
+		ip := netip.AddrFrom4([4]byte{198, 51, 100, rapid.Byte().Draw(t, "last")})
+		cands := rapid.SliceOfDistinct(rapid.SampledFrom(all), func(s string) string { return s }).Draw(t, "cands")
+		preferred := rapid.SliceOfDistinct(rapid.SampledFrom(all), func(s string) string { return s }).Draw(t, "preferred")
+		want, wantOK := election.Owner(ip, cands, preferred)
+		got, ok := election.OwnerByRanking(slices.Values(election.Ranking(ip, all)), func(n string) bool { return slices.Contains(cands, n) }, preferred)
+		if got != want || ok != wantOK {
+			t.Fatalf("OwnerByRanking = %q %v, Owner = %q %v", got, ok, want, wantOK)
+		}
+	})
+}

@@ -64,6 +64,7 @@ type Announcer struct {
 	closed    bool
 	owned     map[netip.Addr]map[string]bool // address -> interfaces it is announced on
 	listeners map[listenerKey]*listener
+	refs      map[listenerKey]int // owned (address, interface) pairs per listener
 	waiters   map[netip.Addr]map[chan struct{}]bool
 	seen      map[netip.Addr]time.Time // last announcement of an owned address by another node
 }
@@ -92,6 +93,7 @@ func New(log logr.Logger, reg prometheus.Registerer) *Announcer {
 		cancel:    cancel,
 		owned:     map[netip.Addr]map[string]bool{},
 		listeners: map[listenerKey]*listener{},
+		refs:      map[listenerKey]int{},
 		waiters:   map[netip.Addr]map[chan struct{}]bool{},
 		seen:      map[netip.Addr]time.Time{},
 	}
@@ -119,73 +121,121 @@ func New(log logr.Logger, reg prometheus.Registerer) *Announcer {
 // error names the interfaces whose listener could not be opened at once;
 // those keep retrying in the background and announce when they open.
 func (a *Announcer) SetOwned(owned map[netip.Addr][]string) error {
-	want := map[netip.Addr]map[string]bool{}
-	for ip, ifnames := range owned {
+	want, err := normalize(owned)
+	if err != nil {
+		return err
+	}
+	return a.apply(want, true)
+}
+
+// Update changes part of the owned set, as SetOwned does for all of it: an
+// address mapped to interfaces is owned there from now on, one mapped to
+// none is no longer owned, and addresses not named keep their state. Its
+// cost grows with the size of the change, not of the owned set.
+func (a *Announcer) Update(changes map[netip.Addr][]string) error {
+	want, err := normalize(changes)
+	if err != nil {
+		return err
+	}
+	return a.apply(want, false)
+}
+
+// normalize checks the addresses and names; an address with no interface
+// maps to nil.
+func normalize(in map[netip.Addr][]string) (map[netip.Addr]map[string]bool, error) {
+	out := make(map[netip.Addr]map[string]bool, len(in))
+	for ip, ifnames := range in {
 		if !ip.IsValid() {
-			return errors.New("layer2: owned set holds an invalid address")
+			return nil, errors.New("layer2: owned set holds an invalid address")
 		}
 		ip = ip.Unmap().WithZone("")
 		if !ip.IsGlobalUnicast() {
-			return fmt.Errorf("layer2: %s cannot be announced: not a global unicast address", ip)
+			return nil, fmt.Errorf("layer2: %s cannot be announced: not a global unicast address", ip)
 		}
+		var set map[string]bool
 		for _, name := range ifnames {
 			if name == "" || len(name) > 15 {
-				return fmt.Errorf("layer2: address %s: %q is not an interface name", ip, name)
+				return nil, fmt.Errorf("layer2: address %s: %q is not an interface name", ip, name)
 			}
-			if want[ip] == nil {
-				want[ip] = map[string]bool{}
+			if set == nil {
+				set = map[string]bool{}
 			}
-			want[ip][name] = true
+			set[name] = true
 		}
+		out[ip] = set
 	}
+	return out, nil
+}
 
+// apply sets the addresses in changes (nil: no longer owned); with replace,
+// every owned address not in changes is dropped too.
+func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) error {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return ErrClosed
 	}
-	prev := a.owned
-	a.owned = want
-	for ip := range a.seen {
-		if want[ip] == nil {
-			delete(a.seen, ip)
+	if replace {
+		for ip := range a.owned {
+			if _, ok := changes[ip]; !ok {
+				changes[ip] = nil
+			}
 		}
 	}
-	needed := map[listenerKey]bool{}
-	for ip, ifnames := range want {
-		for name := range ifnames {
-			needed[keyFor(ip, name)] = true
+	touched := map[listenerKey]bool{}
+	var added []target
+	for ip, want := range changes {
+		old := a.owned[ip]
+		for name := range old {
+			if !want[name] {
+				k := keyFor(ip, name)
+				a.refs[k]--
+				touched[k] = true
+			}
+		}
+		for name := range want {
+			if !old[name] {
+				k := keyFor(ip, name)
+				a.refs[k]++
+				touched[k] = true
+				added = append(added, target{ip: ip, key: k})
+			}
+		}
+		if len(want) == 0 {
+			delete(a.owned, ip)
+			delete(a.seen, ip)
+		} else {
+			a.owned[ip] = want
 		}
 	}
 	var started, stopped []*listener
 	isNew := map[listenerKey]bool{}
-	for k := range needed {
-		if a.listeners[k] == nil {
-			l := newListener(a, k)
+	for k := range touched {
+		switch l := a.listeners[k]; {
+		case a.refs[k] > 0 && l == nil:
+			l = newListener(a, k)
 			a.listeners[k] = l
 			started = append(started, l)
 			isNew[k] = true
+		case a.refs[k] <= 0:
+			delete(a.refs, k)
+			if l != nil {
+				delete(a.listeners, k)
+				stopped = append(stopped, l)
+			}
 		}
 	}
-	for k, l := range a.listeners {
-		if !needed[k] {
-			delete(a.listeners, k)
-			stopped = append(stopped, l)
-		}
-	}
-	for k, l := range a.listeners {
-		if k.ipv6 {
+	for k := range touched {
+		if l := a.listeners[k]; l != nil && k.ipv6 {
 			l.syncGroups(a.addrsOnLocked(k))
 		}
 	}
 	// A new listener announces everything it carries once it opens; the
 	// others announce what is new to them here.
 	var fresh []target
-	for ip, ifnames := range want {
-		for name := range ifnames {
-			if !prev[ip][name] && !isNew[keyFor(ip, name)] {
-				fresh = append(fresh, target{ip: ip, key: keyFor(ip, name)})
-			}
+	for _, t := range added {
+		if !isNew[t.key] {
+			fresh = append(fresh, t)
 		}
 	}
 	firsts := make([]chan error, len(started))
@@ -269,6 +319,7 @@ func (a *Announcer) Close() error {
 	a.closed = true
 	ls := slices.Collect(maps.Values(a.listeners))
 	a.listeners = map[listenerKey]*listener{}
+	a.refs = map[listenerKey]int{}
 	a.owned = map[netip.Addr]map[string]bool{}
 	a.mu.Unlock()
 	a.cancel()

@@ -1,0 +1,249 @@
+// Package plan decides what a node's speaker does, from a typed snapshot of
+// the cluster: for every LoadBalancer address an L2Advertisement covers, the
+// node that answers ARP/NDP for it and on which interfaces. BGP routes per
+// peer and the dataplane's service map are the plan's next outputs; they
+// derive from the same per-address decision, so "which Services does this
+// node serve" is answered once.
+//
+// It is pure: no clients, no clocks, no sockets. The Planner is incremental
+// in the manner of kube-proxy's change tracker: a Service change re-decides
+// only the addresses that Service holds (and held), a World change (nodes,
+// liveness, configuration) re-decides every address. Both give the same
+// result as deciding everything from scratch, which the property tests check.
+//
+// Every speaker plans the whole cluster, not only its own addresses: the
+// owner of an address is the same on every speaker given the same inputs
+// (see package election), and Self only says which decisions are this node's.
+package plan
+
+import (
+	"iter"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/election"
+)
+
+// Service is what the planner reads of one LoadBalancer Service the speaker
+// handles (its type and class already checked).
+type Service struct {
+	Key types.NamespacedName
+	// IPs are the addresses in status.loadBalancer.ingress.
+	IPs    []netip.Addr
+	Labels map[string]string
+	// LocalTrafficPolicy: externalTrafficPolicy Local.
+	LocalTrafficPolicy bool
+	// ReadyNodes are the nodes running a ready endpoint, sorted.
+	ReadyNodes []string
+}
+
+// World is everything a decision reads besides the Services.
+type World struct {
+	Config *model.Config
+	// Nodes with SpeakerLive set from election.Live.
+	Nodes []election.Node
+}
+
+// L2 is the layer-2 decision for one address.
+type L2 struct {
+	// Owner answers for the address; "" when no node can (the Services are
+	// advertised, but no live node qualifies).
+	Owner string
+	// Interfaces of the owner to answer on, sorted.
+	Interfaces []string
+	// Services holding the address that an L2Advertisement covers, sorted.
+	Services []types.NamespacedName
+}
+
+// Planned reports whether the address is in the plan at all: some Service
+// holds it and an L2Advertisement covers it.
+func (d L2) Planned() bool { return len(d.Services) > 0 }
+
+func (d L2) equal(o L2) bool {
+	return d.Owner == o.Owner && slices.Equal(d.Interfaces, o.Interfaces) && slices.Equal(d.Services, o.Services)
+}
+
+// Change is one address whose decision changed in a Plan call. Old or New is
+// the zero L2 when the address was or is no longer planned.
+type Change struct {
+	IP       netip.Addr
+	Old, New L2
+}
+
+// Planner holds the last decisions and what they were made from.
+type Planner struct {
+	world    World
+	services map[types.NamespacedName]*Service
+	byIP     map[netip.Addr][]types.NamespacedName // sorted
+	l2       map[netip.Addr]L2
+	dirty    map[netip.Addr]bool
+	full     bool
+
+	// Caches, valid for one World.
+	ads      map[string]election.Advertisement // accepted L2Advertisements by name
+	prefixes []netip.Prefix                    // every distinct node subnet
+	classes  map[classKey]*class
+	// Rankings depend only on the address and the node names, so they
+	// survive liveness changes: rankNames is the name set they index into.
+	rankNames []string
+	rankings  map[netip.Addr][]uint16
+}
+
+// New returns a planner with an empty world: nothing is planned until
+// SetWorld gives it a configuration.
+func New() *Planner {
+	return &Planner{
+		services: map[types.NamespacedName]*Service{},
+		byIP:     map[netip.Addr][]types.NamespacedName{},
+		l2:       map[netip.Addr]L2{},
+		dirty:    map[netip.Addr]bool{},
+		rankings: map[netip.Addr][]uint16{},
+	}
+}
+
+// SetWorld replaces the world; the next Plan re-decides every address.
+func (p *Planner) SetWorld(w World) {
+	p.world = w
+	p.full = true
+	p.classes = map[classKey]*class{}
+	p.ads = map[string]election.Advertisement{}
+	p.prefixes = p.prefixes[:0]
+	if w.Config != nil {
+		for _, a := range w.Config.L2Advertisements {
+			ea := election.Advertisement{Name: a.Name, NodeSelectors: a.NodeSelectors}
+			if a.L2 != nil {
+				ea.Interfaces, ea.PreferredNodes = a.L2.Interfaces, a.L2.PreferredNodes
+			}
+			p.ads[a.Name] = ea
+		}
+	}
+	names := make([]string, 0, len(w.Nodes))
+	for _, n := range w.Nodes {
+		names = append(names, n.Name)
+		for pfx := range n.Interfaces {
+			if !slices.Contains(p.prefixes, pfx) {
+				p.prefixes = append(p.prefixes, pfx)
+			}
+		}
+	}
+	slices.SortFunc(p.prefixes, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if !slices.Equal(names, p.rankNames) {
+		p.rankNames = names
+		clear(p.rankings)
+	}
+}
+
+// SetService adds or replaces a Service; the next Plan re-decides the
+// addresses it holds and held.
+func (p *Planner) SetService(s *Service) {
+	old := p.services[s.Key]
+	if old != nil && old.equal(s) {
+		return
+	}
+	p.DeleteService(s.Key)
+	p.services[s.Key] = s
+	for _, ip := range s.IPs {
+		keys := p.byIP[ip]
+		i, found := slices.BinarySearchFunc(keys, s.Key, compareKeys)
+		if !found {
+			p.byIP[ip] = slices.Insert(keys, i, s.Key)
+		}
+		p.dirty[ip] = true
+	}
+}
+
+// DeleteService removes a Service; the next Plan re-decides its addresses.
+func (p *Planner) DeleteService(key types.NamespacedName) {
+	old := p.services[key]
+	if old == nil {
+		return
+	}
+	delete(p.services, key)
+	for _, ip := range old.IPs {
+		keys := p.byIP[ip]
+		if i, found := slices.BinarySearchFunc(keys, key, compareKeys); found {
+			keys = slices.Delete(keys, i, i+1)
+		}
+		if len(keys) == 0 {
+			delete(p.byIP, ip)
+			delete(p.rankings, ip)
+		} else {
+			p.byIP[ip] = keys
+		}
+		p.dirty[ip] = true
+	}
+}
+
+// Plan re-decides what changed since the last call and returns the addresses
+// whose decision changed, sorted.
+func (p *Planner) Plan() []Change {
+	ips := p.dirty
+	if p.full {
+		ips = make(map[netip.Addr]bool, len(p.byIP)+len(p.l2))
+		for ip := range p.byIP {
+			ips[ip] = true
+		}
+		for ip := range p.l2 {
+			ips[ip] = true
+		}
+	}
+	var changes []Change
+	for ip := range ips {
+		d := p.decide(ip)
+		old := p.l2[ip]
+		if d.equal(old) {
+			continue
+		}
+		if d.Planned() {
+			p.l2[ip] = d
+		} else {
+			delete(p.l2, ip)
+		}
+		changes = append(changes, Change{IP: ip, Old: old, New: d})
+	}
+	p.dirty = map[netip.Addr]bool{}
+	p.full = false
+	slices.SortFunc(changes, func(a, b Change) int { return a.IP.Compare(b.IP) })
+	return changes
+}
+
+// L2 is the current decision for ip (the zero L2 when it is not planned).
+func (p *Planner) L2(ip netip.Addr) L2 { return p.l2[ip] }
+
+// Addresses iterates over every planned address and its decision.
+func (p *Planner) Addresses() iter.Seq2[netip.Addr, L2] { return maps.All(p.l2) }
+
+// Service returns the Service as last set, or nil.
+func (p *Planner) Service(key types.NamespacedName) *Service { return p.services[key] }
+
+func compareKeys(a, b types.NamespacedName) int {
+	if a.Namespace != b.Namespace {
+		if a.Namespace < b.Namespace {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case a.Name < b.Name:
+		return -1
+	case a.Name > b.Name:
+		return 1
+	}
+	return 0
+}
+
+func (s *Service) equal(o *Service) bool {
+	return s.Key == o.Key && slices.Equal(s.IPs, o.IPs) && maps.Equal(s.Labels, o.Labels) &&
+		s.LocalTrafficPolicy == o.LocalTrafficPolicy && slices.Equal(s.ReadyNodes, o.ReadyNodes)
+}

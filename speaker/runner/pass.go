@@ -1,0 +1,315 @@
+package runner
+
+import (
+	"context"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/plan"
+	"github.com/heraldlb/herald/speaker/state"
+	"github.com/heraldlb/herald/speaker/status"
+)
+
+// pass applies one batch of changes: it refreshes what they touched, plans
+// and applies the plan's changes. livenessDue re-runs the partition rule
+// (gossip changed, a Lease expired or changed).
+func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) error {
+	start := time.Now()
+	full := ch.Full() || livenessDue
+	if full && !livenessDue {
+		// Node and configuration churn: at most one full re-plan per
+		// MinFullInterval; what arrives meanwhile joins this one.
+		if wait := r.opts.MinFullInterval - time.Since(r.lastFull); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			more := r.tracker.Take()
+			ch.Services = append(ch.Services, more.Services...)
+			ch.Nodes, ch.Leases, ch.Config = ch.Nodes || more.Nodes, ch.Leases || more.Leases, ch.Config || more.Config
+		}
+	}
+	if ch.Config {
+		in, err := model.Read(ctx, r.cache)
+		if err != nil {
+			return err
+		}
+		// Like the controller, keep a pool whose change is refused in force as
+		// last accepted, so its addresses stay announced.
+		if r.cfg != nil {
+			in.LastAccepted = r.cfg.Pools
+		}
+		r.cfg = model.Build(in)
+	}
+	if ch.Nodes {
+		nodes, err := r.tracker.Nodes(ctx)
+		if err != nil {
+			return err
+		}
+		r.nodes = nodes
+	}
+	wasAnnouncing := r.live.Announce
+	if full {
+		leases := r.tracker.Leases()
+		in := livenessInput{Self: r.opts.NodeName, Leases: leases, Now: time.Now(), Started: r.started}
+		if r.gossip != nil {
+			in.GossipHealthy, in.GossipAlive = r.gossip.Healthy(), r.gossip.Alive()
+		}
+		r.live = decideLiveness(in)
+		r.offerPeers(r.live.Peers)
+		if !r.live.Announce && len(r.owned) > 0 {
+			// Cut off from most peers, who will take this node's addresses
+			// over: stop answering now, before planning anything.
+			r.log.Info("this speaker sees a minority of its peers alive: announcing nothing until it rejoins", "live", r.live.Live)
+			r.withdrawAll()
+		}
+		w := plan.World{Config: r.cfg, Nodes: worldNodes(r.nodes, leases, r.live.Live)}
+		if w.Config != r.world.Config || !reflect.DeepEqual(w.Nodes, r.world.Nodes) {
+			r.world = w
+			r.planner.SetWorld(w)
+		}
+		r.lastFull = time.Now()
+	}
+	for _, k := range ch.Services {
+		s, err := r.tracker.Service(ctx, k)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			r.planner.DeleteService(k)
+		} else {
+			r.planner.SetService(s)
+		}
+	}
+	changes := r.planner.Plan()
+	r.apply(changes, full || wasAnnouncing != r.live.Announce)
+	scope := "partial"
+	if full {
+		scope = "full"
+	}
+	r.metrics.observe(scope, time.Since(start), len(r.owned))
+	return nil
+}
+
+// owns is what this node answers for an address under decision d: its
+// interfaces when it is the owner and may announce, else nil.
+func (r *Runner) owns(d plan.L2) []string {
+	if r.live.Announce && d.Owner == r.opts.NodeName {
+		return d.Interfaces
+	}
+	return nil
+}
+
+// apply brings the layer-2 output and the status queue in line with the plan.
+// Only the changed addresses are looked at, unless all must be (a full
+// re-plan, or this speaker started or stopped announcing).
+func (r *Runner) apply(changes []plan.Change, all bool) {
+	delta := map[netip.Addr][]string{}
+	consider := func(ip netip.Addr, d plan.L2) {
+		want := r.owns(d)
+		cur, had := r.owned[ip]
+		switch {
+		case want == nil && had:
+			delta[ip] = nil
+		case want != nil && (!had || !slices.Equal(cur, want)):
+			delta[ip] = want
+		}
+	}
+	if all {
+		for ip, d := range r.planner.Addresses() {
+			consider(ip, d)
+		}
+		for ip := range r.owned {
+			if !r.planner.L2(ip).Planned() {
+				delta[ip] = nil
+			}
+		}
+	} else {
+		for _, c := range changes {
+			consider(c.IP, c.New)
+		}
+	}
+
+	// Services whose Announcement may change: those of every address whose
+	// decision involves this node, or whose answering here changed.
+	touched := map[types.NamespacedName]bool{}
+	for _, c := range changes {
+		if c.Old.Owner == r.opts.NodeName || c.New.Owner == r.opts.NodeName {
+			for _, k := range c.Old.Services {
+				touched[k] = true
+			}
+			for _, k := range c.New.Services {
+				touched[k] = true
+			}
+		}
+	}
+	taken := map[netip.Addr]bool{}
+	for ip, ifs := range delta {
+		for _, k := range r.planner.L2(ip).Services {
+			touched[k] = true
+		}
+		if _, had := r.owned[ip]; ifs != nil && !had {
+			taken[ip] = true
+		}
+	}
+
+	if len(delta) > 0 {
+		if err := r.layer2.Update(delta); err != nil {
+			// The new set is in force; listeners that failed to open retry.
+			r.log.Error(err, "layer 2")
+		}
+		for ip, ifs := range delta {
+			if ifs == nil {
+				delete(r.owned, ip)
+			} else {
+				r.owned[ip] = ifs
+			}
+		}
+	}
+	for k := range touched {
+		r.report(k, taken)
+	}
+	r.reportUnannounced(changes)
+}
+
+// withdrawAll stops answering for every address at once.
+func (r *Runner) withdrawAll() {
+	delta := make(map[netip.Addr][]string, len(r.owned))
+	for ip := range r.owned {
+		delta[ip] = nil
+	}
+	if err := r.layer2.Update(delta); err != nil {
+		r.log.Error(err, "layer 2")
+	}
+	clear(r.owned)
+}
+
+// report hands the status queue what this node announces for one Service.
+func (r *Runner) report(k types.NamespacedName, taken map[netip.Addr]bool) {
+	svc := r.planner.Service(k)
+	if svc == nil {
+		r.status.Set(k, nil)
+		return
+	}
+	var a status.Announcement
+	for _, ip := range svc.IPs {
+		ifs, ok := r.owned[ip]
+		if !ok || !slices.Contains(r.planner.L2(ip).Services, k) {
+			continue
+		}
+		a.IPs = append(a.IPs, ip)
+		for _, i := range ifs {
+			if !slices.Contains(a.Interfaces, i) {
+				a.Interfaces = append(a.Interfaces, i)
+			}
+		}
+		if taken[ip] {
+			a.Taken = append(a.Taken, ip)
+		}
+	}
+	if len(a.IPs) == 0 {
+		r.status.Set(k, nil)
+		return
+	}
+	slices.SortFunc(a.IPs, netip.Addr.Compare)
+	slices.Sort(a.Interfaces)
+	a.Live = r.live.Live
+	r.status.Set(k, &a)
+}
+
+// reportUnannounced tells, on the Service, when an address has just lost its
+// last possible owner (or never had one), and why that usually is. Every
+// speaker plans the same; only the first live speaker by name reports.
+func (r *Runner) reportUnannounced(changes []plan.Change) {
+	if len(r.live.Live) == 0 || r.live.Live[0] != r.opts.NodeName {
+		return
+	}
+	for _, c := range changes {
+		if !c.New.Planned() || c.New.Owner != "" || (c.Old.Planned() && c.Old.Owner == "") {
+			continue
+		}
+		for _, k := range c.New.Services {
+			why := "no live speaker runs on a node that matches the L2Advertisement's nodeSelectors and has an interface in the address's subnet (or one of its interfaces)"
+			if svc := r.planner.Service(k); svc != nil && svc.LocalTrafficPolicy {
+				why += ", and externalTrafficPolicy Local needs such a node with a ready endpoint"
+			}
+			r.status.Warn(k, status.ReasonAnnounceFailed, "no node can announce %s: %s", c.IP, why)
+		}
+	}
+}
+
+// peerList hands the joiner the current gossip peers.
+type peerList struct {
+	mu    sync.Mutex
+	peers []string
+}
+
+func (r *Runner) offerPeers(peers []string) {
+	r.joinPeers.mu.Lock()
+	r.joinPeers.peers = peers
+	r.joinPeers.mu.Unlock()
+}
+
+// joiner asks the gossip to join the peers with a fresh Lease every second:
+// members already alive are skipped, and after a partition heals this is how
+// the two sides find each other again. Joining dials each peer (a dead one
+// until its Lease expires: a 1 s timeout), so it never runs inside a pass,
+// where it would delay every failover.
+func (r *Runner) joiner(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		r.joinPeers.mu.Lock()
+		peers := r.joinPeers.peers
+		r.joinPeers.mu.Unlock()
+		if len(peers) > 0 {
+			if n, err := r.gossip.Join(peers); err != nil && n == 0 {
+				r.log.V(1).Info("gossip join failed; will retry", "peers", peers, "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// handover runs once the runner's context has ended: see Run.
+func (r *Runner) handover(stopKeeper context.CancelFunc, keeperDone *sync.WaitGroup) error {
+	stopKeeper()
+	keeperDone.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.HandoverTimeout+2*time.Second)
+	defer cancel()
+	if err := r.keeper.Drop(ctx); err != nil {
+		r.log.Error(err, "withdrawing the speaker Lease")
+	}
+	if r.gossip != nil {
+		if err := r.gossip.Leave(500 * time.Millisecond); err != nil {
+			r.log.Error(err, "leaving the gossip")
+		}
+	}
+	wctx, wcancel := context.WithTimeout(ctx, r.opts.HandoverTimeout)
+	var wg sync.WaitGroup
+	for ip := range r.owned {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.layer2.WaitAnnouncedByOther(wctx, ip); err != nil {
+				r.log.Info("no new owner announced before the handover timeout", "ip", ip.String())
+			}
+		}()
+	}
+	wg.Wait()
+	wcancel()
+	err := r.layer2.Close()
+	r.status.DeleteAll(ctx)
+	return err
+}

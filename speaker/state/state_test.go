@@ -1,0 +1,211 @@
+package state
+
+import (
+	"context"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/heraldlb/herald/speaker/lease"
+	"github.com/heraldlb/herald/speaker/plan"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func lbService(name string, edit ...func(*corev1.Service)) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: "uid-" + types.UID(name), Labels: map[string]string{"app": name},
+			Annotations: map[string]string{"herald.dev/allow-shared-ip": "k", "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "203.0.113.5", Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Port: 80, NodePort: 30080}}},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "198.51.100.70", IPMode: ptr(corev1.LoadBalancerIPModeVIP)}}}},
+	}
+	for _, e := range edit {
+		e(s)
+	}
+	return s
+}
+
+func slice(name, svc string, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc, "endpointslice.kubernetes.io/managed-by": "x"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
+	}
+}
+
+func endpoint(node string, ready *bool) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{"198.51.100.130"}, NodeName: ptr(node), Conditions: discoveryv1.EndpointConditions{Ready: ready}}
+}
+
+func TestTransformServiceKeepsWhatThePlannerReads(t *testing.T) {
+	got, _ := TransformService(lbService("web", func(s *corev1.Service) {
+		s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	}))
+	s := got.(*corev1.Service)
+	if s.ManagedFields != nil || s.Spec.ClusterIP != "" || s.Spec.Ports != nil || s.Spec.Selector != nil {
+		t.Errorf("kept what the speaker never reads: %+v", s)
+	}
+	if !reflect.DeepEqual(s.Annotations, map[string]string{"herald.dev/allow-shared-ip": "k"}) {
+		t.Errorf("annotations %v, want Herald's only", s.Annotations)
+	}
+	want := PlanService(lbService("web"), nil, logr.Discard())
+	if p := PlanService(s, nil, logr.Discard()); !reflect.DeepEqual(p, want) {
+		t.Errorf("planning the slim Service gives %+v, the full one %+v", p, want)
+	}
+	other, _ := TransformService(lbService("web", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeClusterIP }))
+	if o := other.(*corev1.Service); o.Labels != nil || o.Status.LoadBalancer.Ingress != nil || o.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("a ClusterIP Service should be a stub: %+v", o)
+	}
+}
+
+func TestTransformEndpointSliceKeepsServiceNodeAndReadiness(t *testing.T) {
+	in := slice("web-1", "web", endpoint("a", ptr(true)), endpoint("b", ptr(false)))
+	got, _ := TransformEndpointSlice(in)
+	es := got.(*discoveryv1.EndpointSlice)
+	if len(es.Labels) != 1 || es.Endpoints[0].Addresses != nil {
+		t.Errorf("kept too much: %+v", es)
+	}
+	if a, b := readyNodes([]*discoveryv1.EndpointSlice{in}), readyNodes([]*discoveryv1.EndpointSlice{es}); !reflect.DeepEqual(a, b) || !reflect.DeepEqual(a, []string{"a"}) {
+		t.Errorf("ready nodes %v from the full slice, %v from the slim one; want [a]", a, b)
+	}
+}
+
+func TestTransformNodeDropsHeartbeats(t *testing.T) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", Labels: map[string]string{"zone": "x"}}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now()},
+		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, LastHeartbeatTime: metav1.Now()},
+	}}}
+	got, _ := TransformNode(n)
+	want := []corev1.NodeCondition{{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse}}
+	if c := got.(*corev1.Node).Status.Conditions; !reflect.DeepEqual(c, want) {
+		t.Errorf("conditions %v, want %v", c, want)
+	}
+}
+
+func TestPlanService(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		svc    *corev1.Service
+		slices []*discoveryv1.EndpointSlice
+		want   *plan.Service
+	}{
+		{"addresses, labels and policy", lbService("web", func(s *corev1.Service) {
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: "2001:db8:1::1:5"})
+		}), []*discoveryv1.EndpointSlice{slice("w1", "web", endpoint("b", nil), endpoint("a", ptr(true))), slice("w2", "web", endpoint("c", ptr(false)), endpoint("a", ptr(true)))},
+			&plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "web"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.70"), netip.MustParseAddr("2001:db8:1::1:5")},
+				Labels: map[string]string{"app": "web"}, LocalTrafficPolicy: true, ReadyNodes: []string{"a", "b"}}},
+		{"no address yet: nothing to plan", lbService("web", func(s *corev1.Service) { s.Status.LoadBalancer.Ingress = nil }), nil, nil},
+		{"a hostname ingress is skipped", lbService("web", func(s *corev1.Service) {
+			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{Hostname: "lb.example"}, {IP: "garbage"}, {IP: "198.51.100.71"}}
+		}), nil, &plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "web"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.71")}, Labels: map[string]string{"app": "web"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PlanService(tc.svc, tc.slices, logr.Discard()); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("PlanService = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHandlesOnlyItsClass(t *testing.T) {
+	other := lbService("x", func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr("other.example/lb") })
+	if !Handles(lbService("x"), "") || Handles(other, "") || !Handles(other, "other.example/lb") || Handles(lbService("x"), "other.example/lb") {
+		t.Error("a speaker handles Services without a class by default, or exactly its class")
+	}
+	if Handles(lbService("x", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort }), "") {
+		t.Error("a NodePort Service is not a speaker's")
+	}
+}
+
+func TestTrackerReadsServicesWithTheirSlicesByIndex(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).
+		WithObjects(lbService("web", func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }),
+			slice("web-1", "web", endpoint("b", nil)), slice("db-1", "db", endpoint("c", nil))).
+		WithIndex(&discoveryv1.EndpointSlice{}, indexService, func(o client.Object) []string { return []string{o.GetLabels()[discoveryv1.LabelServiceName]} }).
+		Build()
+	tr := NewTracker(c, "herald-system", "", logr.Discard(), nil)
+	got, err := tr.Service(context.Background(), types.NamespacedName{Namespace: "ns", Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || !reflect.DeepEqual(got.ReadyNodes, []string{"b"}) {
+		t.Errorf("web = %+v; want ready nodes [b] from its own slice only", got)
+	}
+	if got, err := tr.Service(context.Background(), types.NamespacedName{Namespace: "ns", Name: "gone"}); got != nil || err != nil {
+		t.Errorf("a missing Service: %v, %v; want nil, nil", got, err)
+	}
+}
+
+func speakerLease(node string, renew time.Time, subnets string) *coordinationv1.Lease {
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: lease.Name(node), Annotations: map[string]string{lease.AnnotationSubnets: subnets}},
+		Spec:       coordinationv1.LeaseSpec{RenewTime: ptr(metav1.NewMicroTime(renew)), LeaseDurationSeconds: ptr(int32(15))},
+	}
+}
+
+// A Lease renewal that says nothing new wakes nothing; one that says
+// something new, revives an expired Lease, or is refused, does. Other
+// components' Leases are ignored.
+func TestLeaseEventsWakeOnlyOnNews(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	errs := 0
+	tr := NewTracker(nil, "herald-system", "", logr.Discard(), func() { errs++ })
+	tr.now = func() time.Time { return now }
+	woke := func() bool {
+		select {
+		case <-tr.Wake():
+			return tr.Take().Leases
+		default:
+			return false
+		}
+	}
+	tr.leaseChanged(speakerLease("a", now, "eth0=198.51.100.0/25"), false)
+	if !woke() {
+		t.Fatal("a new speaker Lease must wake the runner")
+	}
+	tr.leaseChanged(speakerLease("a", now.Add(5*time.Second), "eth0=198.51.100.0/25"), false)
+	if woke() {
+		t.Error("a plain renewal woke the runner")
+	}
+	tr.leaseChanged(speakerLease("a", now.Add(6*time.Second), "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
+	if !woke() {
+		t.Error("a new subnet must wake the runner")
+	}
+	now = now.Add(time.Minute) // the Lease expired meanwhile
+	tr.leaseChanged(speakerLease("a", now, "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
+	if !woke() {
+		t.Error("reviving an expired Lease must wake the runner")
+	}
+	controller := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "herald-controller"}}
+	tr.leaseChanged(controller, false)
+	if woke() {
+		t.Error("the controller's leader Lease woke the speaker")
+	}
+	tr.leaseChanged(speakerLease("a", now, "eth0"), false)
+	if !woke() || errs != 1 {
+		t.Errorf("a garbage Lease must wake the runner and count as refused (refused %d)", errs)
+	}
+	if info := tr.Leases()["a"]; !info.Fresh(now) || len(info.Subnets) != 0 {
+		t.Errorf("a refused Lease still keeps its speaker alive, without subnets: %+v", info)
+	}
+	tr.leaseChanged(speakerLease("a", now, ""), true)
+	if _, ok := tr.Leases()["a"]; ok || !woke() {
+		t.Error("a deleted Lease is forgotten, and wakes the runner")
+	}
+}

@@ -1,0 +1,106 @@
+package state
+
+import (
+	"strings"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The transforms below run before an object enters the speaker's cache and
+// keep only what the speaker reads, so a cluster of 10,000 Services costs
+// little memory on every node. Each returns a new object; the informer's own
+// copy is dropped.
+
+// heraldAnnotations keeps the herald.dev/ annotations only.
+func heraldAnnotations(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "herald.dev/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func slimMeta(m *metav1.ObjectMeta, withLabels bool) metav1.ObjectMeta {
+	out := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion}
+	if withLabels {
+		out.Labels = m.Labels
+	}
+	return out
+}
+
+// TransformService keeps a LoadBalancer Service's name, labels, Herald's
+// annotations, type, class, traffic policy and ingress addresses. Other
+// Services become stubs: the speaker needs to see a type change, nothing else.
+func TransformService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Service{ObjectMeta: slimMeta(&s.ObjectMeta, false)}
+	out.Spec.Type = s.Spec.Type
+	if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return out, nil
+	}
+	out.Labels = s.Labels
+	out.Annotations = heraldAnnotations(s.Annotations)
+	out.Spec.LoadBalancerClass = s.Spec.LoadBalancerClass
+	out.Spec.ExternalTrafficPolicy = s.Spec.ExternalTrafficPolicy
+	for _, ing := range s.Status.LoadBalancer.Ingress {
+		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ing.IP})
+	}
+	return out, nil
+}
+
+// TransformEndpointSlice keeps the Service an EndpointSlice belongs to and,
+// per endpoint, its node and readiness.
+func TransformEndpointSlice(obj any) (any, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	out := &discoveryv1.EndpointSlice{ObjectMeta: slimMeta(&es.ObjectMeta, false), AddressType: es.AddressType}
+	if svc := es.Labels[discoveryv1.LabelServiceName]; svc != "" {
+		out.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
+	}
+	out.Endpoints = make([]discoveryv1.Endpoint, 0, len(es.Endpoints))
+	for _, e := range es.Endpoints {
+		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}})
+	}
+	return out, nil
+}
+
+// TransformNode keeps a Node's labels and its NetworkUnavailable condition
+// (type and status only: its heartbeat times would wake the speaker for
+// nothing).
+func TransformNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Node{ObjectMeta: slimMeta(&n.ObjectMeta, true)}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			out.Status.Conditions = append(out.Status.Conditions, corev1.NodeCondition{Type: c.Type, Status: c.Status})
+		}
+	}
+	return out, nil
+}
+
+// TransformLease keeps a Lease's annotations and spec.
+func TransformLease(obj any) (any, error) {
+	l, ok := obj.(*coordinationv1.Lease)
+	if !ok {
+		return obj, nil
+	}
+	out := &coordinationv1.Lease{ObjectMeta: slimMeta(&l.ObjectMeta, false), Spec: l.Spec}
+	out.Annotations = heraldAnnotations(l.Annotations)
+	return out, nil
+}

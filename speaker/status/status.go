@@ -1,0 +1,300 @@
+// Package status writes what a speaker reports to people: one Announcement
+// object per Service it announces (kubectl get announcements -A), and events
+// on the Service. It runs off the deciding path: the speaker hands it the
+// desired state per Service and moves on; a queue keyed by Service coalesces
+// repeated changes to one write of the latest state, with its own client and
+// so its own rate budget, and a failed write is retried with backoff.
+package status
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/speaker/state"
+)
+
+// Event reasons of the speaker.
+const (
+	ReasonAnnouncing     = "Announcing"
+	ReasonAnnounceFailed = "AnnounceFailed"
+)
+
+// ModeLayer2 is the mode of a layer-2 Announcement.
+const ModeLayer2 = "layer2"
+
+// Announcement is what this node announces for one Service.
+type Announcement struct {
+	IPs        []netip.Addr // sorted
+	Interfaces []string     // sorted
+	// Taken are the IPs this node took over in this change: they get an
+	// Announcing event, and the Announcements that speakers no longer in
+	// Live wrote for the Service are removed (a dead node cannot).
+	Taken []netip.Addr
+	Live  []string
+}
+
+// Reporter is the status queue of one speaker.
+type Reporter struct {
+	client   client.Client // writes, with the reporter's own rate limiter
+	cache    client.Reader // Services, and this node's Announcements
+	recorder events.EventRecorder
+	node     string
+	log      logr.Logger
+
+	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	mu    sync.Mutex
+	want  map[types.NamespacedName]*Announcement // nil: announce nothing for it
+	taken map[types.NamespacedName]takeover      // not yet reported
+}
+
+type takeover struct {
+	ips  []netip.Addr
+	live []string
+}
+
+// NewReporter returns a reporter for node; c should have a rate limiter of
+// its own, cache is the speaker's cache.
+func NewReporter(c client.Client, cache client.Reader, rec events.EventRecorder, node string, log logr.Logger) *Reporter {
+	return &Reporter{
+		client: c, cache: cache, recorder: rec, node: node, log: log,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "speaker-status"}),
+		want:  map[types.NamespacedName]*Announcement{},
+		taken: map[types.NamespacedName]takeover{},
+	}
+}
+
+// Set records what this node announces for svc (nil: nothing) and queues the
+// write. It never blocks on the API. Setting nothing for a Service that had
+// nothing set costs nothing.
+func (r *Reporter) Set(svc types.NamespacedName, a *Announcement) {
+	r.mu.Lock()
+	if a == nil {
+		if prev, ok := r.want[svc]; !ok || prev == nil {
+			r.mu.Unlock()
+			return
+		}
+		r.want[svc] = nil
+	} else {
+		r.want[svc] = a
+		if len(a.Taken) > 0 {
+			t := r.taken[svc]
+			t.ips = append(t.ips, a.Taken...)
+			t.live = a.Live
+			r.taken[svc] = t
+		}
+	}
+	r.mu.Unlock()
+	r.queue.Add(svc)
+}
+
+// Prune queues the removal of this node's Announcements for Services that
+// Set never named: left over from before a restart.
+func (r *Reporter) Prune(ctx context.Context) error {
+	var list v1alpha1.AnnouncementList
+	if err := r.cache.List(ctx, &list, client.MatchingLabels{state.LabelNode: r.node}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		a := &list.Items[i]
+		svc := types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.Service}
+		r.mu.Lock()
+		_, known := r.want[svc]
+		if !known {
+			r.want[svc] = nil
+		}
+		r.mu.Unlock()
+		if !known {
+			r.queue.Add(svc)
+		}
+	}
+	return nil
+}
+
+// Warn records a warning event on a Service, off the deciding path.
+func (r *Reporter) Warn(svc types.NamespacedName, reason, format string, args ...any) {
+	var s corev1.Service
+	if err := r.cache.Get(context.Background(), svc, &s); err != nil {
+		return
+	}
+	r.recorder.Eventf(&s, nil, corev1.EventTypeWarning, reason, "Announce", format, args...)
+}
+
+// Run writes until ctx ends.
+func (r *Reporter) Run(ctx context.Context, workers int) {
+	go func() {
+		<-ctx.Done()
+		r.queue.ShutDown()
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r.next(ctx) {
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (r *Reporter) next(ctx context.Context) bool {
+	svc, shutdown := r.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer r.queue.Done(svc)
+	if err := r.sync(ctx, svc); err != nil {
+		if ctx.Err() == nil {
+			r.log.Error(err, "writing Announcement", "service", svc.String())
+		}
+		r.queue.AddRateLimited(svc)
+		return true
+	}
+	r.queue.Forget(svc)
+	return true
+}
+
+// sync writes the Announcement of svc as last Set.
+func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
+	r.mu.Lock()
+	want := r.want[svc]
+	taken := r.taken[svc]
+	r.mu.Unlock()
+	name := AnnouncementName(svc.Name, r.node)
+	var cur v1alpha1.Announcement
+	err := r.cache.Get(ctx, types.NamespacedName{Namespace: svc.Namespace, Name: name}, &cur)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	exists := err == nil
+	if want == nil {
+		r.mu.Lock()
+		if r.want[svc] == nil {
+			delete(r.want, svc)
+		}
+		r.mu.Unlock()
+		if !exists {
+			return nil
+		}
+		return client.IgnoreNotFound(r.client.Delete(ctx, &cur))
+	}
+	var s corev1.Service
+	if err := r.cache.Get(ctx, svc, &s); err != nil {
+		// Gone: the garbage collector removes its Announcements.
+		return client.IgnoreNotFound(err)
+	}
+	spec := v1alpha1.AnnouncementSpec{Service: svc.Name, Mode: ModeLayer2, Node: r.node, Interfaces: want.Interfaces}
+	for _, ip := range want.IPs {
+		spec.IPs = append(spec.IPs, ip.String())
+	}
+	switch {
+	case !exists:
+		yes := true
+		a := &v1alpha1.Announcement{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: svc.Namespace, Name: name,
+				Labels: map[string]string{state.LabelNode: r.node, state.LabelService: svc.Name},
+				// Deleted with its Service by the garbage collector.
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: s.UID, BlockOwnerDeletion: &yes}},
+			},
+			Spec: spec,
+		}
+		if err := r.client.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	case !apiequality.Semantic.DeepEqual(cur.Spec, spec):
+		upd := cur.DeepCopy()
+		upd.Spec = spec
+		if err := r.client.Update(ctx, upd); err != nil {
+			return err
+		}
+	}
+	if len(taken.ips) == 0 {
+		return nil
+	}
+	if err := r.removeDeadNodesAnnouncements(ctx, svc, taken.live); err != nil {
+		return err
+	}
+	ips := slices.Clone(taken.ips)
+	slices.SortFunc(ips, netip.Addr.Compare)
+	ips = slices.Compact(ips)
+	r.recorder.Eventf(&s, nil, corev1.EventTypeNormal, ReasonAnnouncing, "Announce",
+		"%s announces %s on %s (layer2)", r.node, joinIPs(ips), strings.Join(want.Interfaces, ", "))
+	r.mu.Lock()
+	delete(r.taken, svc)
+	r.mu.Unlock()
+	return nil
+}
+
+// removeDeadNodesAnnouncements deletes the layer-2 Announcements of svc that
+// speakers no longer live wrote: in layer 2 an address has one owner, now
+// this node, and a dead node cannot remove its own. A read from the API, not
+// the cache, which holds only this node's; it happens on takeovers only.
+func (r *Reporter) removeDeadNodesAnnouncements(ctx context.Context, svc types.NamespacedName, live []string) error {
+	var list v1alpha1.AnnouncementList
+	if err := r.client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels{state.LabelService: svc.Name}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		a := &list.Items[i]
+		if a.Spec.Mode != ModeLayer2 || a.Spec.Node == r.node || slices.Contains(live, a.Spec.Node) {
+			continue
+		}
+		if err := client.IgnoreNotFound(r.client.Delete(ctx, a)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteAll removes every Announcement this node wrote: on shutdown, after
+// the hand-over. It bypasses the queue.
+func (r *Reporter) DeleteAll(ctx context.Context) {
+	var list v1alpha1.AnnouncementList
+	if err := r.cache.List(ctx, &list, client.MatchingLabels{state.LabelNode: r.node}); err != nil {
+		r.log.Error(err, "listing this node's Announcements")
+		return
+	}
+	for i := range list.Items {
+		if err := client.IgnoreNotFound(r.client.Delete(ctx, &list.Items[i])); err != nil {
+			r.log.Error(err, "deleting Announcement", "announcement", list.Items[i].Namespace+"/"+list.Items[i].Name)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
+}
+
+// AnnouncementName is <service>.<node>: unambiguous, because a Service name
+// (a DNS label) has no dot. A node name is at most 253 characters, so a long
+// one is cut to fit an object name.
+func AnnouncementName(svc, node string) string {
+	n := svc + "." + node
+	if len(n) > 253 {
+		n = n[:253]
+	}
+	return strings.TrimRight(n, "-.")
+}
+
+func joinIPs(ips []netip.Addr) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, ", ")
+}
