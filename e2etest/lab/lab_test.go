@@ -292,7 +292,7 @@ func TestSpeakerOnlyNodesJoinTheLANWithoutPods(t *testing.T) {
 		}
 	}
 	for _, n := range []Node{l.Nodes[1], l.Nodes[len(l.Nodes)-1]} {
-		if out, err := exec.Command("ip", "netns", "exec", n.Netns, "ping", "-c1", "-W2", ClientIPv4).CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", "netns", "exec", n.Netns, "arping", "-c1", "-w2", "-I", "eth0", ClientIPv4).CombinedOutput(); err != nil {
 			t.Errorf("%s cannot reach the client: %v %s", n.Name, err, out)
 		}
 		if out, _ := exec.Command("ip", "-n", n.Netns, "-o", "link", "show", "cbr0").CombinedOutput(); !strings.Contains(string(out), "does not exist") {
@@ -366,7 +366,7 @@ func TestSpeakerOnlyNodesJoinTheLANWithoutPods(t *testing.T) {
 	if l.nodeReachesAPI(dead) {
 		t.Errorf("dead %s still reaches the API server", dead.Name)
 	}
-	if err := exec.Command("ip", "netns", "exec", dead.Netns, "ping", "-c1", "-W1", ClientIPv4).Run(); err == nil {
+	if err := exec.Command("ip", "netns", "exec", dead.Netns, "arping", "-c1", "-w1", "-I", "eth0", ClientIPv4).Run(); err == nil {
 		t.Errorf("dead %s still reaches the client", dead.Name)
 	}
 	if err := l.SetNodeDead(dead.Name, false); err != nil {
@@ -375,7 +375,7 @@ func TestSpeakerOnlyNodesJoinTheLANWithoutPods(t *testing.T) {
 	if !l.nodeReachesAPI(dead) {
 		t.Errorf("%s does not reach the API server after coming back", dead.Name)
 	}
-	if out, err := exec.Command("ip", "netns", "exec", dead.Netns, "ping", "-c1", "-W2", ClientIPv4).CombinedOutput(); err != nil {
+	if out, err := exec.Command("ip", "netns", "exec", dead.Netns, "arping", "-c1", "-w2", "-I", "eth0", ClientIPv4).CombinedOutput(); err != nil {
 		t.Errorf("%s cannot reach the client after coming back: %v %s", dead.Name, err, out)
 	}
 }
