@@ -54,7 +54,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.only, "only", "", "services or nodes (default: both, each in its own lab)")
 	flag.IntVar(&o.services, "services", 10000, "LoadBalancer Services (each with an EndpointSlice) in the services part")
-	flag.IntVar(&o.changes, "changes", 200, "Service changes timed")
+	flag.IntVar(&o.changes, "changes", 1000, "Service changes timed")
 	flag.IntVar(&o.replans, "replans", 10, "full re-plans timed (pool edits)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "window for figures at rest")
 	flag.IntVar(&o.nodes, "nodes", lab.MaxNodes, "speaker-only nodes in the nodes part")
