@@ -76,7 +76,7 @@ func nodesPart(ctx context.Context, o options, r *report) error {
 		per = append(per, float64(counts[n.Name]))
 	}
 	meanPer := float64(o.spreadIPs) / float64(len(l.Nodes))
-	r.add("ownership_spread_50", slices.Max(per)/meanPer, "max/mean", fmt.Sprintf("%d IPv6 addresses over %d nodes (Announcements): max %.0f, min %.0f, mean %.1f per node", o.spreadIPs, len(l.Nodes), slices.Max(per), slices.Min(per), meanPer))
+	r.add(fmt.Sprintf("ownership_spread_%d", len(l.Nodes)), slices.Max(per)/meanPer, "max/mean", fmt.Sprintf("%d IPv6 addresses over %d nodes (Announcements): max %.0f, min %.0f, mean %.1f per node", o.spreadIPs, len(l.Nodes), slices.Max(per), slices.Min(per), meanPer))
 
 	// Gossip and CPU at rest.
 	cpu0 := cpuAll(e.h, l.Nodes)
@@ -103,7 +103,7 @@ func nodesPart(ctx context.Context, o options, r *report) error {
 		cpu = append(cpu, 100*(cpu1[n.Name]-cpu0[n.Name])/el)
 	}
 	r.add("gossip_bytes_per_node", mean(sent), "B/s", fmt.Sprintf("gossip (TCP+UDP port 7947) sent per node, mean over %d nodes at rest over %.0fs, nft counters; max sent %.0f, mean received %.0f B/s", len(l.Nodes), el, slices.Max(sent), mean(recv)))
-	r.add("speaker_idle_cpu_50", mean(cpu), "%", fmt.Sprintf("mean CPU %% of a core per speaker at rest, %d nodes, %d addresses; max %.2f", len(l.Nodes), total, slices.Max(cpu)))
+	r.add(fmt.Sprintf("speaker_idle_cpu_%dnodes", len(l.Nodes)), mean(cpu), "%", fmt.Sprintf("mean CPU %% of a core per speaker at rest, %d nodes, %d addresses; max %.2f", len(l.Nodes), total, slices.Max(cpu)))
 
 	w, err := newWire()
 	if err != nil {
@@ -264,14 +264,15 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 	}
 	slices.Sort(fo)
 	how := fmt.Sprintf("%d runs at %d nodes: LAN cut of the node answering an IPv4 address -> first ARP reply from another node, client probing every 10 ms", len(fo), len(e.lab.Nodes))
-	r.add("failover_50_median", fo[len(fo)/2], "ms", how)
-	r.add("failover_50_max", fo[len(fo)-1], "ms", how)
+	nn := len(e.lab.Nodes)
+	r.add(fmt.Sprintf("failover_%d_median", nn), fo[len(fo)/2], "ms", how)
+	r.add(fmt.Sprintf("failover_%d_max", nn), fo[len(fo)-1], "ms", how)
 	if len(fb) > 0 {
 		slices.Sort(fb)
-		r.add("failback_50_median", fb[len(fb)/2], "ms", fmt.Sprintf("%d runs: the cut node back on the LAN -> its first ARP reply for the address again", len(fb)))
-		r.add("failback_50_max", fb[len(fb)-1], "ms", "as failback_50_median")
+		r.add(fmt.Sprintf("failback_%d_median", nn), fb[len(fb)/2], "ms", fmt.Sprintf("%d runs: the cut node back on the LAN -> its first ARP reply for the address again", len(fb)))
+		r.add(fmt.Sprintf("failback_%d_max", nn), fb[len(fb)-1], "ms", "as failback_median")
 	}
-	r.add("failover_50_double_answers", float64(doubles), "probes", "probes answered by two nodes during the failover runs (cut and failback)")
+	r.add(fmt.Sprintf("failover_%d_double_answers", nn), float64(doubles), "probes", "probes answered by two nodes during the failover runs (cut and failback)")
 	return nil
 }
 
@@ -324,7 +325,10 @@ func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]s
 	go sweep(2*time.Second, func() []netip.Addr { return v6 })
 	go sweep(20*time.Millisecond, func() []netip.Addr { focus.Lock(); defer focus.Unlock(); return focus.ips })
 	start := time.Now()
-	restartAt := map[string]time.Time{}
+	// When each node's speaker was told to stop, had exited, and was ready
+	// again: a double owner is charged to the phase it falls in.
+	type phases struct{ stop, exited, ready time.Time }
+	at := map[string]phases{}
 	var restartErr error
 	for _, n := range e.lab.Nodes {
 		if ctx.Err() != nil {
@@ -334,9 +338,13 @@ func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]s
 		focus.Lock()
 		focus.ips = mine[n.Name]
 		focus.Unlock()
-		restartAt[n.Name] = time.Now()
+		ph := phases{stop: time.Now()}
 		e.h.Speaker(n.Name).Stop()
-		if err := e.h.StartSpeaker(n); err != nil {
+		ph.exited = time.Now()
+		err := e.h.StartSpeaker(n)
+		ph.ready = time.Now()
+		at[n.Name] = ph
+		if err != nil {
 			restartErr = err
 			break
 		}
@@ -350,18 +358,44 @@ func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]s
 	wg.Wait()
 	probes, ds := w.doubles()
 	byMAC := macNode(e.lab.Nodes)
+	// Which restart a double falls in: the handover (stop sent, old process
+	// still running), the return (new process started, up to 2 s after
+	// ready), or neither.
+	phase := func(d double) (string, string) {
+		for _, n := range e.lab.Nodes {
+			ph, ok := at[n.Name]
+			if !ok {
+				continue
+			}
+			switch {
+			case !d.at.Before(ph.stop) && d.at.Before(ph.exited):
+				return "handover", n.Name
+			case !d.at.Before(ph.exited) && d.at.Before(ph.ready.Add(2*time.Second)):
+				return "return", n.Name
+			}
+		}
+		return "other", ""
+	}
+	byPhase := map[string]int{}
 	for i, d := range ds {
-		if i == 10 {
-			fmt.Fprintf(os.Stderr, "scalebench: ... %d more\n", len(ds)-10)
-			break
+		p, node := phase(d)
+		byPhase[p]++
+		if i >= 10 {
+			continue
 		}
 		var names []string
 		for _, m := range d.macs {
 			names = append(names, byMAC[m])
 		}
-		fmt.Fprintf(os.Stderr, "scalebench: double owner: %s answered by %v at +%.3fs (owner %s restarted at +%.3fs)\n",
-			d.ip, names, d.at.Sub(start).Seconds(), owner[d.ip], restartAt[owner[d.ip]].Sub(start).Seconds())
+		fmt.Fprintf(os.Stderr, "scalebench: double owner: %s (owner %s) answered by %v at +%.3fs, during the %s of %s (stop at +%.3fs)\n",
+			d.ip, owner[d.ip], names, d.at.Sub(start).Seconds(), p, node, at[node].stop.Sub(start).Seconds())
 	}
-	r.add("double_owners", float64(len(ds)), "count", fmt.Sprintf("probes answered by more than one MAC through a rolling restart of all %d speakers (%.0fs, %d probes: every IPv4 address every 50 ms, IPv6 every 2 s, the restarting node's addresses every 20 ms)", len(e.lab.Nodes), time.Since(start).Seconds(), probes))
+	if len(ds) > 10 {
+		fmt.Fprintf(os.Stderr, "scalebench: ... %d more double owners\n", len(ds)-10)
+	}
+	r.add("double_owners", float64(len(ds)), "count", fmt.Sprintf("probes answered by more than one MAC through a rolling restart of all %d speakers (%.0fs, %d probes: every IPv4 address every 50 ms, IPv6 every 2 s, the restarting node's addresses every 20 ms): %d while a stopping speaker hands over (SIGTERM to exit), %d while a restarted one takes its addresses back (start to 2 s after ready), %d otherwise",
+		len(e.lab.Nodes), time.Since(start).Seconds(), probes, byPhase["handover"], byPhase["return"], byPhase["other"]))
+	r.add("double_owners_handover", float64(byPhase["handover"]), "count", "double_owners while a stopping speaker hands over")
+	r.add("double_owners_return", float64(byPhase["return"]), "count", "double_owners while a restarted speaker takes its addresses back")
 	return restartErr
 }
