@@ -89,11 +89,11 @@ func run(ctx context.Context, only string, runs int, labWait time.Duration) erro
 		if !errors.Is(err, lab.ErrBusy) || time.Now().After(deadline) {
 			break
 		}
-		fmt.Fprintf(os.Stderr, "l2bench: %v; retrying in 30s\n", err)
+		fmt.Fprintf(os.Stderr, "l2bench: %v; retrying in 3s\n", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(30 * time.Second):
+		case <-time.After(3 * time.Second):
 		}
 	}
 	if err != nil {

@@ -153,11 +153,11 @@ func up(ctx context.Context, o options, cfg lab.Config) (*env, error) {
 		if !errors.Is(err, lab.ErrBusy) || time.Now().After(deadline) {
 			break
 		}
-		fmt.Fprintf(os.Stderr, "scalebench: %v; retrying in 30s\n", err)
+		fmt.Fprintf(os.Stderr, "scalebench: %v; retrying in 3s\n", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(30 * time.Second):
+		case <-time.After(3 * time.Second):
 		}
 	}
 	if err != nil {
