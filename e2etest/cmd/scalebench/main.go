@@ -28,9 +28,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
@@ -67,6 +69,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "scalebench: -only %q: want services or nodes\n", o.only)
 		os.Exit(2)
 	}
+	ctrllog.SetLogger(logr.Discard()) // the client's own logs are not figures
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	r := &report{}
