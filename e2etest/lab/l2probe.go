@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -42,7 +43,26 @@ type L2Prober struct {
 	wg       sync.WaitGroup
 }
 
-const ethIPv6 = 0x86dd
+const (
+	ethIPv6 = 0x86dd
+	ethARP  = 0x0806
+)
+
+// bigReadBuffer gives a packet socket a 16 MiB receive buffer (root may
+// exceed rmem_max).
+func bigReadBuffer(c *packet.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 16<<20)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
 
 // NewL2Prober opens the probe's sockets on eth0 of namespace ns (the client,
 // usually: ClientNetns). onAnswer is called from the prober's goroutines for
@@ -70,12 +90,25 @@ func NewL2Prober(ns string, onAnswer func(L2Answer)) (*L2Prober, error) {
 				}
 			}
 		}
-		if p.arp, err = arp.Dial(ifi); err != nil {
-			return fmt.Errorf("ARP socket: %w", err)
+		ac, err := packet.Listen(ifi, packet.Raw, ethARP, nil)
+		if err != nil {
+			return fmt.Errorf("ARP packet socket: %w", err)
+		}
+		if p.arp, err = arp.New(ifi, ac); err != nil {
+			ac.Close()
+			return fmt.Errorf("ARP client: %w", err)
 		}
 		if p.nd, err = packet.Listen(ifi, packet.Raw, ethIPv6, nil); err != nil {
 			p.arp.Close()
 			return fmt.Errorf("IPv6 packet socket: %w", err)
+		}
+		// A takeover of thousands of addresses is a burst of thousands of
+		// announcements: room for them, or the count comes up short.
+		for _, c := range []*packet.Conn{ac, p.nd} {
+			if err := bigReadBuffer(c); err != nil {
+				p.Close()
+				return err
+			}
 		}
 		return nil
 	})
