@@ -243,13 +243,35 @@ func TestLayer2UnknownInterfaceLeavesTheAddressUnannouncedWithAReason(t *testing
 	}
 }
 
-func TestLayer2SharingServicesAnswerFromOneNode(t *testing.T) {
+// Two Services share an address but are selected by different
+// L2Advertisements that prefer different nodes. Every speaker must decide
+// the same owner, whatever order its cache lists the Services in: by the
+// merge rule (speaker/plan), the preferred nodes of the advertisements in
+// the order of their names, so the one named "a-..." wins.
+func TestLayer2SharingServicesUnderDifferentAdvertisementsAnswerFromOneNode(t *testing.T) {
 	ns := newNamespace(t)
-	l2Setup(t, ns, []string{"198.51.100.76/30"})
-	for i, port := range []int32{80, 8080} {
+	pool := newPool(t, ns+"-lan", ns, []string{"198.51.100.76/30"})
+	for _, a := range []struct{ name, team, prefer string }{{ns + "-a-first", "a", "node-2"}, {ns + "-b-second", "b", "node-3"}} {
+		adv := &v1alpha1.L2Advertisement{
+			ObjectMeta: metav1.ObjectMeta{Name: a.name},
+			Spec: v1alpha1.L2AdvertisementSpec{
+				IPAddressPools:   []string{pool.Name},
+				ServiceSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"team": a.team}}},
+				PreferredNodes:   []string{a.prefer},
+			},
+		}
+		if err := crClient.Create(context.Background(), adv); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = crClient.Delete(context.Background(), adv) })
+	}
+	// s0 (team b, preferring node-3) first, so a speaker that took the
+	// preferences of the first Service it saw would often pick node-3.
+	for i, team := range []string{"b", "a"} {
 		lbService(t, ns, fmt.Sprintf("s%d", i), func(s *corev1.Service) {
+			s.Labels = map[string]string{"team": team}
 			s.Annotations = map[string]string{v1alpha1.AnnotationAllowSharedIP: "k"}
-			s.Spec.Ports[0].Port = port
+			s.Spec.Ports[0].Port = int32(80 + i)
 		})
 	}
 	a, b := externalIPs(t, ns, "s0", 1)[0], externalIPs(t, ns, "s1", 1)[0]
@@ -258,11 +280,13 @@ func TestLayer2SharingServicesAnswerFromOneNode(t *testing.T) {
 	}
 	n0, _ := announcer(t, ns, "s0")
 	n1, _ := announcer(t, ns, "s1")
-	if n0 != n1 {
-		t.Errorf("one shared address announced by %s for s0 and %s for s1", n0, n1)
+	if n0 != "node-2" || n1 != "node-2" {
+		t.Errorf("shared address announced by %s for s0 and %s for s1; want node-2 (preferred by the advertisement first by name)", n0, n1)
 	}
-	if got := arpingNodes(a); !slices.Equal(got, []string{n0}) {
-		t.Errorf("arping %s answered by %v, want [%s]", a, got, n0)
+	for range 3 {
+		if got := arpingNodes(a); !slices.Equal(got, []string{"node-2"}) {
+			t.Errorf("arping %s answered by %v, want [node-2]", a, got)
+		}
 	}
 }
 

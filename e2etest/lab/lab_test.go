@@ -443,6 +443,7 @@ func TestKubeProxyNftablesModeForwardsNodePorts(t *testing.T) {
 
 func TestASecondLabOnTheMachineIsRefused(t *testing.T) {
 	cfg := needRoot(t)
+	t.Setenv("HERALD_LAB_WAIT", "") // refused, not queued
 	first, err := lockMachine("/first")
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,12 @@ func lockMachine(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	how := syscall.LOCK_EX | syscall.LOCK_NB
+	if os.Getenv("HERALD_LAB_WAIT") != "" {
+		// Queue behind the lab that holds the machine instead of failing.
+		how = syscall.LOCK_EX
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		holder, _ := os.ReadFile(lockPath)
 		f.Close()
 		return nil, fmt.Errorf("%w (%s); stop it first (make lab-down in its checkout)", ErrBusy, strings.TrimSpace(string(holder)))

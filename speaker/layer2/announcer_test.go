@@ -325,3 +325,64 @@ func TestUnicastNeighbourProbesAreAnswered(t *testing.T) {
 		})
 	}
 }
+
+// Update changes only the addresses it names: the others keep being
+// answered, a removed one stops, and the last one gone closes the listener.
+func TestUpdateChangesOnlyTheNamedAddresses(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	a := announcerIn(t, speaker, prometheus.NewRegistry())
+	if err := a.Update(map[netip.Addr][]string{vip4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update(map[netip.Addr][]string{otherVIP4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{vip4, otherVIP4} {
+		if macs := arping(t, client, ip, 1); len(macs) != 1 || macs[0] != speakerMAC {
+			t.Errorf("arping %s after two Updates: replies %v, want the speaker's", ip, macs)
+		}
+	}
+	if err := a.Update(map[netip.Addr][]string{vip4: nil}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, vip4, 1); len(macs) != 0 {
+		t.Errorf("arping %s after its removal: replies %v, want none", vip4, macs)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 1 {
+		t.Errorf("arping %s, which the removal did not name: replies %v, want one", otherVIP4, macs)
+	}
+	if err := a.Update(map[netip.Addr][]string{otherVIP4: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 0 {
+		t.Errorf("arping %s after the last removal: replies %v, want none", otherVIP4, macs)
+	}
+}
+
+// A node owning thousands of IPv6 addresses answers for every one: one
+// socket's multicast memberships are capped by its option memory
+// (net.core.optmem_max), so the solicited-node groups are spread over as
+// many sockets as they need. 3,000 groups is past the cap of a single socket
+// at every default optmem_max.
+func TestThousandsOfIPv6AddressesAreAllAnswered(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "ndisc6")
+	a := announcerIn(t, speaker, prometheus.NewRegistry())
+	owned := map[netip.Addr][]string{}
+	var addrs []netip.Addr
+	for i := range 3000 {
+		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, byte(i >> 8), byte(i)})
+		owned[ip] = []string{"eth0"}
+		addrs = append(addrs, ip)
+	}
+	setOwned(t, a, owned)
+	// Past the unsolicited advertisements of a takeover (2 s), so only an
+	// answer to the solicitation counts.
+	time.Sleep(2500 * time.Millisecond)
+	for _, ip := range []netip.Addr{addrs[0], addrs[1500], addrs[2999]} {
+		if macs := ndisc6(t, client, ip, 1); len(macs) == 0 || !allEqual(macs, speakerMAC) {
+			t.Errorf("ndisc6 %s (of 3,000 owned): advertisements %v, want the speaker's", ip, macs)
+		}
+	}
+}

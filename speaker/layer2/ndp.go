@@ -32,6 +32,8 @@ type ndpConn struct {
 	mac    net.HardwareAddr
 	ll     netip.Addr
 	fromLL atomic.Bool // the kernel refused the owned address as source; use the link-local one
+	// groups holds the solicited-node memberships (see groupHolders).
+	groups groupHolders
 }
 
 func openNDP(l *listener, ifi *net.Interface) (*ndpConn, error) {
@@ -74,10 +76,16 @@ func (c *ndpConn) setup(ic *net.IPConn) error {
 		return err
 	}
 	var sockErr error
+	var allErr error
 	if err := rc.Control(func(fd uintptr) {
 		sockErr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+		// Hear the groups the holder sockets joined (see groupHolders).
+		allErr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 1)
 	}); err != nil {
 		return err
+	}
+	if allErr != nil {
+		return fmt.Errorf("IPV6_MULTICAST_ALL: %w", allErr)
 	}
 	if sockErr != nil {
 		c.fromLL.Store(true)
@@ -102,14 +110,100 @@ func (c *ndpConn) setup(ic *net.IPConn) error {
 	return nil
 }
 
-func (c *ndpConn) close() error { return errors.Join(c.pc.Close(), c.probes.Close()) }
-
-func (c *ndpConn) joinGroup(g netip.Addr) error {
-	return c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: g.AsSlice()})
+func (c *ndpConn) close() error {
+	return errors.Join(c.pc.Close(), c.probes.Close(), c.groups.close())
 }
 
-func (c *ndpConn) leaveGroup(g netip.Addr) error {
-	return c.pc.LeaveGroup(c.ifi, &net.IPAddr{IP: g.AsSlice()})
+func (c *ndpConn) joinGroup(g netip.Addr) error {
+	return c.groups.join(g, c.ifi.Index, c.l.a.inNetns)
+}
+
+func (c *ndpConn) leaveGroup(g netip.Addr) error { return c.groups.leave(g, c.ifi.Index) }
+
+// groupHolders spreads multicast memberships over sockets that exist only to
+// hold them. The kernel charges a socket's memberships to its option memory
+// (net.core.optmem_max, 20 KiB to 128 KiB), so one socket holds a few
+// hundred to a few thousand groups, and a node owning more IPv6 addresses
+// than that could not answer for the rest (setsockopt: cannot allocate
+// memory). The interface accepts a group's packets once any socket joined
+// it, and a raw socket receives multicast for groups it did not join itself
+// while IPV6_MULTICAST_ALL is on (the default; see inet6_mc_check in
+// net/ipv6/mcast.c), so the NDP socket hears them all.
+type groupHolders struct {
+	socks []*groupHolder
+	at    map[netip.Addr]*groupHolder
+}
+
+type groupHolder struct {
+	fd   int
+	n    int
+	full bool
+}
+
+// groupsPerHolder stays well inside the smallest default option memory.
+const groupsPerHolder = 128
+
+func (h *groupHolders) join(g netip.Addr, ifindex int, inNetns func(func() error) error) error {
+	if h.at == nil {
+		h.at = map[netip.Addr]*groupHolder{}
+	}
+	if h.at[g] != nil {
+		return nil
+	}
+	mreq := &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: uint32(ifindex)}
+	for {
+		var s *groupHolder
+		for _, c := range h.socks {
+			if !c.full && c.n < groupsPerHolder {
+				s = c
+				break
+			}
+		}
+		if s == nil {
+			s = &groupHolder{fd: -1}
+			if err := inNetns(func() error {
+				fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+				s.fd = fd
+				return err
+			}); err != nil {
+				return fmt.Errorf("a socket to hold multicast memberships: %w", err)
+			}
+			h.socks = append(h.socks, s)
+		}
+		err := unix.SetsockoptIPv6Mreq(s.fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq)
+		if errors.Is(err, unix.ENOMEM) && s.n > 0 {
+			s.full = true // a smaller option memory than planned for: take another socket
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.n++
+		h.at[g] = s
+		return nil
+	}
+}
+
+func (h *groupHolders) leave(g netip.Addr, ifindex int) error {
+	s := h.at[g]
+	if s == nil {
+		return nil
+	}
+	delete(h.at, g)
+	s.n--
+	s.full = false
+	return unix.SetsockoptIPv6Mreq(s.fd, unix.IPPROTO_IPV6, unix.IPV6_LEAVE_GROUP, &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: uint32(ifindex)})
+}
+
+func (h *groupHolders) close() error {
+	var errs []error
+	for _, s := range h.socks {
+		if s.fd >= 0 {
+			errs = append(errs, unix.Close(s.fd))
+		}
+	}
+	h.socks, h.at = nil, nil
+	return errors.Join(errs...)
 }
 
 // serve reads both sockets until one fails, then closes both.

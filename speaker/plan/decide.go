@@ -37,6 +37,7 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 		ifaces map[string][]string
 		owned  bool // cands and ifaces are copies this call may change
 		ads    []string
+		pref   []string
 	)
 	mask := p.subnetMask(ip)
 	for _, k := range keys {
@@ -53,7 +54,7 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 			}
 		}
 		if len(out.Services) == 1 {
-			cands, ifaces = c.cands, c.ifaces
+			cands, ifaces, pref = c.cands, c.ifaces, c.preferred
 			continue
 		}
 		if !owned {
@@ -72,12 +73,15 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 	if !out.Planned() {
 		return L2{}
 	}
-	eads := make([]election.Advertisement, len(ads))
-	for i, n := range ads {
-		eads[i] = p.ads[n]
+	if len(out.Services) > 1 {
+		eads := make([]election.Advertisement, len(ads))
+		for i, n := range ads {
+			eads[i] = p.ads[n]
+		}
+		pref = election.PreferredNodes(eads)
 	}
 	isCandidate := func(n string) bool { _, ok := slices.BinarySearch(cands, n); return ok }
-	if owner, ok := election.OwnerByRanking(p.ranking(ip), isCandidate, election.PreferredNodes(eads)); ok {
+	if owner, ok := election.OwnerByRanking(p.ranking(ip), isCandidate, pref); ok {
 		out.Owner, out.Interfaces = owner, ifaces[owner]
 	}
 	return out
@@ -85,8 +89,9 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 
 // class is the candidates shared by every Service with the same classKey.
 type class struct {
-	cands  []string            // sorted
-	ifaces map[string][]string // per candidate, sorted
+	cands     []string            // sorted
+	ifaces    map[string][]string // per candidate, sorted
+	preferred []string            // election.PreferredNodes of the advertisements
 }
 
 // classKey names the inputs of election.Candidates that vary between
@@ -117,8 +122,8 @@ func (p *Planner) class(ip netip.Addr, svc *Service, adNames []string, mask stri
 	for i, n := range adNames {
 		ads[i] = p.ads[n]
 	}
-	cands, _, ifaces := election.Candidates(info, ads, p.world.Nodes)
-	c := &class{cands: cands, ifaces: ifaces}
+	cands, preferred, ifaces := election.Candidates(info, ads, p.world.Nodes)
+	c := &class{cands: cands, ifaces: ifaces, preferred: preferred}
 	p.classes[key] = c
 	return c
 }

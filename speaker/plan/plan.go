@@ -17,10 +17,12 @@
 package plan
 
 import (
+	"cmp"
 	"iter"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -131,10 +133,7 @@ func (p *Planner) SetWorld(w World) {
 		}
 	}
 	slices.SortFunc(p.prefixes, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 	})
 	slices.Sort(names)
 	names = slices.Compact(names)
@@ -228,19 +227,7 @@ func (p *Planner) Addresses() iter.Seq2[netip.Addr, L2] { return maps.All(p.l2) 
 func (p *Planner) Service(key types.NamespacedName) *Service { return p.services[key] }
 
 func compareKeys(a, b types.NamespacedName) int {
-	if a.Namespace != b.Namespace {
-		if a.Namespace < b.Namespace {
-			return -1
-		}
-		return 1
-	}
-	switch {
-	case a.Name < b.Name:
-		return -1
-	case a.Name > b.Name:
-		return 1
-	}
-	return 0
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 func (s *Service) equal(o *Service) bool {

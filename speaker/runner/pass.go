@@ -89,7 +89,9 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 		}
 	}
 	changes := r.planner.Plan()
-	r.apply(changes, full || wasAnnouncing != r.live.Announce)
+	// A re-plan reports every decision it changed; only a flip of Announce
+	// changes what this node answers for without changing a decision.
+	r.apply(changes, wasAnnouncing != r.live.Announce)
 	scope := "partial"
 	if full {
 		scope = "full"
@@ -108,8 +110,8 @@ func (r *Runner) owns(d plan.L2) []string {
 }
 
 // apply brings the layer-2 output and the status queue in line with the plan.
-// Only the changed addresses are looked at, unless all must be (a full
-// re-plan, or this speaker started or stopped announcing).
+// Only the changed addresses are looked at, unless all must be (this speaker
+// started or stopped announcing).
 func (r *Runner) apply(changes []plan.Change, all bool) {
 	delta := map[netip.Addr][]string{}
 	consider := func(ip netip.Addr, d plan.L2) {
@@ -179,7 +181,8 @@ func (r *Runner) apply(changes []plan.Change, all bool) {
 	r.reportUnannounced(changes)
 }
 
-// withdrawAll stops answering for every address at once.
+// withdrawAll stops answering for every address at once. It leaves
+// r.owned to apply, which then sees each address go and reports it.
 func (r *Runner) withdrawAll() {
 	delta := make(map[netip.Addr][]string, len(r.owned))
 	for ip := range r.owned {
@@ -188,7 +191,6 @@ func (r *Runner) withdrawAll() {
 	if err := r.layer2.Update(delta); err != nil {
 		r.log.Error(err, "layer 2")
 	}
-	clear(r.owned)
 }
 
 // report hands the status queue what this node announces for one Service.
@@ -249,19 +251,27 @@ func (r *Runner) reportUnannounced(changes []plan.Change) {
 type peerList struct {
 	mu    sync.Mutex
 	peers []string
+	kick  chan struct{} // a new list: join now, not at the next tick
 }
 
 func (r *Runner) offerPeers(peers []string) {
 	r.joinPeers.mu.Lock()
+	changed := !slices.Equal(r.joinPeers.peers, peers)
 	r.joinPeers.peers = peers
 	r.joinPeers.mu.Unlock()
+	if changed {
+		select {
+		case r.joinPeers.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// joiner asks the gossip to join the peers with a fresh Lease every second:
-// members already alive are skipped, and after a partition heals this is how
-// the two sides find each other again. Joining dials each peer (a dead one
-// until its Lease expires: a 1 s timeout), so it never runs inside a pass,
-// where it would delay every failover.
+// joiner asks the gossip to join the peers with a fresh Lease when they
+// change and every second: members already alive are skipped, and after a
+// partition heals this is how the two sides find each other again. Joining
+// dials each peer (a dead one until its Lease expires: a 1 s timeout), so it
+// never runs inside a pass, where it would delay every failover.
 func (r *Runner) joiner(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -278,6 +288,7 @@ func (r *Runner) joiner(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-r.joinPeers.kick:
 		}
 	}
 }

@@ -95,7 +95,7 @@ func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, gossip Gossip, 
 	return &Runner{
 		opts: opts, tracker: tracker, cache: cache, planner: plan.New(), layer2: l2, gossip: gossip,
 		status: reporter, keeper: keeper, metrics: newMetrics(reg), log: log,
-		started: time.Now(), ready: make(chan struct{}),
+		started: time.Now(), ready: make(chan struct{}), joinPeers: peerList{kick: make(chan struct{}, 1)},
 		owned: map[netip.Addr][]string{},
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,9 +136,9 @@ func (t *Tracker) Register(ctx context.Context, c cache.Cache) error {
 			return reflect.DeepEqual(na.Labels, nb.Labels) && reflect.DeepEqual(na.Status.Conditions, nb.Status.Conditions)
 		})},
 		{&coordinationv1.Lease{}, toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { t.leaseChanged(o, false) },
-			UpdateFunc: func(_, o any) { t.leaseChanged(o, false) },
-			DeleteFunc: func(o any) { t.leaseChanged(o, true) },
+			AddFunc:    func(o any) { t.ObserveLease(o, false) },
+			UpdateFunc: func(_, o any) { t.ObserveLease(o, false) },
+			DeleteFunc: func(o any) { t.ObserveLease(o, true) },
 		}},
 	}
 	for _, o := range []client.Object{&v1alpha1.IPAddressPool{}, &v1alpha1.L2Advertisement{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BGPPeer{}, &v1alpha1.BFDProfile{}} {
@@ -246,10 +247,10 @@ func readyNodesOf(o any) string {
 	return fmt.Sprint(es.Labels[discoveryv1.LabelServiceName], readyNodes([]*discoveryv1.EndpointSlice{es}))
 }
 
-// leaseChanged keeps the decoded speaker Leases. A renewal that says nothing
+// ObserveLease keeps the decoded speaker Leases (the informer calls it). A renewal that says nothing
 // new, of a Lease that was fresh, wakes nothing: the runner's timer at the
 // earliest expiry covers the Leases that stop being renewed.
-func (t *Tracker) leaseChanged(o any, deleted bool) {
+func (t *Tracker) ObserveLease(o any, deleted bool) {
 	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 		o, deleted = d.Obj, true
 	}
@@ -402,14 +403,6 @@ func (t *Tracker) Nodes(ctx context.Context) ([]election.Node, error) {
 		}
 		out = append(out, en)
 	}
-	slices.SortFunc(out, func(a, b election.Node) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b election.Node) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }

@@ -175,36 +175,36 @@ func TestLeaseEventsWakeOnlyOnNews(t *testing.T) {
 			return false
 		}
 	}
-	tr.leaseChanged(speakerLease("a", now, "eth0=198.51.100.0/25"), false)
+	tr.ObserveLease(speakerLease("a", now, "eth0=198.51.100.0/25"), false)
 	if !woke() {
 		t.Fatal("a new speaker Lease must wake the runner")
 	}
-	tr.leaseChanged(speakerLease("a", now.Add(5*time.Second), "eth0=198.51.100.0/25"), false)
+	tr.ObserveLease(speakerLease("a", now.Add(5*time.Second), "eth0=198.51.100.0/25"), false)
 	if woke() {
 		t.Error("a plain renewal woke the runner")
 	}
-	tr.leaseChanged(speakerLease("a", now.Add(6*time.Second), "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
+	tr.ObserveLease(speakerLease("a", now.Add(6*time.Second), "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
 	if !woke() {
 		t.Error("a new subnet must wake the runner")
 	}
 	now = now.Add(time.Minute) // the Lease expired meanwhile
-	tr.leaseChanged(speakerLease("a", now, "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
+	tr.ObserveLease(speakerLease("a", now, "eth0=198.51.100.0/25,eth1=203.0.113.0/25"), false)
 	if !woke() {
 		t.Error("reviving an expired Lease must wake the runner")
 	}
 	controller := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "herald-controller"}}
-	tr.leaseChanged(controller, false)
+	tr.ObserveLease(controller, false)
 	if woke() {
 		t.Error("the controller's leader Lease woke the speaker")
 	}
-	tr.leaseChanged(speakerLease("a", now, "eth0"), false)
+	tr.ObserveLease(speakerLease("a", now, "eth0"), false)
 	if !woke() || errs != 1 {
 		t.Errorf("a garbage Lease must wake the runner and count as refused (refused %d)", errs)
 	}
 	if info := tr.Leases()["a"]; !info.Fresh(now) || len(info.Subnets) != 0 {
 		t.Errorf("a refused Lease still keeps its speaker alive, without subnets: %+v", info)
 	}
-	tr.leaseChanged(speakerLease("a", now, ""), true)
+	tr.ObserveLease(speakerLease("a", now, ""), true)
 	if _, ok := tr.Leases()["a"]; ok || !woke() {
 		t.Error("a deleted Lease is forgotten, and wakes the runner")
 	}

@@ -202,8 +202,7 @@ func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
 	for _, ip := range want.IPs {
 		spec.IPs = append(spec.IPs, ip.String())
 	}
-	switch {
-	case !exists:
+	if !exists {
 		yes := true
 		a := &v1alpha1.Announcement{
 			ObjectMeta: metav1.ObjectMeta{
@@ -214,10 +213,19 @@ func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
 			},
 			Spec: spec,
 		}
-		if err := r.client.Create(ctx, a); err != nil && !apierrors.IsAlreadyExists(err) {
+		switch err := r.client.Create(ctx, a); {
+		case err == nil:
+			cur = *a
+		case apierrors.IsAlreadyExists(err):
+			// Written a moment ago and not in the cache yet: read the API.
+			if err := r.client.Get(ctx, client.ObjectKeyFromObject(a), &cur); err != nil {
+				return err
+			}
+		default:
 			return err
 		}
-	case !apiequality.Semantic.DeepEqual(cur.Spec, spec):
+	}
+	if !apiequality.Semantic.DeepEqual(cur.Spec, spec) {
 		upd := cur.DeepCopy()
 		upd.Spec = spec
 		if err := r.client.Update(ctx, upd); err != nil {

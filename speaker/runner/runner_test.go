@@ -1,0 +1,328 @@
+package runner
+
+import (
+	"context"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/speaker/election"
+	"github.com/heraldlb/herald/speaker/lease"
+	"github.com/heraldlb/herald/speaker/state"
+	"github.com/heraldlb/herald/speaker/status"
+)
+
+var (
+	lan    = netip.MustParsePrefix("198.51.100.0/25")
+	gossip = func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), 7947)
+	}
+)
+
+func info(node string, renew time.Time, g netip.AddrPort) lease.Info {
+	return lease.Info{Node: node, RenewTime: renew, Duration: 15 * time.Second, Gossip: g,
+		Subnets: map[netip.Prefix][]string{lan: {"eth0"}}, Interfaces: []string{"eth0"}}
+}
+
+func TestDecideLiveness(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	started := now.Add(-time.Minute)
+	for _, tc := range []struct {
+		name string
+		in   livenessInput
+		want liveness
+	}{
+		{"fresh Leases and gossip agree",
+			livenessInput{Self: "a", Now: now, Started: started, GossipHealthy: true, GossipAlive: map[string]bool{"a": true, "b": true},
+				Leases: map[string]lease.Info{"a": info("a", now.Add(-time.Second), gossip(1)), "b": info("b", now.Add(-2*time.Second), gossip(2))}},
+			liveness{Live: []string{"a", "b"}, Announce: true, Peers: []string{"198.51.100.12:7947"}, Next: now.Add(13 * time.Second)}},
+		{"an expired Lease counts for nothing and sets no timer",
+			livenessInput{Self: "a", Now: now, Started: started, GossipHealthy: true, GossipAlive: map[string]bool{"a": true, "b": true},
+				Leases: map[string]lease.Info{"a": info("a", now, gossip(1)), "b": info("b", now.Add(-20*time.Second), gossip(2))}},
+			liveness{Live: []string{"a"}, Announce: true, Next: now.Add(15 * time.Second)}},
+		{"a speaker without gossip counts itself as such only after the grace, and wakes for it",
+			livenessInput{Self: "a", Now: now, Started: now.Add(-time.Second),
+				Leases: map[string]lease.Info{"a": info("a", now, netip.AddrPort{})}},
+			liveness{Live: []string{"a"}, Announce: false, Next: now.Add(-time.Second + gossiplessGrace + time.Millisecond)}},
+		{"after the grace it uses the Kubernetes view",
+			livenessInput{Self: "a", Now: now, Started: started,
+				Leases: map[string]lease.Info{"a": info("a", now, netip.AddrPort{}), "b": info("b", now, gossip(2))}},
+			liveness{Live: []string{"a", "b"}, Announce: true, Peers: []string{"198.51.100.12:7947"}, Next: now.Add(15 * time.Second)}},
+		{"cut off from its gossip peers: announce nothing",
+			livenessInput{Self: "c", Now: now, Started: started, GossipHealthy: true, GossipAlive: map[string]bool{"c": true},
+				Leases: map[string]lease.Info{"a": info("a", now, gossip(1)), "b": info("b", now, gossip(2)), "c": info("c", now, gossip(3))}},
+			liveness{Live: []string{"c"}, Announce: false, Peers: []string{"198.51.100.11:7947", "198.51.100.12:7947"}, Next: now.Add(15 * time.Second)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decideLiveness(tc.in); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("decideLiveness =\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// fakeLayer2 records what the runner asks of layer 2.
+type fakeLayer2 struct {
+	mu      sync.Mutex
+	owned   map[netip.Addr][]string
+	updates int
+}
+
+func (f *fakeLayer2) Update(changes map[netip.Addr][]string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates++
+	for ip, ifs := range changes {
+		if ifs == nil {
+			delete(f.owned, ip)
+		} else {
+			f.owned[ip] = ifs
+		}
+	}
+	return nil
+}
+func (f *fakeLayer2) WaitAnnouncedByOther(context.Context, netip.Addr) error { return nil }
+func (f *fakeLayer2) Close() error                                           { return nil }
+
+type fakeGossip struct{ alive map[string]bool }
+
+func (g *fakeGossip) Join([]string) (int, error) { return 0, nil }
+func (g *fakeGossip) Alive() map[string]bool     { return g.alive }
+func (g *fakeGossip) Healthy() bool              { return true }
+func (g *fakeGossip) Changes() <-chan struct{}   { return nil }
+func (g *fakeGossip) Leave(time.Duration) error  { return nil }
+
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) Eventf(_ runtime.Object, _ runtime.Object, eventtype, reason, action, note string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, reason)
+}
+
+var _ events.EventRecorder = &recorder{}
+
+func ptr[T any](v T) *T { return &v }
+
+// harness is a runner on node "a" of nodes a, b, c, fed from a fake client.
+type harness struct {
+	t      *testing.T
+	c      client.Client
+	r      *Runner
+	l2     *fakeLayer2
+	gossip *fakeGossip
+	rec    *recorder
+	ctx    context.Context
+}
+
+func newHarness(t *testing.T, self string) *harness {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	now := time.Now()
+	objs := []client.Object{
+		&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1alpha1.IPAddressPoolSpec{Addresses: []string{"198.51.100.64/27"}}},
+		&v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"lan"}}},
+	}
+	for i, n := range []string{"a", "b", "c"} {
+		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		objs = append(objs, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: lease.Name(n),
+				Annotations: lease.Annotations(map[netip.Prefix][]string{lan: {"eth0"}}, []string{"eth0"}, gossip(i+1))},
+			Spec: coordinationv1.LeaseSpec{RenewTime: ptr(metav1.NewMicroTime(now)), LeaseDurationSeconds: ptr(int32(60))},
+		})
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithIndex(&discoveryv1.EndpointSlice{}, "herald.dev/service", func(o client.Object) []string { return []string{o.GetLabels()[discoveryv1.LabelServiceName]} }).
+		Build()
+	h := &harness{t: t, c: c, l2: &fakeLayer2{owned: map[netip.Addr][]string{}}, gossip: &fakeGossip{alive: map[string]bool{"a": true, "b": true, "c": true}}, rec: &recorder{}}
+	tr := state.NewTracker(c, "herald-system", "", logr.Discard(), nil)
+	var leases coordinationv1.LeaseList
+	if err := c.List(context.Background(), &leases); err != nil {
+		t.Fatal(err)
+	}
+	for i := range leases.Items {
+		tr.ObserveLease(&leases.Items[i], false)
+	}
+	rep := status.NewReporter(c, c, h.rec, self, logr.Discard())
+	h.r = New(tr, c, h.l2, h.gossip, rep, nil, Options{NodeName: self}, nil, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h.ctx = ctx
+	go rep.Run(ctx, 1)
+	return h
+}
+
+func (h *harness) pass(ch state.Changes, liveness bool) {
+	h.t.Helper()
+	if err := h.r.pass(h.ctx, ch, liveness); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) createService(name, ip string) types.NamespacedName {
+	h.t.Helper()
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)},
+		Spec:   corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: ip}}}}}
+	if err := h.c.Create(h.ctx, s); err != nil {
+		h.t.Fatal(err)
+	}
+	return types.NamespacedName{Namespace: "ns", Name: name}
+}
+
+func (h *harness) announcements() map[string][]string {
+	out := map[string][]string{}
+	var list v1alpha1.AnnouncementList
+	if err := h.c.List(h.ctx, &list); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, a := range list.Items {
+		out[a.Name] = a.Spec.IPs
+	}
+	return out
+}
+
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	h.t.Fatalf("timed out waiting for %s", what)
+}
+
+func ownerOf(ip string, nodes ...string) string {
+	o, _ := election.Owner(netip.MustParseAddr(ip), nodes, nil)
+	return o
+}
+
+// The glue from a Service to layer 2 and the Announcement, and back when
+// the Service goes: on the owner only.
+func TestPassAnnouncesOnTheOwnerAndReportsIt(t *testing.T) {
+	const ip = "198.51.100.70"
+	owner := ownerOf(ip, "a", "b", "c")
+	for _, self := range []string{"a", "b", "c"} {
+		t.Run(self, func(t *testing.T) {
+			h := newHarness(t, self)
+			web := h.createService("web", ip)
+			h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+			want := map[netip.Addr][]string{}
+			if self == owner {
+				want[netip.MustParseAddr(ip)] = []string{"eth0"}
+			}
+			if !reflect.DeepEqual(h.l2.owned, want) {
+				t.Fatalf("layer 2 answers for %v, want %v (owner %s)", h.l2.owned, want, owner)
+			}
+			if self != owner {
+				time.Sleep(100 * time.Millisecond)
+				if got := h.announcements(); len(got) != 0 {
+					t.Fatalf("a node that does not own %s wrote %v", ip, got)
+				}
+				return
+			}
+			h.eventually("the Announcement", func() bool {
+				return reflect.DeepEqual(h.announcements(), map[string][]string{"web." + self: {ip}})
+			})
+			h.eventually("an Announcing event", func() bool {
+				h.rec.mu.Lock()
+				defer h.rec.mu.Unlock()
+				return slices.Contains(h.rec.events, status.ReasonAnnouncing)
+			})
+			// A partial pass for an unrelated Service touches nothing else.
+			updates := h.l2.updates
+			other := h.createService("other", "198.51.100.200")
+			h.pass(state.Changes{Services: []types.NamespacedName{other}}, false)
+			if h.l2.updates != updates {
+				t.Errorf("a Service outside every pool changed layer 2")
+			}
+			// The Service goes: layer 2 stops, the Announcement goes.
+			if err := h.c.Delete(h.ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}}); err != nil {
+				t.Fatal(err)
+			}
+			h.pass(state.Changes{Services: []types.NamespacedName{web}}, false)
+			if len(h.l2.owned) != 0 {
+				t.Errorf("layer 2 still answers for %v", h.l2.owned)
+			}
+			h.eventually("the Announcement to go", func() bool { return len(h.announcements()) == 0 })
+		})
+	}
+}
+
+// A speaker that finds itself cut off from most of its peers stops
+// answering at once, and resumes when it rejoins.
+func TestMinorityStopsAnsweringAtOnce(t *testing.T) {
+	const ip = "198.51.100.70"
+	h := newHarness(t, ownerOf(ip, "a", "b", "c"))
+	web := h.createService("web", ip)
+	h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+	if len(h.l2.owned) != 1 {
+		t.Fatalf("the owner answers for %v", h.l2.owned)
+	}
+	h.eventually("the Announcement", func() bool { return len(h.announcements()) == 1 })
+	h.gossip.alive = map[string]bool{h.r.opts.NodeName: true}
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 0 {
+		t.Errorf("isolated, it still answers for %v", h.l2.owned)
+	}
+	h.eventually("the Announcement to go", func() bool { return len(h.announcements()) == 0 })
+	h.gossip.alive = map[string]bool{"a": true, "b": true, "c": true}
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 1 {
+		t.Errorf("rejoined, it answers for %v", h.l2.owned)
+	}
+}
+
+// When the owner dies, the next node in the ranking takes the address over
+// and removes the dead node's Announcement.
+func TestTakeoverRemovesTheDeadOwnersAnnouncement(t *testing.T) {
+	const ip = "198.51.100.70"
+	owner := ownerOf(ip, "a", "b", "c")
+	var rest []string
+	for _, n := range []string{"a", "b", "c"} {
+		if n != owner {
+			rest = append(rest, n)
+		}
+	}
+	next := ownerOf(ip, rest...)
+	h := newHarness(t, next)
+	web := h.createService("web", ip)
+	stale := &v1alpha1.Announcement{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web." + owner,
+		Labels: map[string]string{state.LabelNode: owner, state.LabelService: "web"}},
+		Spec: v1alpha1.AnnouncementSpec{Service: "web", Mode: status.ModeLayer2, Node: owner, IPs: []string{ip}}}
+	if err := h.c.Create(h.ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+	if len(h.l2.owned) != 0 {
+		t.Fatalf("%s answers while %s is alive", next, owner)
+	}
+	delete(h.gossip.alive, owner)
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 1 {
+		t.Fatalf("%s did not take over from the dead %s", next, owner)
+	}
+	h.eventually("the dead owner's Announcement replaced", func() bool {
+		return reflect.DeepEqual(h.announcements(), map[string][]string{"web." + next: {ip}})
+	})
+}
