@@ -22,6 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -35,6 +37,18 @@ const (
 	webhookConfig     = "herald-validating-webhook"
 )
 
+// Options change how Herald runs in the lab; the zero value is what the
+// end-to-end suite uses.
+type Options struct {
+	// ChartTimings runs the speakers with the chart's default timings
+	// (charts/herald/values.yaml: speaker.leaseDuration, handoverTimeout)
+	// instead of the lab's short Lease, so benchmarks measure what users get.
+	ChartTimings bool
+	// SpeakerLogLevel is the speakers' --zap-log-level; default 1 (gossip
+	// membership changes with exact times, for failover analysis).
+	SpeakerLogLevel string
+}
+
 // Herald is an installed Herald.
 type Herald struct {
 	lab      *lab.Lab
@@ -45,11 +59,19 @@ type Herald struct {
 	ctl      *Process
 	speakers map[string]*Process
 	log      func(string, ...any)
+	// speakerTimings are the speakers' timing flags.
+	speakerTimings []string
+	opts           Options
 }
 
 // Install builds the binaries, installs the chart and starts the controller
 // and the speakers. log receives progress lines (may be nil).
 func Install(ctx context.Context, l *lab.Lab, log func(string, ...any)) (*Herald, error) {
+	return InstallWith(ctx, l, Options{}, log)
+}
+
+// InstallWith is Install with options.
+func InstallWith(ctx context.Context, l *lab.Lab, opts Options, log func(string, ...any)) (*Herald, error) {
 	if log == nil {
 		log = func(string, ...any) {}
 	}
@@ -57,7 +79,21 @@ func Install(ctx context.Context, l *lab.Lab, log func(string, ...any)) (*Herald
 	if err != nil {
 		return nil, err
 	}
-	h := &Herald{lab: l, repo: repo, binDir: filepath.Join(l.Dir, "herald-bin"), speakers: map[string]*Process{}, log: log}
+	if opts.SpeakerLogLevel == "" {
+		opts.SpeakerLogLevel = "1"
+	}
+	h := &Herald{lab: l, repo: repo, binDir: filepath.Join(l.Dir, "herald-bin"), speakers: map[string]*Process{}, log: log, opts: opts}
+	// The lab's own Lease: short, so tests that wait for a Lease to expire
+	// stay short.
+	h.speakerTimings = []string{"--lease-duration", "6s"}
+	if opts.ChartTimings {
+		t, err := ChartSpeakerTimings(repo)
+		if err != nil {
+			return nil, err
+		}
+		h.speakerTimings = []string{"--lease-duration", t.LeaseDuration, "--handover-timeout", t.HandoverTimeout}
+		log("herald: speakers with the chart's default timings: lease %s, handover %s", t.LeaseDuration, t.HandoverTimeout)
+	}
 	start := time.Now()
 	build := exec.Command("go", "build", "-o", h.binDir+"/", "./controller", "./speaker")
 	build.Dir = repo
@@ -83,13 +119,76 @@ func Install(ctx context.Context, l *lab.Lab, log func(string, ...any)) (*Herald
 	if err := h.StartController(); err != nil {
 		return nil, err
 	}
-	for _, n := range l.Nodes {
-		if err := h.StartSpeaker(n); err != nil {
-			return nil, err
-		}
+	if err := h.startSpeakers(l.Nodes); err != nil {
+		return nil, err
 	}
 	log("herald: controller and %d speakers ready in %.1fs", len(l.Nodes), time.Since(start).Seconds())
 	return h, nil
+}
+
+// startSpeakers starts the nodes' speakers and waits until all are ready;
+// a few at a time in big labs (50 nodes would take minutes one by one).
+func (h *Herald) startSpeakers(nodes []lab.Node) error {
+	type started struct {
+		node string
+		p    *Process
+		err  error
+	}
+	out := make(chan started)
+	// One at a time in labs of pod nodes, as the e2e suite always started them.
+	par := 1
+	if len(nodes) > lab.MaxPodNodes {
+		par = 8
+	}
+	sem := make(chan struct{}, par)
+	for _, n := range nodes {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			p, err := h.startSpeaker(n)
+			out <- started{n.Name, p, err}
+		}()
+	}
+	var first error
+	for range nodes {
+		s := <-out
+		if s.err != nil && first == nil {
+			first = s.err
+		}
+		if s.p != nil {
+			h.speakers[s.node] = s.p
+		}
+	}
+	return first
+}
+
+// SpeakerTimings are the speaker's timing flags as the chart sets them.
+type SpeakerTimings struct{ LeaseDuration, HandoverTimeout string }
+
+// ChartSpeakerTimings reads the speaker's default timings from the chart's
+// values.yaml, so the lab follows the chart when its defaults change.
+func ChartSpeakerTimings(repo string) (SpeakerTimings, error) {
+	path := filepath.Join(repo, "charts/herald/values.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return SpeakerTimings{}, err
+	}
+	var v struct {
+		Speaker struct {
+			LeaseDuration   string `json:"leaseDuration"`
+			HandoverTimeout string `json:"handoverTimeout"`
+		} `json:"speaker"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return SpeakerTimings{}, fmt.Errorf("%s: %w", path, err)
+	}
+	t := SpeakerTimings{LeaseDuration: v.Speaker.LeaseDuration, HandoverTimeout: v.Speaker.HandoverTimeout}
+	for _, d := range []string{t.LeaseDuration, t.HandoverTimeout} {
+		if _, err := time.ParseDuration(d); err != nil {
+			return SpeakerTimings{}, fmt.Errorf("%s: speaker timings %+v: %w", path, t, err)
+		}
+	}
+	return t, nil
 }
 
 // Helm runs the pinned helm against the lab.
@@ -245,25 +344,35 @@ func (h *Herald) Controller() *Process { return h.ctl }
 // StartSpeaker runs node n's speaker in its namespace under the chart's
 // ServiceAccount and waits until it has reconciled once.
 func (h *Herald) StartSpeaker(n lab.Node) error {
-	argv := []string{filepath.Join(h.binDir, "speaker"),
-		"--kubeconfig", h.spkKC,
-		"--node-name", n.Name,
-		"--namespace", Namespace,
-		"--gossip-address", n.IPv4.String(),
-		"--metrics-bind-address", "127.0.0.1:7474",
-		"--health-probe-bind-address", "127.0.0.1:7475",
-		"--lease-duration", "6s",
-		// Gossip membership changes with exact times, for failover analysis.
-		"--zap-log-level", "1",
-		"--zap-time-encoding", "rfc3339nano",
-	}
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: lab.DialContextIn(n.Netns)}}
-	p, err := h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(c, "http://127.0.0.1:7475/readyz"))
+	p, err := h.startSpeaker(n)
 	if err != nil {
 		return err
 	}
 	h.speakers[n.Name] = p
 	return nil
+}
+
+func (h *Herald) startSpeaker(n lab.Node) (*Process, error) {
+	argv := append([]string{filepath.Join(h.binDir, "speaker"),
+		"--kubeconfig", h.spkKC,
+		"--node-name", n.Name,
+		"--namespace", Namespace,
+		"--gossip-address", n.IPv4.String(),
+		"--metrics-bind-address", SpeakerMetrics,
+		"--health-probe-bind-address", "127.0.0.1:7475",
+		"--zap-log-level", h.opts.SpeakerLogLevel,
+		"--zap-time-encoding", "rfc3339nano",
+	}, h.speakerTimings...)
+	return h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(SpeakerHTTPClient(n), "http://127.0.0.1:7475/readyz"))
+}
+
+// SpeakerMetrics is where each speaker serves metrics, inside its node.
+const SpeakerMetrics = "127.0.0.1:7474"
+
+// SpeakerHTTPClient is an HTTP client whose connections start inside node
+// n, for the speaker's metrics and probes on its loopback.
+func SpeakerHTTPClient(n lab.Node) *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: lab.DialContextIn(n.Netns)}}
 }
 
 // Speaker is node's running speaker.

@@ -37,6 +37,10 @@ const ReadyAnnotation = "lab.herald.dev/ready"
 // without renewals.
 const heartbeatPeriod = 10 * time.Second
 
+// statusReportPeriod is how often the agent rewrites an unchanged node
+// status: the kubelet's default nodeStatusReportFrequency.
+const statusReportPeriod = 5 * time.Minute
+
 // agent plays kubelet (and scheduler) for the lab nodes: it binds pending pods
 // to lab nodes, runs each pod as a network namespace serving HTTP on its
 // container ports, and reports pod IPs and readiness, so the real Deployment
@@ -108,7 +112,9 @@ func (a *agent) registerNodes(ctx context.Context) error {
 				"kubernetes.io/os":       "linux",
 				"kubernetes.io/arch":     "amd64",
 			}},
-			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDRv4.String(), PodCIDRs: []string{n.PodCIDRv4.String(), n.PodCIDRv6.String()}},
+		}
+		if !n.SpeakerOnly {
+			node.Spec = corev1.NodeSpec{PodCIDR: n.PodCIDRv4.String(), PodCIDRs: []string{n.PodCIDRv4.String(), n.PodCIDRv6.String()}}
 		}
 		created, err := a.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 		if err != nil {
@@ -157,9 +163,14 @@ func (a *agent) nodeStatus(n *agentNode) corev1.NodeStatus {
 	}
 }
 
-// heartbeats keeps every node's Ready condition and Lease fresh, as a kubelet
-// does, except for nodes whose heartbeat a test has stopped.
+// heartbeats keeps every node's Lease fresh and its Ready condition true, as
+// a kubelet does, except for nodes whose heartbeat a test has stopped. Like a
+// kubelet (nodeStatusReportFrequency), it writes a node's status only when
+// Ready must change or statusReportPeriod has passed: the Lease is the
+// heartbeat, and a Node object rewritten every 10 s would wake every Node
+// watcher (speakers included) far more often than a real cluster does.
 func (a *agent) heartbeats(ctx context.Context) {
+	lastReport := map[string]time.Time{}
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		for _, n := range a.sortedNodes() {
 			if !n.heartbeat.Load() {
@@ -168,10 +179,18 @@ func (a *agent) heartbeats(ctx context.Context) {
 			if err := a.renewLease(ctx, n); err != nil && ctx.Err() == nil {
 				klog.Errorf("lab agent: lease of %s: %v", n.Name, err)
 			}
-			node, err := a.client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			cached, err := a.nodeLst.Get(n.Name)
 			if err != nil {
 				continue
 			}
+			ready := false
+			for _, c := range cached.Status.Conditions {
+				ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
+			}
+			if ready && time.Since(lastReport[n.Name]) < statusReportPeriod {
+				continue
+			}
+			node := cached.DeepCopy()
 			now := metav1.Now()
 			for i := range node.Status.Conditions {
 				node.Status.Conditions[i].LastHeartbeatTime = now
@@ -181,7 +200,9 @@ func (a *agent) heartbeats(ctx context.Context) {
 					node.Status.Conditions[i].LastTransitionTime = now
 				}
 			}
-			_, _ = a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+			if _, err := a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err == nil {
+				lastReport[n.Name] = time.Now()
+			}
 		}
 	}, heartbeatPeriod)
 }
@@ -254,8 +275,8 @@ func (a *agent) sync(ctx context.Context, key string) error {
 		return a.bind(ctx, pod)
 	}
 	node, ours := a.nodes[pod.Spec.NodeName]
-	if !ours {
-		return nil
+	if !ours || node.SpeakerOnly {
+		return nil // speaker-only nodes run no pods (hostNetwork ones neither)
 	}
 	if pod.DeletionTimestamp != nil {
 		a.stopPod(key, "")
@@ -293,6 +314,9 @@ func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
 	}
 	best := ""
 	for _, n := range a.sortedNodes() {
+		if n.SpeakerOnly {
+			continue
+		}
 		obj, err := a.nodeLst.Get(n.Name)
 		if err != nil || obj.Spec.Unschedulable || !labels.SelectorFromSet(pod.Spec.NodeSelector).Matches(labels.Set(obj.Labels)) || !tolerates(pod, obj) {
 			continue

@@ -1,8 +1,11 @@
 package lab
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -50,6 +53,15 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if err := os.WriteFile(tokens, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
+	var audit []string
+	if l.AuditWrites {
+		policy := filepath.Join(l.Dir, "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return err
+		}
+		_ = os.Remove(l.AuditLog())
+		audit = []string{"--audit-policy-file", policy, "--audit-log-path", l.AuditLog(), "--audit-log-format", "json", "--audit-log-maxsize", "0"}
+	}
 	etcdData := filepath.Join(l.Dir, "etcd")
 	_ = os.RemoveAll(etcdData)
 	etcd, err := l.spawn(ctx, "etcd", "",
@@ -67,7 +79,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		return err
 	}
 	_ = etcd
-	_, err = l.spawn(ctx, "kube-apiserver", "",
+	_, err = l.spawn(ctx, "kube-apiserver", "", append([]string{
 		l.bin("kube-apiserver"),
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
 		"--bind-address", "127.0.0.1",
@@ -83,12 +95,12 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		"--service-account-key-file", l.pki.SAPub,
 		"--service-account-signing-key-file", l.pki.SAKey,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6,
+		"--service-cluster-ip-range", ServiceCIDRv4 + "," + ServiceCIDRv6,
 		"--service-node-port-range", "30000-32767",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=1",
-	)
+	}, audit...)...)
 	if err != nil {
 		return err
 	}
@@ -182,4 +194,69 @@ contexts:
   context: {cluster: lab, user: lab}
 current-context: lab
 `, server, caFile, token)
+}
+
+// auditPolicy records every write (not reads, not watches) with who made it,
+// so a benchmark can count one component's API writes exactly: the API
+// server's request metrics carry no user.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+`
+
+// AuditLog is the API server's audit log (Config.AuditWrites).
+func (l *Lab) AuditLog() string { return filepath.Join(l.Dir, "logs", "audit.log") }
+
+// Write is one API write from the audit log.
+type Write struct {
+	At                                      time.Time
+	User, Verb, Resource, Subresource, Code string
+	Namespace                               string
+}
+
+// Writes returns the writes the API server completed in [from, to) by users
+// for which match is true (all when match is nil). It needs Config.AuditWrites.
+func (l *Lab) Writes(from, to time.Time, match func(user string) bool) ([]Write, error) {
+	if !l.AuditWrites {
+		return nil, errors.New("the lab records no writes: set Config.AuditWrites")
+	}
+	f, err := os.Open(l.AuditLog())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Write
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e struct {
+			Stage     string                    `json:"stage"`
+			Verb      string                    `json:"verb"`
+			User      struct{ Username string } `json:"user"`
+			ObjectRef *struct {
+				Resource, Subresource, Namespace string
+			} `json:"objectRef"`
+			ResponseStatus *struct{ Code int } `json:"responseStatus"`
+			StageTimestamp time.Time           `json:"stageTimestamp"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Stage != "ResponseComplete" {
+			continue
+		}
+		if e.StageTimestamp.Before(from) || !e.StageTimestamp.Before(to) || (match != nil && !match(e.User.Username)) {
+			continue
+		}
+		w := Write{At: e.StageTimestamp, User: e.User.Username, Verb: e.Verb}
+		if e.ObjectRef != nil {
+			w.Resource, w.Subresource, w.Namespace = e.ObjectRef.Resource, e.ObjectRef.Subresource, e.ObjectRef.Namespace
+		}
+		if e.ResponseStatus != nil {
+			w.Code = fmt.Sprint(e.ResponseStatus.Code)
+		}
+		out = append(out, w)
+	}
+	return out, sc.Err()
 }

@@ -29,11 +29,18 @@ import (
 
 // Config says what lab to build.
 type Config struct {
-	Dir       string    // state, logs, kubeconfigs; binaries in Dir/bin unless BinDir is set
-	BinDir    string    // where kube-apiserver, etcd, ... are
-	Nodes     int       // lab nodes, 1..MaxNodes; default 3
-	ProxyMode string    // kube-proxy mode: "iptables" (default), "nftables", or "none"
-	Log       io.Writer // progress lines; default io.Discard
+	Dir    string // state, logs, kubeconfigs; binaries in Dir/bin unless BinDir is set
+	BinDir string // where kube-apiserver, etcd, ... are
+	Nodes  int    // pod nodes (kube-proxy, pods), 0..MaxPodNodes; default 3 when SpeakerNodes is 0 too
+	// SpeakerNodes are speaker-only nodes after the pod nodes: a namespace on
+	// the LAN and a Node object, no kube-proxy and no pods. Nodes+SpeakerNodes
+	// is at most MaxNodes.
+	SpeakerNodes int
+	ProxyMode    string    // kube-proxy mode: "iptables" (default), "nftables", or "none"
+	Log          io.Writer // progress lines; default io.Discard
+	// AuditWrites makes the API server log every write with its user
+	// (Lab.Writes), for benchmarks that count one component's writes.
+	AuditWrites bool
 }
 
 // Lab is a running lab.
@@ -48,22 +55,25 @@ type Lab struct {
 	pki        *pki
 	procs      []*process
 	forwarders []*forwarder
-	agent      *agent
-	cancel     context.CancelFunc
-	agentDone  chan struct{}
-	downOnce   sync.Once
-	lock       *os.File // the machine-wide lab lock, held until Down
+	// nodeForwarder is each node's way to the API server (SetNodeAPI).
+	nodeForwarder map[string]*forwarder
+	agent         *agent
+	cancel        context.CancelFunc
+	agentDone     chan struct{}
+	downOnce      sync.Once
+	lock          *os.File // the machine-wide lab lock, held until Down
 }
 
 // Up builds a lab and returns once the API server answers, every node is
 // Ready, default ServiceAccounts exist and every kube-proxy has synced.
 // On error, whatever was built is torn down again.
 func Up(ctx context.Context, cfg Config) (*Lab, error) {
-	if cfg.Nodes == 0 {
+	if cfg.Nodes == 0 && cfg.SpeakerNodes == 0 {
 		cfg.Nodes = 3
 	}
-	if cfg.Nodes < 1 || cfg.Nodes > MaxNodes {
-		return nil, fmt.Errorf("lab nodes: %d is outside 1..%d (one pod /28 each in %s)", cfg.Nodes, MaxNodes, PodCIDRv4)
+	nodes, err := planNodes(cfg.Nodes, cfg.SpeakerNodes)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.ProxyMode == "" {
 		cfg.ProxyMode = "iptables"
@@ -101,10 +111,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		lock.Close()
 		return nil, fmt.Errorf("remove a previous lab's leftovers: %w", err)
 	}
-	l := &Lab{Config: cfg, lock: lock}
-	for i := 1; i <= cfg.Nodes; i++ {
-		l.Nodes = append(l.Nodes, newNode(i))
-	}
+	l := &Lab{Config: cfg, lock: lock, Nodes: nodes}
 	if err := l.up(ctx); err != nil {
 		l.Down()
 		return nil, err
@@ -154,12 +161,14 @@ func (l *Lab) up(ctx context.Context) error {
 	if l.Client, err = kubernetes.NewForConfig(l.RESTConfig); err != nil {
 		return err
 	}
+	l.nodeForwarder = map[string]*forwarder{}
 	for _, n := range l.Nodes {
 		f, err := startForwarder(n.Netns, fmt.Sprintf("127.0.0.1:%d", nodeAPIPort), fmt.Sprintf("127.0.0.1:%d", APIServerPort))
 		if err != nil {
 			return err
 		}
 		l.forwarders = append(l.forwarders, f)
+		l.nodeForwarder[n.Name] = f
 	}
 	l.agent = newAgent(l.Client, l.Nodes)
 	if err := l.agent.registerNodes(ctx); err != nil {
@@ -197,7 +206,7 @@ func (l *Lab) startKubeProxies(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range l.Nodes {
+	for _, n := range l.PodNodes() {
 		_, err := l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns,
 			l.bin("kube-proxy"),
 			"--kubeconfig", kc,
@@ -251,7 +260,7 @@ func (l *Lab) waitReady(ctx context.Context, timeout time.Duration) error {
 		if l.ProxyMode == "none" {
 			return true, nil
 		}
-		for _, n := range l.Nodes {
+		for _, n := range l.PodNodes() {
 			what = "kube-proxy healthz on " + n.Name
 			if !l.kubeProxyHealthy(ctx, n) {
 				return false, nil
@@ -274,6 +283,27 @@ func (l *Lab) kubeProxyHealthy(ctx context.Context, n Node) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == 200
+}
+
+// PodNodes are the nodes that run kube-proxy and pods.
+func (l *Lab) PodNodes() []Node {
+	var out []Node
+	for _, n := range l.Nodes {
+		if !n.SpeakerOnly {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Node returns the lab node named name.
+func (l *Lab) Node(name string) (Node, bool) {
+	for _, n := range l.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
 }
 
 // NodeReady reports whether the node's Ready condition is True.

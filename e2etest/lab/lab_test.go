@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -188,7 +190,7 @@ func TestUpRefusesRangesTheMachineUses(t *testing.T) {
 	}
 }
 
-func TestAddressPlanStaysInDocumentationRanges(t *testing.T) {
+func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 	doc := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")}
 	inDoc := func(a netip.Addr) bool {
 		for _, p := range doc {
@@ -198,27 +200,198 @@ func TestAddressPlanStaysInDocumentationRanges(t *testing.T) {
 		}
 		return false
 	}
-	seen := map[netip.Addr]string{}
-	for i := 1; i <= MaxNodes; i++ {
-		n := newNode(i)
-		addrs := []netip.Addr{n.IPv4, n.IPv6, podGateway(n.PodCIDRv4), podGateway(n.PodCIDRv6)}
-		for s := range podSlots {
-			addrs = append(addrs, podAddr(n.PodCIDRv4, s), podAddr(n.PodCIDRv6, s))
+	lan4, lan6 := netip.MustParsePrefix(LANv4Prefix), netip.MustParsePrefix(LANv6Prefix)
+	// What the tests take from the LAN: the routers, the client and the
+	// layer-2 pool range. No node may sit on any of them.
+	reserved := map[netip.Addr]string{netip.MustParseAddr(ClientIPv4): "client", netip.MustParseAddr(ClientIPv6): "client"}
+	for i := 1; i <= 9; i++ {
+		reserved[netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i))] = "routers"
+	}
+	for i := 64; i <= 99; i++ {
+		reserved[netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i))] = "layer-2 pools"
+	}
+	pools6 := netip.MustParsePrefix("2001:db8:1::1:0/112")
+	for _, split := range [][2]int{{MaxPodNodes, MaxNodes - MaxPodNodes}, {3, MaxNodes - 3}, {0, MaxNodes}} {
+		nodes, err := planNodes(split[0], split[1])
+		if err != nil {
+			t.Fatalf("%d pod + %d speaker-only nodes: %v", split[0], split[1], err)
 		}
-		for _, a := range addrs {
-			if !inDoc(a) {
-				t.Errorf("node %d uses %s, outside the documentation ranges", i, a)
-			}
-			if other, dup := seen[a]; dup {
-				t.Errorf("%s used by node %d and %s", a, i, other)
-			}
-			seen[a] = n.Name
+		if len(nodes) != MaxNodes {
+			t.Fatalf("planned %d nodes, want %d", len(nodes), MaxNodes)
 		}
-		// The last slot is the /28's last host, just below its broadcast address.
-		if last := podAddr(n.PodCIDRv4, podSlots-1); !n.PodCIDRv4.Contains(last) || last.As4()[3]%16 != 14 {
-			t.Errorf("node %d: last pod address %s is not the last host of %s", i, last, n.PodCIDRv4)
+		seen := map[netip.Addr]string{}
+		macs := map[string]string{ClientMAC: "client"}
+		for _, n := range nodes {
+			addrs := []netip.Addr{n.IPv4, n.IPv6}
+			if !lan4.Contains(n.IPv4) || !lan6.Contains(n.IPv6) || pools6.Contains(n.IPv6) {
+				t.Errorf("%s at %s, %s: not on the LAN or inside the pool range", n.Name, n.IPv4, n.IPv6)
+			}
+			if n.SpeakerOnly != (n.Index > split[0]) || n.SpeakerOnly == n.PodCIDRv4.IsValid() {
+				t.Errorf("%s: speaker-only %v with pod CIDR %s, in a lab of %d pod nodes", n.Name, n.SpeakerOnly, n.PodCIDRv4, split[0])
+			}
+			if !n.SpeakerOnly {
+				addrs = append(addrs, podGateway(n.PodCIDRv4), podGateway(n.PodCIDRv6))
+				for s := range podSlots {
+					addrs = append(addrs, podAddr(n.PodCIDRv4, s), podAddr(n.PodCIDRv6, s))
+				}
+				// The last slot is the /28's last host, just below its broadcast address.
+				if last := podAddr(n.PodCIDRv4, podSlots-1); !n.PodCIDRv4.Contains(last) || last.As4()[3]%16 != 14 {
+					t.Errorf("%s: last pod address %s is not the last host of %s", n.Name, last, n.PodCIDRv4)
+				}
+			}
+			for _, a := range addrs {
+				if !inDoc(a) {
+					t.Errorf("%s uses %s, outside the documentation ranges", n.Name, a)
+				}
+				if other, dup := seen[a]; dup {
+					t.Errorf("%s used by %s and %s", a, n.Name, other)
+				}
+				if what, ok := reserved[a]; ok {
+					t.Errorf("%s uses %s, reserved for the %s", n.Name, a, what)
+				}
+				seen[a] = n.Name
+			}
+			if other, dup := macs[n.MAC]; dup {
+				t.Errorf("MAC %s used by %s and %s", n.MAC, n.Name, other)
+			}
+			macs[n.MAC] = n.Name
 		}
 	}
+	for _, bad := range [][2]int{{MaxPodNodes + 1, 0}, {3, MaxNodes - 2}, {0, 0}, {-1, 4}} {
+		if _, err := planNodes(bad[0], bad[1]); err == nil {
+			t.Errorf("%d pod + %d speaker-only nodes: planned, want a refusal", bad[0], bad[1])
+		}
+	}
+}
+
+// TestSpeakerOnlyNodesJoinTheLANWithoutPods brings up a lab of one pod node
+// and MaxNodes-1 speaker-only nodes: every node is Ready, reaches the client
+// over the LAN and the API server through its forwarder; speaker-only nodes
+// have no pod CIDR, kube-proxy or pod bridge, and pods land on the pod node.
+// A node-death cut takes a node off the LAN and away from the API server.
+func TestSpeakerOnlyNodesJoinTheLANWithoutPods(t *testing.T) {
+	cfg := needRoot(t)
+	cfg.Nodes, cfg.SpeakerNodes, cfg.ProxyMode = 1, MaxNodes-1, "none"
+	ctx := context.Background()
+	l, err := Up(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Down()
+	nodes, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != MaxNodes {
+		t.Fatalf("%d Node objects, want %d", len(nodes.Items), MaxNodes)
+	}
+	for _, n := range nodes.Items {
+		ln, _ := l.Node(n.Name)
+		if !NodeReady(&n) || (ln.SpeakerOnly != (n.Spec.PodCIDR == "")) {
+			t.Errorf("node %s: Ready %v, pod CIDR %q, speaker-only %v", n.Name, NodeReady(&n), n.Spec.PodCIDR, ln.SpeakerOnly)
+		}
+	}
+	for _, n := range []Node{l.Nodes[1], l.Nodes[len(l.Nodes)-1]} {
+		if out, err := exec.Command("ip", "netns", "exec", n.Netns, "arping", "-c1", "-w2", "-I", "eth0", ClientIPv4).CombinedOutput(); err != nil {
+			t.Errorf("%s cannot reach the client: %v %s", n.Name, err, out)
+		}
+		if out, _ := exec.Command("ip", "-n", n.Netns, "-o", "link", "show", "cbr0").CombinedOutput(); !strings.Contains(string(out), "does not exist") {
+			t.Errorf("speaker-only %s has a pod bridge: %s", n.Name, out)
+		}
+		if !l.nodeReachesAPI(n) {
+			t.Errorf("%s does not reach the API server", n.Name)
+		}
+	}
+	// Pods go to the one pod node only.
+	for i := range 3 {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "default"},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+		}
+		if _, err := l.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pods, err := l.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		running := 0
+		for _, p := range pods.Items {
+			if p.Spec.NodeName != "" && p.Spec.NodeName != l.Nodes[0].Name {
+				t.Fatalf("pod %s bound to speaker-only %s", p.Name, p.Spec.NodeName)
+			}
+			if p.Status.PodIP != "" {
+				running++
+			}
+		}
+		if err == nil && running == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 pods running on %s", running, l.Nodes[0].Name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The prober sees which node answers an address, in both families: here
+	// the kernel of the last node, which holds the two addresses.
+	owner := l.Nodes[len(l.Nodes)-1]
+	v4, v6 := netip.MustParseAddr("198.51.100.120"), netip.MustParseAddr("2001:db8:1::1:120")
+	if err := ipBatch(owner.Netns, "addr add "+v4.String()+"/32 dev eth0", "addr add "+v6.String()+"/128 dev eth0 nodad"); err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan L2Answer, 16)
+	pr, err := NewL2Prober(ClientNetns, func(a L2Answer) { answers <- a })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{v4, v6} {
+		if err := pr.Probe(ip); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case a := <-answers:
+			if a.IP != ip || a.MAC != owner.MAC || a.Unsolicited {
+				t.Errorf("probe %s: answer %+v, want a solicited answer from %s", ip, a, owner.MAC)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("probe %s: no answer", ip)
+		}
+	}
+	pr.Close()
+	// Node death: off the LAN and away from the API server; then back.
+	dead := l.Nodes[len(l.Nodes)-1]
+	if err := l.SetNodeDead(dead.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	if l.nodeReachesAPI(dead) {
+		t.Errorf("dead %s still reaches the API server", dead.Name)
+	}
+	if err := exec.Command("ip", "netns", "exec", dead.Netns, "arping", "-c1", "-w1", "-I", "eth0", ClientIPv4).Run(); err == nil {
+		t.Errorf("dead %s still reaches the client", dead.Name)
+	}
+	if err := l.SetNodeDead(dead.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	if !l.nodeReachesAPI(dead) {
+		t.Errorf("%s does not reach the API server after coming back", dead.Name)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", dead.Netns, "arping", "-c1", "-w2", "-I", "eth0", ClientIPv4).CombinedOutput(); err != nil {
+		t.Errorf("%s cannot reach the client after coming back: %v %s", dead.Name, err, out)
+	}
+}
+
+// nodeReachesAPI reports whether the API server answers /readyz from inside n.
+func (l *Lab) nodeReachesAPI(n Node) bool {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext:     DialContextIn(n.Netns),
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // reachability only
+	}}
+	resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", nodeAPIPort))
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
 }
 
 func TestKubeProxyNftablesModeForwardsNodePorts(t *testing.T) {

@@ -36,8 +36,16 @@ func (l *Lab) buildNetwork() error {
 		return err
 	}
 	for _, n := range l.Nodes {
-		if err := l.addHost(n.Netns, fmt.Sprintf("02:00:00:00:01:%02x", n.Index), n.IPv4.String(), n.IPv6.String()); err != nil {
+		if err := l.addHost(n.Netns, n.MAC, n.IPv4.String(), n.IPv6.String()); err != nil {
 			return err
+		}
+		// keep_addr_on_down: a link flap (SetNodeLink) must not cost the node
+		// its IPv6 address, as it would not on a configured server.
+		if n.SpeakerOnly {
+			if err := sysctl(n.Netns, "net.ipv6.conf.eth0.keep_addr_on_down", "1"); err != nil {
+				return err
+			}
+			continue
 		}
 		lines := append([]string{
 			"link add cbr0 type bridge",
@@ -48,21 +56,23 @@ func (l *Lab) buildNetwork() error {
 		if err := ipBatch(n.Netns, lines...); err != nil {
 			return err
 		}
-		// keep_addr_on_down: a link flap (SetNodeLink) must not cost the node
-		// its IPv6 address, as it would not on a configured server.
 		for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}, {"net.ipv6.conf.eth0.keep_addr_on_down", "1"}} {
 			if err := sysctl(n.Netns, kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
 	}
-	return l.addHost(ClientNetns, "02:00:00:00:01:64", ClientIPv4, ClientIPv6)
+	return l.addHost(ClientNetns, ClientMAC, ClientIPv4, ClientIPv6)
 }
 
-// podRoutes are node n's routes to the other nodes' pod CIDRs, over the LAN.
+// podRoutes are node n's routes to the other pod nodes' pod CIDRs, over
+// the LAN; speaker-only nodes have none.
 func (l *Lab) podRoutes(n Node) []string {
 	var lines []string
-	for _, o := range l.Nodes {
+	if n.SpeakerOnly {
+		return nil
+	}
+	for _, o := range l.PodNodes() {
 		if o.Index != n.Index {
 			lines = append(lines,
 				fmt.Sprintf("route replace %s via %s", o.PodCIDRv4, o.IPv4),
@@ -86,6 +96,38 @@ func (l *Lab) SetNodeLink(node string, up bool) error {
 		return ipBatch(n.Netns, append([]string{"link set eth0 up"}, l.podRoutes(n)...)...)
 	}
 	return fmt.Errorf("no lab node %q", node)
+}
+
+// SetNodeAPI cuts a node off from the API server, or restores its way
+// there. Node namespaces reach the API server through the lab's forwarder
+// (127.0.0.1:6443 inside the node), which a LAN cut alone leaves working:
+// with the API cut too, the node is as dead to the cluster as a powered-off
+// one (its speaker can renew nothing). Cutting closes the node's open
+// connections and refuses new ones.
+func (l *Lab) SetNodeAPI(node string, reachable bool) error {
+	f, ok := l.nodeForwarder[node]
+	if !ok {
+		return fmt.Errorf("no lab node %q", node)
+	}
+	f.setBlocked(!reachable)
+	return nil
+}
+
+// SetNodeDead takes a node off the LAN and away from the API server
+// (dead=true), and stops its kubelet heartbeats, or brings all back, LAN
+// first.
+func (l *Lab) SetNodeDead(node string, dead bool) error {
+	l.SetNodeHeartbeat(node, !dead)
+	if dead {
+		if err := l.SetNodeAPI(node, false); err != nil {
+			return err
+		}
+		return l.SetNodeLink(node, false)
+	}
+	if err := l.SetNodeLink(node, true); err != nil {
+		return err
+	}
+	return l.SetNodeAPI(node, true)
 }
 
 // addHost creates namespace ns with a macvlan eth0 on the LAN.
@@ -120,6 +162,10 @@ type forwarder struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	blocked bool
+	conns   map[net.Conn]bool // open connections, both ends
 }
 
 func listenIn(ns, addr string) (net.Listener, error) {
@@ -137,10 +183,42 @@ func startForwarder(ns, listen, target string) (*forwarder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("forwarder in %s: %w", ns, err)
 	}
-	f := &forwarder{ln: ln, target: target}
+	f := &forwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	f.wg.Add(1)
 	go f.serve()
 	return f, nil
+}
+
+// track records an open connection; it reports false (and closes c) while
+// the forwarder is blocked.
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.blocked {
+		c.Close()
+		return false
+	}
+	f.conns[c] = true
+	return true
+}
+
+func (f *forwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+// setBlocked blocks (closing every open connection) or unblocks the forwarder.
+func (f *forwarder) setBlocked(b bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.blocked = b
+	if b {
+		for c := range f.conns {
+			c.Close()
+		}
+	}
 }
 
 func (f *forwarder) serve() {
@@ -150,13 +228,19 @@ func (f *forwarder) serve() {
 		if err != nil {
 			return
 		}
+		if !f.track(c) {
+			continue
+		}
 		go func() {
-			defer c.Close()
+			defer f.untrack(c)
 			u, err := net.DialTimeout("tcp", f.target, 5*time.Second)
 			if err != nil {
 				return
 			}
-			defer u.Close()
+			if !f.track(u) {
+				return
+			}
+			defer f.untrack(u)
 			done := make(chan struct{}, 2)
 			go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
 			go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
@@ -165,7 +249,7 @@ func (f *forwarder) serve() {
 	}
 }
 
-func (f *forwarder) close() { f.ln.Close(); f.wg.Wait() }
+func (f *forwarder) close() { f.ln.Close(); f.setBlocked(true); f.wg.Wait() }
 
 // DialContextIn returns a dial function whose sockets live in namespace ns,
 // for HTTP clients that must reach a lab address from inside the lab.

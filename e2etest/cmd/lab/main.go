@@ -28,7 +28,8 @@ import (
 func main() {
 	fs := flag.NewFlagSet("lab", flag.ExitOnError)
 	dir := fs.String("dir", envOr("LAB_DIR", ".lab"), "lab state directory")
-	nodes := fs.Int("nodes", envInt("NODES", 3), "number of lab nodes")
+	nodes := fs.Int("nodes", envInt("NODES", 3), "number of lab nodes with kube-proxy and pods")
+	speakerNodes := fs.Int("speaker-nodes", envInt("SPEAKER_NODES", 0), "number of speaker-only lab nodes (a speaker and a Node object; no kube-proxy, no pods)")
 	proxy := fs.String("proxy-mode", envOr("PROXY_MODE", "iptables"), "kube-proxy mode: iptables, nftables or none")
 	oneshot := fs.Bool("oneshot", os.Getenv("ONESHOT") == "1", "demo: exit after the demo instead of staying up")
 	withHerald := fs.Bool("herald", os.Getenv("HERALD") != "0", "install Herald from the chart (HERALD=0: a bare lab)")
@@ -42,7 +43,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	cfg := lab.Config{Dir: abs, Nodes: *nodes, ProxyMode: *proxy, Log: os.Stderr}
+	cfg := lab.Config{Dir: abs, Nodes: *nodes, SpeakerNodes: *speakerNodes, ProxyMode: *proxy, Log: os.Stderr}
 	switch verb {
 	case "up":
 		err = up(cfg, *withHerald, func(*lab.Lab) error { return nil }, false)
