@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/mdlayher/ndp"
@@ -130,6 +131,7 @@ func (c *ndpConn) leaveGroup(g netip.Addr) error { return c.groups.leave(g, c.if
 // while IPV6_MULTICAST_ALL is on (the default; see inet6_mc_check in
 // net/ipv6/mcast.c), so the NDP socket hears them all.
 type groupHolders struct {
+	mu    sync.Mutex // close comes from serve as well as from the listener
 	socks []*groupHolder
 	at    map[netip.Addr]*groupHolder
 }
@@ -144,6 +146,8 @@ type groupHolder struct {
 const groupsPerHolder = 128
 
 func (h *groupHolders) join(g netip.Addr, ifindex int, inNetns func(func() error) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.at == nil {
 		h.at = map[netip.Addr]*groupHolder{}
 	}
@@ -185,6 +189,8 @@ func (h *groupHolders) join(g netip.Addr, ifindex int, inNetns func(func() error
 }
 
 func (h *groupHolders) leave(g netip.Addr, ifindex int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	s := h.at[g]
 	if s == nil {
 		return nil
@@ -196,6 +202,8 @@ func (h *groupHolders) leave(g netip.Addr, ifindex int) error {
 }
 
 func (h *groupHolders) close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var errs []error
 	for _, s := range h.socks {
 		if s.fd >= 0 {
