@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/internal/netnstest"
 )
 
 var (
@@ -53,7 +54,7 @@ func labSession(t *testing.T, mutate func(*v1alpha1.BGPPeerSpec), profiles ...v1
 
 func kernelRoutes(t *testing.T, ns string) string {
 	t.Helper()
-	return run(t, "ip", "-n", ns, "route", "show", "table", "all") + run(t, "ip", "-n", ns, "-6", "route", "show", "table", "all")
+	return netnstest.Run(t, "ip", "-n", ns, "route", "show", "table", "all") + netnstest.Run(t, "ip", "-n", ns, "-6", "route", "show", "table", "all")
 }
 
 func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T) {
@@ -74,7 +75,7 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	}
 	// The speaker only dials out: no TCP or UDP socket listens in its
 	// namespace (BFD's UDP port opens only for sessions that run BFD).
-	if ls := run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.TrimSpace(ls) != "" {
+	if ls := netnstest.Run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.TrimSpace(ls) != "" {
 		t.Errorf("sockets listen in the speaker's namespace:\n%s", ls)
 	}
 
@@ -201,7 +202,7 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	}
 
 	// So does a new next hop: the route is re-sent with it.
-	ipBatch(t, tp.speaker, "addr add 2001:db8:1::99/64 dev eth0")
+	netnstest.IPBatch(t, tp.speaker, "addr add 2001:db8:1::99/64 dev eth0")
 	s3 := s2
 	s3.NextHopV6 = netip.MustParseAddr("2001:db8:1::99")
 	sp.setSessions(s3)
@@ -284,7 +285,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		if m := sp.do(command{Op: "metrics"}).Metrics; !strings.Contains(m, `herald_speaker_bgp_bfd_up{peer="router"} 1`) {
 			t.Errorf("metrics lack BFD up:\n%s", m)
 		}
-		if ls := run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.Contains(ls, ":179") || !strings.Contains(ls, ":3784") {
+		if ls := netnstest.Run(t, "ip", "netns", "exec", tp.speaker, "ss", "-Hltun"); strings.Contains(ls, ":179") || !strings.Contains(ls, ":3784") {
 			t.Errorf("with BFD, only BFD's UDP port 3784 should listen in the speaker's namespace:\n%s", ls)
 		}
 
@@ -306,7 +307,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 
 		// The link comes back: BGP, BFD and the route come back.
 		start = time.Now()
-		ipBatch(t, tp.speaker, "link set eth0 up")
+		netnstest.IPBatch(t, tp.speaker, "link set eth0 up")
 		sp.waitEstablished(s.Name, 15*time.Second)
 		sp.waitState(s.Name, 10*time.Second, "BFD Up again", func(p PeerState) bool { return p.BFD == "Up" })
 		back := f.waitRoute(lb4.String(), true, start, 10*time.Second)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"github.com/heraldlb/herald/internal/netnstest"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -143,7 +144,7 @@ type speaker struct {
 	stdin  io.WriteCloser
 	dec    *json.Decoder
 	mu     sync.Mutex
-	logs   *lineLog
+	logs   *netnstest.LockedBuffer
 	closed bool
 }
 
@@ -163,7 +164,7 @@ func startSpeaker(t *testing.T, ns string) *speaker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &speaker{t: t, cmd: cmd, stdin: stdin, dec: json.NewDecoder(stdout), logs: newLineLog()}
+	s := &speaker{t: t, cmd: cmd, stdin: stdin, dec: json.NewDecoder(stdout), logs: &netnstest.LockedBuffer{}}
 	cmd.Stderr = s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting the speaker process in %s: %v", ns, err)
@@ -283,29 +284,7 @@ func (s *speaker) close() {
 // checkExit fails the test when the speaker process failed, notably when
 // the race detector (the test binary is the speaker) found a race there.
 func (s *speaker) checkExit(err error) {
-	if err != nil || s.logs.contains("DATA RACE") {
+	if err != nil || strings.Contains(s.logs.String(), "DATA RACE") {
 		s.t.Errorf("speaker process: %v (exit status 66 is the race detector's)", err)
 	}
 }
-
-// lineLog collects a process's stderr for the test's failure output.
-type lineLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func newLineLog() *lineLog { return &lineLog{} }
-
-func (l *lineLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lineLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lineLog) contains(s string) bool { return strings.Contains(l.String(), s) }

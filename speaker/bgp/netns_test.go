@@ -3,6 +3,7 @@ package bgp
 import (
 	"bytes"
 	"fmt"
+	"github.com/heraldlb/herald/internal/netnstest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,15 +147,15 @@ func newTopo(t *testing.T) *topo {
 		_ = os.RemoveAll(tp.dir)
 	})
 	for _, ns := range []string{tp.speaker, tp.lan, tp.rtr} {
-		run(t, "ip", "netns", "add", ns)
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		netnstest.Run(t, "ip", "netns", "add", ns)
+		netnstest.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	for _, ns := range []string{tp.speaker, tp.rtr} {
 		for _, kv := range []string{"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"} {
-			run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv)
+			netnstest.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv)
 		}
 	}
-	ipBatch(t, tp.lan,
+	netnstest.IPBatch(t, tp.lan,
 		"link add br0 type bridge",
 		"link set br0 up",
 		"link add ps type veth peer name eth0 netns "+tp.speaker,
@@ -164,34 +165,14 @@ func newTopo(t *testing.T) *topo {
 		"link set ps up",
 		"link set pr up",
 	)
-	ipBatch(t, tp.speaker, "link set eth0 up", "addr add "+speakerV4+"/24 dev eth0", "addr add "+speakerV6+"/64 dev eth0")
-	ipBatch(t, tp.rtr, "link set eth0 up", "addr add "+routerV4+"/24 dev eth0", "addr add "+routerV6+"/64 dev eth0")
+	netnstest.IPBatch(t, tp.speaker, "link set eth0 up", "addr add "+speakerV4+"/24 dev eth0", "addr add "+speakerV6+"/64 dev eth0")
+	netnstest.IPBatch(t, tp.rtr, "link set eth0 up", "addr add "+routerV4+"/24 dev eth0", "addr add "+routerV6+"/64 dev eth0")
 	return tp
 }
 
 // cutSpeakerLink takes the speaker's eth0 down.
-func (tp *topo) cutSpeakerLink() { ipBatch(tp.t, tp.speaker, "link set eth0 down") }
+func (tp *topo) cutSpeakerLink() { netnstest.IPBatch(tp.t, tp.speaker, "link set eth0 down") }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out)
-}
-
-func ipBatch(t *testing.T, ns string, lines ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch: %v: %s\nbatch was:\n%s", ns, err, bytes.TrimSpace(out), strings.Join(lines, "\n"))
-	}
-}
-
-// daemon starts a router process in namespace ns, in the foreground so the
-// test owns it; it is killed when the test ends.
 func (tp *topo) daemon(ns, pidFile string, argv ...string) {
 	tp.t.Helper()
 	logf, err := os.Create(filepath.Join(tp.dir, filepath.Base(argv[0])+".out"))

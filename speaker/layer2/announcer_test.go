@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/heraldlb/herald/internal/netnstest"
 	"github.com/heraldlb/herald/speaker/layer2"
 )
 
@@ -87,7 +88,7 @@ func TestOnlyOwnedAddressesGetNDPAdvertisements(t *testing.T) {
 func TestAddressOwnedOnAnotherInterfaceIsNotAnswered(t *testing.T) {
 	t.Parallel()
 	_, speaker, client := speakerAndClient(t, "arping", "ndisc6")
-	ipBatch(t, speaker,
+	netnstest.IPBatch(t, speaker,
 		"link add veth0 type veth peer name veth1",
 		"link set veth0 up",
 		"link set veth1 up",
@@ -123,7 +124,7 @@ func TestTakeoverUpdatesTheClientsNeighbourTableUnasked(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			a := announcerIn(t, speaker, reg)
 			h := handleIn(t, client)
-			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
+			netnstest.Run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
 			if got := neighbourMAC(t, h, vip); got != fakeMAC {
 				t.Fatalf("client's neighbour entry for %s is %q before the takeover, want the fake %s", vip, got, fakeMAC)
 			}
@@ -219,15 +220,15 @@ func TestAnsweringResumesAfterTheLinkFlapsOrIsReplaced(t *testing.T) {
 	clientForgets := func() {
 		t.Helper()
 		for _, vip := range []netip.Addr{vip4, vip6} {
-			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
+			netnstest.Run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
 		}
 	}
 	answers("before")
 
-	ipBatch(t, speaker, "link set eth0 down")
+	netnstest.IPBatch(t, speaker, "link set eth0 down")
 	time.Sleep(300 * time.Millisecond)
 	clientForgets()
-	ipBatch(t, speaker, "link set eth0 up")
+	netnstest.IPBatch(t, speaker, "link set eth0 up")
 	for _, vip := range []netip.Addr{vip4, vip6} {
 		took, ok := waitFor(3*time.Second, func() bool { return neighbourMAC(t, h, vip) == speakerMAC })
 		if !ok {
@@ -301,9 +302,9 @@ func TestUnicastNeighbourProbesAreAnswered(t *testing.T) {
 			}
 			time.Sleep(2100 * time.Millisecond) // past the announcements, which make entries STALE
 			// Probe 1 s after use rather than the default 5 s.
-			run(t, "ip", "netns", "exec", client, "sysctl", "-qw", "net."+family+".neigh.eth0.delay_first_probe_time=1")
+			netnstest.Run(t, "ip", "netns", "exec", client, "sysctl", "-qw", "net."+family+".neigh.eth0.delay_first_probe_time=1")
 			h := handleIn(t, client)
-			run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", speakerMAC, "nud", "stale", "dev", "eth0")
+			netnstest.Run(t, "ip", "-n", client, "neigh", "replace", vip.String(), "lladdr", speakerMAC, "nud", "stale", "dev", "eth0")
 			sendUDP(t, client, vip)
 			var seen []string
 			took, ok := waitFor(6*time.Second, func() bool {

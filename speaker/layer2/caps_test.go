@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/heraldlb/herald/internal/netnstest"
 	"github.com/heraldlb/herald/speaker/layer2"
 )
 
@@ -78,7 +78,7 @@ func TestAnnouncingNeedsOnlyNetAdminAndNetRaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr netnstest.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -141,21 +141,4 @@ func TestAnnouncingNeedsOnlyNetAdminAndNetRaw(t *testing.T) {
 	if log := stderr.String(); strings.Contains(log, "watching links") || strings.Contains(log, "operation not permitted") {
 		t.Errorf("the helper could not do everything with NET_ADMIN and NET_RAW; its log:\n%s", log)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

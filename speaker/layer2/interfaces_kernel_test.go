@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/heraldlb/herald/internal/netnstest"
 	"github.com/heraldlb/herald/speaker/layer2"
 )
 
@@ -16,7 +17,7 @@ func TestQualifyingInterfacesInANamespace(t *testing.T) {
 	requireTools(t)
 	n := newLAN(t)
 	ns := n.addHost("q", "02:00:00:00:02:04", "198.51.100.204", "2001:db8:9::204")
-	ipBatch(t, ns,
+	netnstest.IPBatch(t, ns,
 		"addr add 198.51.100.250/24 dev lo",
 		"addr add 2001:db8:9::250/64 dev lo",
 		"link add veth0 type veth peer name veth1",

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/heraldlb/herald/internal/netnstest"
 	"github.com/heraldlb/herald/speaker/layer2"
 )
 
@@ -90,8 +91,8 @@ func newLAN(t *testing.T) *lan {
 			}
 		}
 	})
-	run(t, "ip", "netns", "add", n.ns)
-	ipBatch(t, n.ns,
+	netnstest.Run(t, "ip", "netns", "add", n.ns)
+	netnstest.IPBatch(t, n.ns,
 		"link set lo up",
 		"link add lan0 type veth peer name lan1",
 		"link set lan0 up",
@@ -105,16 +106,16 @@ func newLAN(t *testing.T) *lan {
 // once.
 func (n *lan) addHost(role, mac, v4, v6 string) string {
 	ns := n.prefix + "-" + role
-	run(n.t, "ip", "netns", "add", ns)
+	netnstest.Run(n.t, "ip", "netns", "add", ns)
 	for _, kv := range []string{"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"} {
-		run(n.t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv)
+		netnstest.Run(n.t, "ip", "netns", "exec", ns, "sysctl", "-qw", kv)
 	}
 	tmp := "mv" + role
-	ipBatch(n.t, n.ns,
+	netnstest.IPBatch(n.t, n.ns,
 		fmt.Sprintf("link add %s link lan0 address %s type macvlan mode bridge", tmp, mac),
 		fmt.Sprintf("link set %s netns %s", tmp, ns),
 	)
-	ipBatch(n.t, ns,
+	netnstest.IPBatch(n.t, ns,
 		"link set lo up",
 		fmt.Sprintf("link set %s name eth0", tmp),
 		"link set eth0 up",
@@ -127,36 +128,18 @@ func (n *lan) addHost(role, mac, v4, v6 string) string {
 // replaceEth0 deletes the host's eth0 and gives it a new one with the same
 // MAC and addresses, as when a NIC's driver is reloaded.
 func (n *lan) replaceEth0(ns, role, mac, v4, v6 string) {
-	ipBatch(n.t, ns, "link delete eth0")
+	netnstest.IPBatch(n.t, ns, "link delete eth0")
 	tmp := "mv" + role
-	ipBatch(n.t, n.ns,
+	netnstest.IPBatch(n.t, n.ns,
 		fmt.Sprintf("link add %s link lan0 address %s type macvlan mode bridge", tmp, mac),
 		fmt.Sprintf("link set %s netns %s", tmp, ns),
 	)
-	ipBatch(n.t, ns,
+	netnstest.IPBatch(n.t, ns,
 		fmt.Sprintf("link set %s name eth0", tmp),
 		"link set eth0 up",
 		fmt.Sprintf("addr add %s/25 dev eth0", v4),
 		fmt.Sprintf("addr add %s/64 dev eth0", v6),
 	)
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out)
-}
-
-func ipBatch(t *testing.T, ns string, lines ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch: %v: %s\nbatch was:\n%s", ns, err, bytes.TrimSpace(out), strings.Join(lines, "\n"))
-	}
 }
 
 // inNetns runs fn on an OS thread inside namespace ns, then returns the
