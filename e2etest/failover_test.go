@@ -153,18 +153,28 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 	before, _ := announcer(t, ns, "web")
 	curlOK(t, "http://"+ip+"/")
 	p := startProber("http://"+ip+"/", 20*time.Millisecond)
+	var steps []string // when each speaker stopped and was ready again, to place a failure
 	for _, n := range theLab.Nodes {
+		steps = append(steps, fmt.Sprintf("%s SIGTERM %s", n.Name, time.Now().Format("15:04:05.000")))
 		hd.Speaker(n.Name).Stop()
+		steps = append(steps, fmt.Sprintf("%s exited %s", n.Name, time.Now().Format("15:04:05.000")))
 		if err := hd.StartSpeaker(n); err != nil {
 			p.finish()
 			t.Fatal(err)
 		}
+		steps = append(steps, fmt.Sprintf("%s ready %s", n.Name, time.Now().Format("15:04:05.000")))
 		time.Sleep(time.Second)
 	}
 	total, failed, outage := p.finish()
 	t.Logf("rolling restart of %d speakers: %d requests, %d failed (longest outage %s); errors %v", len(theLab.Nodes), total, failed, outage, p.errors)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed during a rolling restart; want none", failed, total)
+		var at []string
+		for _, r := range p.results {
+			if !r.ok {
+				at = append(at, r.at.Format("15:04:05.000")+" "+r.err)
+			}
+		}
+		t.Errorf("%d of %d requests failed during a rolling restart; want none\nfailed: %v\nsteps: %v", failed, total, at, steps)
 	}
 	// Ownership is a function of the live speakers: after the restart the
 	// same node announces again.
