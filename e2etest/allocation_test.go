@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/lab"
@@ -474,6 +475,16 @@ func withoutWebhook(t *testing.T) {
 	if err := wh.Delete(context.Background(), saved.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The API server learns of the deletion through a watch: until then it
+	// still calls the webhook. A pool inside the Service CIDR, which the
+	// webhook refuses, is accepted (dry run) once it no longer does.
+	eventually(t, 10*time.Second, "the API server to stop calling the webhook", func(ctx context.Context) (bool, error) {
+		probe := &v1alpha1.IPAddressPool{
+			ObjectMeta: metav1.ObjectMeta{Name: "webhook-off-probe"},
+			Spec:       v1alpha1.IPAddressPoolSpec{Addresses: []string{"203.0.113.126/32"}},
+		}
+		return crClient.Create(ctx, probe, client.DryRunAll) == nil, nil
+	})
 	t.Cleanup(func() {
 		saved.ResourceVersion, saved.UID = "", ""
 		if _, err := wh.Create(context.Background(), saved, metav1.CreateOptions{}); err != nil {
