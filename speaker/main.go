@@ -28,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/speaker/bgp"
 	"github.com/heraldlb/herald/speaker/layer2"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/membership"
@@ -140,8 +141,10 @@ func run(f flags) error {
 		Gossip: gossipAddr, Local: layer2.LocalSubnets, Log: log.WithName("lease"),
 	}
 	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
-	sp := runner.New(tracker, mgr.GetCache(), ann, gossip, reporter, keeper, runner.Options{
-		NodeName: f.node, HandoverTimeout: f.handover,
+	// GoBGP starts with the first BGPPeer that applies to this node.
+	bgpOut := bgp.New(log.WithName("bgp"), bgp.Options{Registerer: metrics.Registry})
+	sp := runner.New(tracker, mgr.GetCache(), ann, bgpOut, gossip, reporter, keeper, runner.Options{
+		NodeName: f.node, HandoverTimeout: f.handover, Namespace: f.namespace,
 	}, metrics.Registry, log)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {

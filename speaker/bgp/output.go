@@ -414,10 +414,7 @@ func (o *Output) softResetOut(s Session) error {
 func (o *Output) SetRoutes(routes []Route) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
-		return errClosed
-	}
-	want := map[netip.Prefix]Route{}
+	want := map[netip.Prefix]*Route{}
 	for _, r := range routes {
 		if !r.Prefix.IsValid() {
 			return fmt.Errorf("route with an invalid prefix %v", r.Prefix)
@@ -426,10 +423,52 @@ func (o *Output) SetRoutes(routes []Route) error {
 		if prev, dup := want[r.Prefix]; dup {
 			return fmt.Errorf("route %s is given twice (peers %v and %v); merge its attributes first", r.Prefix, prev.Peers, r.Peers)
 		}
-		want[r.Prefix] = r
+		want[r.Prefix] = &r
 	}
-	old := o.routes
-	o.routes = want
+	for p := range o.routes {
+		if _, ok := want[p]; !ok {
+			want[p] = nil
+		}
+	}
+	return o.updateRoutes(want)
+}
+
+// UpdateRoutes changes the routes of the given prefixes only, as SetRoutes
+// would: a prefix mapped to nil is withdrawn. Its cost is that of the
+// change, whatever the number of routes.
+func (o *Output) UpdateRoutes(delta map[netip.Prefix]*Route) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	norm := make(map[netip.Prefix]*Route, len(delta))
+	for p, r := range delta {
+		if r == nil {
+			norm[p.Masked()] = nil
+			continue
+		}
+		n := r.normalize()
+		if !n.Prefix.IsValid() {
+			return fmt.Errorf("route with an invalid prefix %v", r.Prefix)
+		}
+		norm[n.Prefix] = &n
+	}
+	return o.updateRoutes(norm)
+}
+
+func (o *Output) updateRoutes(delta map[netip.Prefix]*Route) error {
+	if o.closed {
+		return errClosed
+	}
+	old := make(map[netip.Prefix]Route, len(delta))
+	for p, r := range delta {
+		if prev, ok := o.routes[p]; ok {
+			old[p] = prev
+		}
+		if r == nil {
+			delete(o.routes, p)
+		} else {
+			o.routes[p] = *r
+		}
+	}
 	if o.srv == nil {
 		return nil // announced when the server starts
 	}
@@ -442,22 +481,23 @@ func (o *Output) SetRoutes(routes []Route) error {
 	dels := map[setKey][]netip.Prefix{}
 	shrunk := map[string]bool{}
 	var announce, withdraw []*apiutil.Path
-	for _, p := range slices.SortedFunc(maps.Keys(old), comparePrefix) {
-		if _, ok := want[p]; ok {
+	for _, p := range slices.SortedFunc(maps.Keys(delta), comparePrefix) {
+		r := delta[p]
+		prev, existed := old[p]
+		if r == nil {
+			if !existed {
+				continue
+			}
+			path, err := pathFor(prev, true)
+			if err != nil {
+				return err
+			}
+			withdraw = append(withdraw, path)
+			for _, peer := range prev.Peers {
+				dels[setKey{peer, p.Addr().Is6()}] = append(dels[setKey{peer, p.Addr().Is6()}], p)
+			}
 			continue
 		}
-		path, err := pathFor(old[p], true)
-		if err != nil {
-			return err
-		}
-		withdraw = append(withdraw, path)
-		for _, peer := range old[p].Peers {
-			dels[setKey{peer, p.Addr().Is6()}] = append(dels[setKey{peer, p.Addr().Is6()}], p)
-		}
-	}
-	for _, p := range slices.SortedFunc(maps.Keys(want), comparePrefix) {
-		r := want[p]
-		prev, existed := old[p]
 		grew := false
 		for _, peer := range r.Peers {
 			if !existed || !slices.Contains(prev.Peers, peer) {
@@ -474,7 +514,7 @@ func (o *Output) SetRoutes(routes []Route) error {
 			}
 		}
 		if !existed || grew || !r.sameAttributes(prev) {
-			path, err := pathFor(r, false)
+			path, err := pathFor(*r, false)
 			if err != nil {
 				return err
 			}

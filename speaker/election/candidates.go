@@ -109,12 +109,19 @@ func PreferredNodes(ads []Advertisement) []string {
 	return preferred
 }
 
+// Excluded reports whether the node must not receive load balancer traffic
+// at all: it is excluded from load balancers, or its network is unavailable.
+func (n *Node) Excluded() bool {
+	if n.NetworkUnavailable || n.ExcludedFromLB {
+		return true
+	}
+	_, ok := n.Labels[LabelExcludeFromLB]
+	return ok
+}
+
 // eligible applies the rules that do not depend on an advertisement.
 func eligible(n *Node, svc ServiceInfo) bool {
-	if !n.SpeakerLive || n.NetworkUnavailable || n.ExcludedFromLB {
-		return false
-	}
-	if _, ok := n.Labels[LabelExcludeFromLB]; ok {
+	if !n.SpeakerLive || n.Excluded() {
 		return false
 	}
 	return !svc.LocalTrafficPolicy || svc.NodesWithReadyEndpoints[n.Name]

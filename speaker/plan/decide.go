@@ -10,7 +10,8 @@ import (
 	"github.com/heraldlb/herald/speaker/election"
 )
 
-// decide makes the layer-2 decision for one address.
+// decide makes the layer-2 decision for one address, and Self's BGP
+// decision (see decideBGP).
 //
 // Services sharing an address are decided together, whatever order they come
 // in: each Service advertised over layer 2 gets its candidates from the
@@ -21,16 +22,21 @@ import (
 // preferred nodes are those of every advertisement involved, merged in the
 // order of the advertisements' names (election.PreferredNodes). Services that
 // no L2Advertisement selects do not constrain the address.
-func (p *Planner) decide(ip netip.Addr) L2 {
+func (p *Planner) decide(ip netip.Addr) (L2, BGP) {
 	keys := p.byIP[ip]
 	cfg := p.world.Config
 	if len(keys) == 0 || cfg == nil {
-		return L2{}
+		return L2{}, BGP{}
 	}
 	pool, ok := cfg.PoolOf(ip)
 	if !ok {
-		return L2{}
+		return L2{}, BGP{}
 	}
+	return p.decideL2(ip, pool.Name), p.decideBGP(ip, pool.Name)
+}
+
+func (p *Planner) decideL2(ip netip.Addr, pool string) L2 {
+	keys := p.byIP[ip]
 	var (
 		out    L2
 		cands  []string
@@ -42,7 +48,7 @@ func (p *Planner) decide(ip netip.Addr) L2 {
 	mask := p.subnetMask(ip)
 	for _, k := range keys {
 		svc := p.services[k]
-		names := p.advertisementsFor(pool.Name, svc.Labels)
+		names := p.advertisementsFor(pool, svc.Labels)
 		if len(names) == 0 {
 			continue
 		}

@@ -48,6 +48,11 @@ type World struct {
 	Config *model.Config
 	// Nodes with SpeakerLive set from election.Live.
 	Nodes []election.Node
+	// Self is the node this speaker runs on, which BGP routes are planned for.
+	Self string
+	// Peers are Self's BGP sessions (BGPPeer names), sorted: an
+	// advertisement that names no peers goes to all of them.
+	Peers []string
 }
 
 // L2 is the layer-2 decision for one address.
@@ -69,11 +74,25 @@ func (d L2) equal(o L2) bool {
 	return d.Owner == o.Owner && slices.Equal(d.Interfaces, o.Interfaces) && slices.Equal(d.Services, o.Services)
 }
 
-// Change is one address whose decision changed in a Plan call. Old or New is
-// the zero L2 when the address was or is no longer planned.
+// Change is one address whose layer-2 decision changed in a Plan call. Old
+// or New is the zero L2 when the address was or is no longer planned.
 type Change struct {
 	IP       netip.Addr
 	Old, New L2
+}
+
+// BGPChange is one address whose BGP decision changed in a Plan call.
+type BGPChange struct {
+	IP       netip.Addr
+	Old, New BGP
+}
+
+// Diff is what one Plan call changed: layer-2 decisions, Self's BGP
+// decisions and Self's routes, each sorted.
+type Diff struct {
+	L2     []Change
+	BGP    []BGPChange
+	Routes []RouteChange
 }
 
 // Planner holds the last decisions and what they were made from.
@@ -85,25 +104,39 @@ type Planner struct {
 	dirty    map[netip.Addr]bool
 	full     bool
 
+	// Self's BGP decisions, and the routes they make.
+	bgp        map[netip.Addr]BGP
+	prefixIPs  map[netip.Prefix][]netip.Addr // announced addresses per prefix, sorted
+	ipPrefixes map[netip.Addr][]netip.Prefix // the prefixes of each announced address
+	routes     map[netip.Prefix]*Route
+
 	// Caches, valid for one World.
 	ads      map[string]election.Advertisement // accepted L2Advertisements by name
 	prefixes []netip.Prefix                    // every distinct node subnet
 	classes  map[classKey]*class
 	// Rankings depend only on the address and the node names, so they
 	// survive liveness changes: rankNames is the name set they index into.
-	rankNames []string
-	rankings  map[netip.Addr][]uint16
+	rankNames  []string
+	rankings   map[netip.Addr][]uint16
+	bgpAds     map[string]*bgpAd
+	bgpAdNames []string // sorted
+	bgpStale   bool     // bgpAds changed: re-derive every prefix and route
+	self       *election.Node
 }
 
 // New returns a planner with an empty world: nothing is planned until
 // SetWorld gives it a configuration.
 func New() *Planner {
 	return &Planner{
-		services: map[types.NamespacedName]*Service{},
-		byIP:     map[netip.Addr][]types.NamespacedName{},
-		l2:       map[netip.Addr]L2{},
-		dirty:    map[netip.Addr]bool{},
-		rankings: map[netip.Addr][]uint16{},
+		services:   map[types.NamespacedName]*Service{},
+		byIP:       map[netip.Addr][]types.NamespacedName{},
+		l2:         map[netip.Addr]L2{},
+		dirty:      map[netip.Addr]bool{},
+		rankings:   map[netip.Addr][]uint16{},
+		bgp:        map[netip.Addr]BGP{},
+		prefixIPs:  map[netip.Prefix][]netip.Addr{},
+		ipPrefixes: map[netip.Addr][]netip.Prefix{},
+		routes:     map[netip.Prefix]*Route{},
 	}
 }
 
@@ -141,6 +174,7 @@ func (p *Planner) SetWorld(w World) {
 		p.rankNames = names
 		clear(p.rankings)
 	}
+	p.setBGPWorld(w)
 }
 
 // SetService adds or replaces a Service; the next Plan re-decides the
@@ -184,37 +218,48 @@ func (p *Planner) DeleteService(key types.NamespacedName) {
 	}
 }
 
-// Plan re-decides what changed since the last call and returns the addresses
-// whose decision changed, sorted.
-func (p *Planner) Plan() []Change {
+// Plan re-decides what changed since the last call and returns what changed.
+func (p *Planner) Plan() Diff {
 	ips := p.dirty
 	if p.full {
-		ips = make(map[netip.Addr]bool, len(p.byIP)+len(p.l2))
+		ips = make(map[netip.Addr]bool, len(p.byIP)+len(p.l2)+len(p.bgp))
 		for ip := range p.byIP {
 			ips[ip] = true
 		}
 		for ip := range p.l2 {
 			ips[ip] = true
 		}
+		for ip := range p.bgp {
+			ips[ip] = true
+		}
 	}
-	var changes []Change
+	var diff Diff
+	touched := map[netip.Prefix]bool{}
 	for ip := range ips {
-		d := p.decide(ip)
-		old := p.l2[ip]
-		if d.equal(old) {
-			continue
+		d, b := p.decide(ip)
+		if old := p.l2[ip]; !d.equal(old) {
+			if d.Planned() {
+				p.l2[ip] = d
+			} else {
+				delete(p.l2, ip)
+			}
+			diff.L2 = append(diff.L2, Change{IP: ip, Old: old, New: d})
 		}
-		if d.Planned() {
-			p.l2[ip] = d
-		} else {
-			delete(p.l2, ip)
+		// When the advertisements changed, the same decision may announce
+		// the address as another aggregate, so its prefixes are refreshed.
+		if old := p.bgp[ip]; !b.equal(old) {
+			p.setBGP(ip, b, touched)
+			diff.BGP = append(diff.BGP, BGPChange{IP: ip, Old: old, New: b})
+		} else if p.bgpStale {
+			p.setBGP(ip, b, touched)
 		}
-		changes = append(changes, Change{IP: ip, Old: old, New: d})
 	}
+	diff.Routes = p.planRoutes(touched, p.bgpStale)
 	p.dirty = map[netip.Addr]bool{}
-	p.full = false
-	slices.SortFunc(changes, func(a, b Change) int { return a.IP.Compare(b.IP) })
-	return changes
+	p.full, p.bgpStale = false, false
+	slices.SortFunc(diff.L2, func(a, b Change) int { return a.IP.Compare(b.IP) })
+	slices.SortFunc(diff.BGP, func(a, b BGPChange) int { return a.IP.Compare(b.IP) })
+	return diff
 }
 
 // L2 is the current decision for ip (the zero L2 when it is not planned).

@@ -46,7 +46,11 @@ func dead(n *election.Node) { n.SpeakerLive = false }
 
 // config builds the model from CRs, as the speaker does.
 func config(pools map[string][]string, ads ...v1alpha1.L2Advertisement) *model.Config {
-	in := model.Input{L2Advertisements: ads}
+	return build(pools, model.Input{L2Advertisements: ads})
+}
+
+// build adds the pools to in and builds the model.
+func build(pools map[string][]string, in model.Input) *model.Config {
 	for name, addrs := range pools {
 		in.Pools = append(in.Pools, v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.IPAddressPoolSpec{Addresses: addrs}})
 	}
@@ -200,25 +204,25 @@ func TestPlanReportsOnlyWhatChanged(t *testing.T) {
 	db := &plan.Service{Key: key("db"), IPs: []netip.Addr{ip("198.51.100.71")}}
 	p.SetService(web)
 	p.SetService(db)
-	if got := p.Plan(); len(got) != 2 {
+	if got := p.Plan().L2; len(got) != 2 {
 		t.Fatalf("first plan: %d changes, want 2", len(got))
 	}
-	if got := p.Plan(); len(got) != 0 {
+	if got := p.Plan().L2; len(got) != 0 {
 		t.Errorf("nothing changed, yet %d changes", len(got))
 	}
 	// The same Service set again is no change.
 	p.SetService(&plan.Service{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.70")}})
-	if got := p.Plan(); len(got) != 0 {
+	if got := p.Plan().L2; len(got) != 0 {
 		t.Errorf("an identical Service: %d changes", len(got))
 	}
 	// A new address: the old one is dropped, the new one planned.
 	p.SetService(&plan.Service{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.72")}})
-	got := p.Plan()
+	got := p.Plan().L2
 	if len(got) != 2 || got[0].IP != ip("198.51.100.70") || got[0].New.Planned() || got[1].IP != ip("198.51.100.72") || !got[1].New.Planned() {
 		t.Errorf("address moved: changes %+v", got)
 	}
 	p.DeleteService(key("db"))
-	if got := p.Plan(); len(got) != 1 || got[0].IP != ip("198.51.100.71") || got[0].New.Planned() {
+	if got := p.Plan().L2; len(got) != 1 || got[0].IP != ip("198.51.100.71") || got[0].New.Planned() {
 		t.Errorf("Service deleted: changes %+v", got)
 	}
 }
@@ -243,7 +247,7 @@ func TestNodeLossMovesOnlyItsAddresses(t *testing.T) {
 		t.Fatalf("32 addresses over 3 nodes landed on %v", owned)
 	}
 	p.SetWorld(plan.World{Config: cfg, Nodes: []election.Node{node("a"), node("b", dead), node("c")}})
-	changes := p.Plan()
+	changes := p.Plan().L2
 	if len(changes) != owned["b"] {
 		t.Errorf("b owned %d addresses, but %d moved", owned["b"], len(changes))
 	}
@@ -260,6 +264,12 @@ type scenario struct {
 	nodes []election.Node
 	cfg   *model.Config
 	svcs  []*plan.Service
+	self  string
+	peers []string
+}
+
+func (sc scenario) world() plan.World {
+	return plan.World{Config: sc.cfg, Nodes: sc.nodes, Self: sc.self, Peers: sc.peers}
 }
 
 var (
@@ -323,11 +333,17 @@ func scenarioGen() *rapid.Generator[scenario] {
 	return rapid.Custom(func(t *rapid.T) scenario {
 		var sc scenario
 		sc.nodes = rapid.SliceOfNDistinct(nodeGen(), 1, 5, func(n election.Node) string { return n.Name }).Draw(t, "nodes")
-		var ads []v1alpha1.L2Advertisement
+		var in model.Input
 		for i := range rapid.IntRange(0, 3).Draw(t, "nads") {
-			ads = append(ads, adGen(i).Draw(t, "ad"))
+			in.L2Advertisements = append(in.L2Advertisements, adGen(i).Draw(t, "ad"))
 		}
-		sc.cfg = config(pools, ads...)
+		for i := range rapid.IntRange(0, 3).Draw(t, "nbgpads") {
+			in.BGPAdvertisements = append(in.BGPAdvertisements, bgpAdGen(i).Draw(t, "bgp ad"))
+		}
+		sc.cfg = build(pools, in)
+		sc.self = rapid.SampledFrom(nodeNames).Draw(t, "self")
+		sc.peers = rapid.SliceOfNDistinct(rapid.SampledFrom(peerNames), 0, 3, func(s string) string { return s }).Draw(t, "peers")
+		slices.Sort(sc.peers)
 		for i := range rapid.IntRange(0, 6).Draw(t, "nsvcs") {
 			sc.svcs = append(sc.svcs, serviceGen(i).Draw(t, "svc"))
 		}
@@ -424,12 +440,21 @@ func TestPropertyIncrementalEqualsFromScratch(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		sc := scenarioGen().Draw(t, "scenario")
 		p := plan.New()
-		w := plan.World{Config: sc.cfg, Nodes: sc.nodes}
+		w := sc.world()
 		p.SetWorld(w)
 		current := map[types.NamespacedName]*plan.Service{}
 		replayed := map[netip.Addr]plan.L2{}
+		replayedRoutes := map[netip.Prefix]plan.Route{}
 		replay := func() {
-			for _, c := range p.Plan() {
+			diff := p.Plan()
+			for _, c := range diff.Routes {
+				if c.Route == nil {
+					delete(replayedRoutes, c.Prefix)
+				} else {
+					replayedRoutes[c.Prefix] = *c.Route
+				}
+			}
+			for _, c := range diff.L2 {
 				if !reflect.DeepEqual(replayed[c.IP], c.Old) {
 					t.Fatalf("%s: change says old %+v, but the last reported was %+v", c.IP, c.Old, replayed[c.IP])
 				}
@@ -457,7 +482,8 @@ func TestPropertyIncrementalEqualsFromScratch(t *testing.T) {
 				w.Nodes[i].SpeakerLive = !w.Nodes[i].SpeakerLive
 				p.SetWorld(w)
 			case 8:
-				w.Config = scenarioGen().Draw(t, "new config").cfg
+				next := scenarioGen().Draw(t, "new config")
+				w.Config, w.Peers = next.cfg, next.peers
 				p.SetWorld(w)
 			case 9:
 				replay()
@@ -475,6 +501,12 @@ func TestPropertyIncrementalEqualsFromScratch(t *testing.T) {
 		}
 		if !reflect.DeepEqual(replayed, decisions(fresh)) {
 			t.Fatalf("replayed changes:\n %v\nfrom scratch:\n %v", replayed, decisions(fresh))
+		}
+		if got, want := p.Routes(), fresh.Routes(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("incremental routes:\n %v\nfrom scratch:\n %v", got, want)
+		}
+		if got, want := slices.Collect(maps.Values(replayedRoutes)), fresh.Routes(); !sameRoutes(got, want) {
+			t.Fatalf("replayed route changes:\n %v\nfrom scratch:\n %v", got, want)
 		}
 	})
 }

@@ -55,6 +55,13 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 		}
 		r.nodes = nodes
 	}
+	peers := r.world.Peers
+	if ch.Config || ch.Nodes {
+		var err error
+		if peers, err = r.setSessions(ctx); err != nil {
+			return err
+		}
+	}
 	wasAnnouncing := r.live.Announce
 	if full {
 		leases := r.tracker.Leases()
@@ -70,8 +77,8 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 			r.log.Info("this speaker sees a minority of its peers alive: announcing nothing until it rejoins", "live", r.live.Live)
 			r.withdrawAll()
 		}
-		w := plan.World{Config: r.cfg, Nodes: worldNodes(r.nodes, leases, r.live.Live)}
-		if w.Config != r.world.Config || !reflect.DeepEqual(w.Nodes, r.world.Nodes) {
+		w := plan.World{Config: r.cfg, Nodes: worldNodes(r.nodes, leases, r.live.Live), Self: r.opts.NodeName, Peers: peers}
+		if w.Config != r.world.Config || !reflect.DeepEqual(w.Nodes, r.world.Nodes) || !slices.Equal(w.Peers, r.world.Peers) {
 			r.world = w
 			r.planner.SetWorld(w)
 		}
@@ -88,10 +95,14 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 			r.planner.SetService(s)
 		}
 	}
-	changes := r.planner.Plan()
+	diff := r.planner.Plan()
 	// A re-plan reports every decision it changed; only a flip of Announce
 	// changes what this node answers for without changing a decision.
-	r.apply(changes, wasAnnouncing != r.live.Announce)
+	r.apply(diff.L2, wasAnnouncing != r.live.Announce)
+	// BGP does not wait on the layer-2 liveness rule: each node announces
+	// itself, and its routers judge it by its sessions (hold time, BFD).
+	r.applyRoutes(diff.Routes)
+	r.reportBGP(diff)
 	scope := "partial"
 	if full {
 		scope = "full"
@@ -326,6 +337,11 @@ func (r *Runner) handover(stopKeeper context.CancelFunc, keeperDone *sync.WaitGr
 	}
 	wg.Wait()
 	wcancel()
+	if r.bgp != nil {
+		// Routers with graceful restart keep this node's routes while the
+		// next speaker starts; the others drop them now.
+		r.bgp.Detach()
+	}
 	err := r.layer2.Close()
 	r.status.DeleteAll(ctx)
 	return err

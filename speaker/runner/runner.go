@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/bgp"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/plan"
@@ -39,6 +40,8 @@ type Options struct {
 	// MinFullInterval spaces re-plans of every address caused by node or
 	// configuration churn. Liveness changes are never delayed.
 	MinFullInterval time.Duration
+	// Namespace is Herald's: BGP password Secrets are read there.
+	Namespace string
 }
 
 // Layer2 is the layer-2 output (speaker/layer2.Announcer).
@@ -66,6 +69,7 @@ type Runner struct {
 	cache     client.Reader
 	planner   *plan.Planner
 	layer2    Layer2
+	bgp       BGP    // nil: none
 	gossip    Gossip // nil: none
 	status    *status.Reporter
 	keeper    *lease.Keeper
@@ -80,12 +84,13 @@ type Runner struct {
 	cfg   *model.Config
 	nodes []election.Node
 	live  liveness
-	world plan.World
-	owned map[netip.Addr][]string
+	world    plan.World
+	owned    map[netip.Addr][]string
+	sessions []bgp.Session
 }
 
-// New returns a runner. gossip may be nil; reg may be nil (no metrics).
-func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, gossip Gossip, reporter *status.Reporter, keeper *lease.Keeper, opts Options, reg prometheus.Registerer, log logr.Logger) *Runner {
+// New returns a runner. bgp and gossip may be nil; reg may be nil (no metrics).
+func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, bgp BGP, gossip Gossip, reporter *status.Reporter, keeper *lease.Keeper, opts Options, reg prometheus.Registerer, log logr.Logger) *Runner {
 	if opts.HandoverTimeout == 0 {
 		opts.HandoverTimeout = 3 * time.Second
 	}
@@ -93,7 +98,7 @@ func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, gossip Gossip, 
 		opts.MinFullInterval = 100 * time.Millisecond
 	}
 	return &Runner{
-		opts: opts, tracker: tracker, cache: cache, planner: plan.New(), layer2: l2, gossip: gossip,
+		opts: opts, tracker: tracker, cache: cache, planner: plan.New(), layer2: l2, bgp: bgp, gossip: gossip,
 		status: reporter, keeper: keeper, metrics: newMetrics(reg), log: log,
 		started: time.Now(), ready: make(chan struct{}), joinPeers: peerList{kick: make(chan struct{}, 1)},
 		owned: map[netip.Addr][]string{},

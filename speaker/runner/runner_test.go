@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/speaker/bgp"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/state"
@@ -100,6 +101,26 @@ func (f *fakeLayer2) Update(changes map[netip.Addr][]string) error {
 func (f *fakeLayer2) WaitAnnouncedByOther(context.Context, netip.Addr) error { return nil }
 func (f *fakeLayer2) Close() error                                           { return nil }
 
+// fakeBGP records what the runner asks of BGP.
+type fakeBGP struct {
+	sessions []bgp.Session
+	routes   map[netip.Prefix]bgp.Route
+	detached bool
+}
+
+func (f *fakeBGP) SetSessions(s []bgp.Session) error { f.sessions = s; return nil }
+func (f *fakeBGP) UpdateRoutes(delta map[netip.Prefix]*bgp.Route) error {
+	for p, r := range delta {
+		if r == nil {
+			delete(f.routes, p)
+		} else {
+			f.routes[p] = *r
+		}
+	}
+	return nil
+}
+func (f *fakeBGP) Detach() { f.detached = true }
+
 type fakeGossip struct{ alive map[string]bool }
 
 func (g *fakeGossip) Join([]string) (int, error) { return 0, nil }
@@ -129,6 +150,7 @@ type harness struct {
 	c      client.Client
 	r      *Runner
 	l2     *fakeLayer2
+	bgp    *fakeBGP
 	gossip *fakeGossip
 	rec    *recorder
 	ctx    context.Context
@@ -154,7 +176,7 @@ func newHarness(t *testing.T, self string) *harness {
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 		WithIndex(&discoveryv1.EndpointSlice{}, "herald.dev/service", func(o client.Object) []string { return []string{o.GetLabels()[discoveryv1.LabelServiceName]} }).
 		Build()
-	h := &harness{t: t, c: c, l2: &fakeLayer2{owned: map[netip.Addr][]string{}}, gossip: &fakeGossip{alive: map[string]bool{"a": true, "b": true, "c": true}}, rec: &recorder{}}
+	h := &harness{t: t, c: c, l2: &fakeLayer2{owned: map[netip.Addr][]string{}}, bgp: &fakeBGP{routes: map[netip.Prefix]bgp.Route{}}, gossip: &fakeGossip{alive: map[string]bool{"a": true, "b": true, "c": true}}, rec: &recorder{}}
 	tr := state.NewTracker(c, "herald-system", "", logr.Discard(), nil)
 	var leases coordinationv1.LeaseList
 	if err := c.List(context.Background(), &leases); err != nil {
@@ -164,7 +186,7 @@ func newHarness(t *testing.T, self string) *harness {
 		tr.ObserveLease(&leases.Items[i], false)
 	}
 	rep := status.NewReporter(c, c, h.rec, self, logr.Discard())
-	h.r = New(tr, c, h.l2, h.gossip, rep, nil, Options{NodeName: self}, nil, logr.Discard())
+	h.r = New(tr, c, h.l2, h.bgp, h.gossip, rep, nil, Options{NodeName: self, Namespace: "herald-system"}, nil, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h.ctx = ctx
@@ -325,4 +347,57 @@ func TestTakeoverRemovesTheDeadOwnersAnnouncement(t *testing.T) {
 	h.eventually("the dead owner's Announcement replaced", func() bool {
 		return reflect.DeepEqual(h.announcements(), map[string][]string{"web." + next: {ip}})
 	})
+}
+
+// The glue from a Service to BGP: every node announces it to its sessions,
+// whoever answers over layer 2; a missing password Secret blocks the
+// session until it appears; the route and the BGP Announcement go with the
+// Service.
+func TestPassAnnouncesOverBGPFromEveryNode(t *testing.T) {
+	const ip = "198.51.100.70"
+	h := newHarness(t, "b")
+	for _, o := range []client.Object{
+		&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{MyASN: 64600, PeerASN: 64512, PeerAddress: "198.51.100.1",
+			PasswordSecret: &v1alpha1.SecretKeyReference{Name: "bgp-pass"}}},
+		&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, Communities: []string{"64512:7"}}},
+	} {
+		if err := h.c.Create(h.ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node := &corev1.Node{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Name: "b"}, node); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.51.100.12"}}
+	if err := h.c.Status().Update(h.ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	web := h.createService("web", ip)
+	h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+	if len(h.bgp.sessions) != 1 || h.bgp.sessions[0].Blocked == "" || h.bgp.sessions[0].RouterID != netip.MustParseAddr("198.51.100.12") {
+		t.Fatalf("sessions %+v: want tor, blocked for its missing Secret, router ID from the Node's address", h.bgp.sessions)
+	}
+	route := h.bgp.routes[netip.MustParsePrefix(ip+"/32")]
+	if !slices.Equal(route.Peers, []string{"tor"}) || !slices.Equal(route.Communities, []uint32{64512<<16 | 7}) {
+		t.Fatalf("routes %+v: want %s/32 to tor with 64512:7", h.bgp.routes, ip)
+	}
+	h.eventually("the BGP Announcement", func() bool {
+		_, ok := h.announcements()["web.b.bgp"]
+		return ok
+	})
+	if err := h.c.Create(h.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "bgp-pass"}, Data: map[string][]byte{"password": []byte("s3cret")}}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass(state.Changes{Config: true}, false)
+	if s := h.bgp.sessions[0]; s.Blocked != "" || s.Password != "s3cret" {
+		t.Fatalf("after the Secret appeared: %+v", s)
+	}
+	if err := h.c.Delete(h.ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass(state.Changes{Services: []types.NamespacedName{web}}, false)
+	if len(h.bgp.routes) != 0 {
+		t.Errorf("routes left after the Service went: %v", h.bgp.routes)
+	}
 }

@@ -134,7 +134,12 @@ func (t *Tracker) Register(ctx context.Context, c cache.Cache) error {
 		})},
 		{&corev1.Node{}, t.handler(func(any) { t.flag(func(c *Changes) { c.Nodes = true }) }, func(a, b any) bool {
 			na, nb := a.(*corev1.Node), b.(*corev1.Node)
-			return reflect.DeepEqual(na.Labels, nb.Labels) && reflect.DeepEqual(na.Status.Conditions, nb.Status.Conditions)
+			return reflect.DeepEqual(na.Labels, nb.Labels) && reflect.DeepEqual(na.Status.Conditions, nb.Status.Conditions) &&
+				reflect.DeepEqual(na.Status.Addresses, nb.Status.Addresses)
+		})},
+		// BGP passwords: a Secret change re-reads the configuration.
+		{&corev1.Secret{}, t.handler(func(any) { t.flag(func(c *Changes) { c.Config = true }) }, func(a, b any) bool {
+			return reflect.DeepEqual(a.(*corev1.Secret).Data, b.(*corev1.Secret).Data)
 		})},
 		{&coordinationv1.Lease{}, toolscache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { t.ObserveLease(o, false) },
@@ -372,6 +377,22 @@ func readyNodes(eps []*discoveryv1.EndpointSlice) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// NodeAddresses returns a Node's internal and external addresses, in the
+// order the Node lists them; none when the Node is not known.
+func (t *Tracker) NodeAddresses(ctx context.Context, name string) ([]netip.Addr, error) {
+	var n corev1.Node
+	if err := t.reader.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
 }
 
 // Nodes reads every Node as the election sees it, without what the caller

@@ -77,15 +77,21 @@ func TransformEndpointSlice(obj any) (any, error) {
 	return out, nil
 }
 
-// TransformNode keeps a Node's labels and its NetworkUnavailable condition
+// TransformNode keeps a Node's labels, its NetworkUnavailable condition
 // (type and status only: its heartbeat times would wake the speaker for
-// nothing).
+// nothing) and its internal and external addresses (BGP's next hops and
+// router ID).
 func TransformNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil
 	}
 	out := &corev1.Node{ObjectMeta: slimMeta(&n.ObjectMeta, true)}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
+			out.Status.Addresses = append(out.Status.Addresses, a)
+		}
+	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeNetworkUnavailable {
 			out.Status.Conditions = append(out.Status.Conditions, corev1.NodeCondition{Type: c.Type, Status: c.Status})

@@ -33,13 +33,18 @@ const (
 	ReasonAnnounceFailed = "AnnounceFailed"
 )
 
-// ModeLayer2 is the mode of a layer-2 Announcement.
-const ModeLayer2 = "layer2"
+// Modes of an Announcement: a node announcing a Service both ways writes one
+// of each.
+const (
+	ModeLayer2 = "layer2"
+	ModeBGP    = "bgp"
+)
 
-// Announcement is what this node announces for one Service.
+// Announcement is what this node announces for one Service in one mode.
 type Announcement struct {
 	IPs        []netip.Addr // sorted
-	Interfaces []string     // sorted
+	Interfaces []string     // sorted; layer 2
+	Peers      []string     // sorted; BGP
 	// Taken are the IPs this node took over in this change: they get an
 	// Announcing event, and the Announcements that speakers no longer in
 	// Live wrote for the Service are removed (a dead node cannot).
@@ -55,10 +60,16 @@ type Reporter struct {
 	node     string
 	log      logr.Logger
 
-	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	queue workqueue.TypedRateLimitingInterface[key]
 	mu    sync.Mutex
-	want  map[types.NamespacedName]*Announcement // nil: announce nothing for it
-	taken map[types.NamespacedName]takeover      // not yet reported
+	want  map[key]*Announcement // nil: announce nothing for it
+	taken map[key]takeover      // not yet reported
+}
+
+// key names one Announcement of this node.
+type key struct {
+	svc  types.NamespacedName
+	mode string
 }
 
 type takeover struct {
@@ -71,17 +82,26 @@ type takeover struct {
 func NewReporter(c client.Client, cache client.Reader, rec events.EventRecorder, node string, log logr.Logger) *Reporter {
 	return &Reporter{
 		client: c, cache: cache, recorder: rec, node: node, log: log,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "speaker-status"}),
-		want:  map[types.NamespacedName]*Announcement{},
-		taken: map[types.NamespacedName]takeover{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "speaker-status"}),
+		want:  map[key]*Announcement{},
+		taken: map[key]takeover{},
 	}
 }
 
-// Set records what this node announces for svc (nil: nothing) and queues the
-// write. It never blocks on the API. Setting nothing for a Service that had
-// nothing set costs nothing.
+// Set records what this node announces for svc over layer 2 (nil: nothing)
+// and queues the write. It never blocks on the API. Setting nothing for a
+// Service that had nothing set costs nothing.
 func (r *Reporter) Set(svc types.NamespacedName, a *Announcement) {
+	r.set(key{svc, ModeLayer2}, a)
+}
+
+// SetBGP is Set for what this node announces for svc over BGP.
+func (r *Reporter) SetBGP(svc types.NamespacedName, a *Announcement) {
+	r.set(key{svc, ModeBGP}, a)
+}
+
+func (r *Reporter) set(svc key, a *Announcement) {
 	r.mu.Lock()
 	if a == nil {
 		if prev, ok := r.want[svc]; !ok || prev == nil {
@@ -111,7 +131,7 @@ func (r *Reporter) Prune(ctx context.Context) error {
 	}
 	for i := range list.Items {
 		a := &list.Items[i]
-		svc := types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.Service}
+		svc := key{types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.Service}, a.Spec.Mode}
 		r.mu.Lock()
 		_, known := r.want[svc]
 		if !known {
@@ -160,7 +180,7 @@ func (r *Reporter) next(ctx context.Context) bool {
 	defer r.queue.Done(svc)
 	if err := r.sync(ctx, svc); err != nil {
 		if ctx.Err() == nil {
-			r.log.Error(err, "writing Announcement", "service", svc.String())
+			r.log.Error(err, "writing Announcement", "service", svc.svc.String(), "mode", svc.mode)
 		}
 		r.queue.AddRateLimited(svc)
 		return true
@@ -169,13 +189,14 @@ func (r *Reporter) next(ctx context.Context) bool {
 	return true
 }
 
-// sync writes the Announcement of svc as last Set.
-func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
+// sync writes the Announcement of k as last set.
+func (r *Reporter) sync(ctx context.Context, k key) error {
 	r.mu.Lock()
-	want := r.want[svc]
-	taken := r.taken[svc]
+	want := r.want[k]
+	taken := r.taken[k]
 	r.mu.Unlock()
-	name := AnnouncementName(svc.Name, r.node)
+	svc := k.svc
+	name := AnnouncementName(svc.Name, r.node, k.mode)
 	var cur v1alpha1.Announcement
 	err := r.cache.Get(ctx, types.NamespacedName{Namespace: svc.Namespace, Name: name}, &cur)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -184,8 +205,8 @@ func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
 	exists := err == nil
 	if want == nil {
 		r.mu.Lock()
-		if r.want[svc] == nil {
-			delete(r.want, svc)
+		if r.want[k] == nil {
+			delete(r.want, k)
 		}
 		r.mu.Unlock()
 		if !exists {
@@ -198,7 +219,7 @@ func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
 		// Gone: the garbage collector removes its Announcements.
 		return client.IgnoreNotFound(err)
 	}
-	spec := v1alpha1.AnnouncementSpec{Service: svc.Name, Mode: ModeLayer2, Node: r.node, Interfaces: want.Interfaces}
+	spec := v1alpha1.AnnouncementSpec{Service: svc.Name, Mode: k.mode, Node: r.node, Interfaces: want.Interfaces, Peers: want.Peers}
 	for _, ip := range want.IPs {
 		spec.IPs = append(spec.IPs, ip.String())
 	}
@@ -244,7 +265,7 @@ func (r *Reporter) sync(ctx context.Context, svc types.NamespacedName) error {
 	r.recorder.Eventf(&s, nil, corev1.EventTypeNormal, ReasonAnnouncing, "Announce",
 		"%s announces %s on %s (layer2)", r.node, joinIPs(ips), strings.Join(want.Interfaces, ", "))
 	r.mu.Lock()
-	delete(r.taken, svc)
+	delete(r.taken, k)
 	r.mu.Unlock()
 	return nil
 }
@@ -288,15 +309,20 @@ func (r *Reporter) DeleteAll(ctx context.Context) {
 	}
 }
 
-// AnnouncementName is <service>.<node>: unambiguous, because a Service name
-// (a DNS label) has no dot. A node name is at most 253 characters, so a long
-// one is cut to fit an object name.
-func AnnouncementName(svc, node string) string {
+// AnnouncementName is <service>.<node> for layer 2 and <service>.<node>.bgp
+// for BGP: a Service name (a DNS label) has no dot, so the Service is
+// unambiguous. A node name is at most 253 characters, so a long one is cut
+// to fit an object name.
+func AnnouncementName(svc, node, mode string) string {
 	n := svc + "." + node
-	if len(n) > 253 {
-		n = n[:253]
+	suffix := ""
+	if mode == ModeBGP {
+		suffix = ".bgp"
 	}
-	return strings.TrimRight(n, "-.")
+	if len(n)+len(suffix) > 253 {
+		n = strings.TrimRight(n[:253-len(suffix)], "-.")
+	}
+	return n + suffix
 }
 
 func joinIPs(ips []netip.Addr) string {

@@ -35,7 +35,7 @@ func svc(name string) *corev1.Service {
 
 func announcement(svc, node string, ips ...string) *v1alpha1.Announcement {
 	return &v1alpha1.Announcement{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: AnnouncementName(svc, node), Labels: map[string]string{state.LabelNode: node, state.LabelService: svc}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: AnnouncementName(svc, node, ModeLayer2), Labels: map[string]string{state.LabelNode: node, state.LabelService: svc}},
 		Spec:       v1alpha1.AnnouncementSpec{Service: svc, Mode: ModeLayer2, Node: node, IPs: ips},
 	}
 }
@@ -80,9 +80,9 @@ func TestAnnouncementNotYetCachedIsUpdated(t *testing.T) {
 	api := newFake(t, svc("web"), announcement("web", "a", "198.51.100.70"))
 	cache := newFake(t, svc("web"))
 	r := NewReporter(api, cache, events.NewFakeRecorder(10), "a", logr.Discard())
-	key := types.NamespacedName{Namespace: "ns", Name: "web"}
-	r.Set(key, &Announcement{IPs: []netip.Addr{netip.MustParseAddr("198.51.100.70"), netip.MustParseAddr("198.51.100.72")}})
-	if err := r.sync(context.Background(), key); err != nil {
+	svc := types.NamespacedName{Namespace: "ns", Name: "web"}
+	r.Set(svc, &Announcement{IPs: []netip.Addr{netip.MustParseAddr("198.51.100.70"), netip.MustParseAddr("198.51.100.72")}})
+	if err := r.sync(context.Background(), key{svc, ModeLayer2}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := ips(api, t), map[string][]string{"web.a": {"198.51.100.70", "198.51.100.72"}}; !reflect.DeepEqual(got, want) {
@@ -100,10 +100,10 @@ func TestTakeoverEventAndNoOpClears(t *testing.T) {
 	if r.queue.Len() != 0 {
 		t.Errorf("clearing a Service never set queued a write")
 	}
-	key := types.NamespacedName{Namespace: "ns", Name: "web"}
+	svc := types.NamespacedName{Namespace: "ns", Name: "web"}
 	ip := netip.MustParseAddr("198.51.100.70")
-	r.Set(key, &Announcement{IPs: []netip.Addr{ip}, Interfaces: []string{"eth0"}, Taken: []netip.Addr{ip}, Live: []string{"a"}})
-	if err := r.sync(context.Background(), key); err != nil {
+	r.Set(svc, &Announcement{IPs: []netip.Addr{ip}, Interfaces: []string{"eth0"}, Taken: []netip.Addr{ip}, Live: []string{"a"}})
+	if err := r.sync(context.Background(), key{svc, ModeLayer2}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -114,12 +114,42 @@ func TestTakeoverEventAndNoOpClears(t *testing.T) {
 	default:
 		t.Error("no Announcing event on a takeover")
 	}
-	if err := r.sync(context.Background(), key); err != nil {
+	if err := r.sync(context.Background(), key{svc, ModeLayer2}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case e := <-rec.Events:
 		t.Errorf("a second sync without a takeover recorded %q", e)
 	default:
+	}
+}
+
+// A Service announced both ways from one node has one Announcement per mode,
+// and withdrawing one mode leaves the other.
+func TestLayer2AndBGPAnnouncementsAreSeparate(t *testing.T) {
+	c := newFake(t, svc("web"))
+	r := NewReporter(c, c, events.NewFakeRecorder(10), "a", logr.Discard())
+	web := types.NamespacedName{Namespace: "ns", Name: "web"}
+	ip := netip.MustParseAddr("198.51.100.70")
+	r.Set(web, &Announcement{IPs: []netip.Addr{ip}, Interfaces: []string{"eth0"}})
+	r.SetBGP(web, &Announcement{IPs: []netip.Addr{ip}, Peers: []string{"tor-a", "tor-b"}})
+	for _, m := range []string{ModeLayer2, ModeBGP} {
+		if err := r.sync(context.Background(), key{web, m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var a v1alpha1.Announcement
+	if err := c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "web.a.bgp"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Spec.Mode != ModeBGP || !reflect.DeepEqual(a.Spec.Peers, []string{"tor-a", "tor-b"}) || len(a.Spec.Interfaces) != 0 {
+		t.Errorf("BGP Announcement %+v", a.Spec)
+	}
+	r.SetBGP(web, nil)
+	if err := r.sync(context.Background(), key{web, ModeBGP}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ips(c, t), map[string][]string{"web.a": {"198.51.100.70"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Announcements %v, want %v", got, want)
 	}
 }
