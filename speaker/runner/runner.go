@@ -81,9 +81,9 @@ type Runner struct {
 	joinPeers peerList
 
 	// What the last pass decided and applied.
-	cfg   *model.Config
-	nodes []election.Node
-	live  liveness
+	cfg      *model.Config
+	nodes    []election.Node
+	live     liveness
 	world    plan.World
 	owned    map[netip.Addr][]string
 	sessions []bgp.Session
