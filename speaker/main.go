@@ -46,6 +46,7 @@ type flags struct {
 	gossipSecret, gossipKey  string
 	leaseDuration, handover  time.Duration
 	statusQPS                float64
+	bgpStatusInterval        time.Duration
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&f.gossipKey, "gossip-secret-key", "secretkey", "key of the Secret's data holding 16, 24 or 32 bytes")
 	flag.DurationVar(&f.leaseDuration, "lease-duration", 15*time.Second, "speaker Lease duration: how long the API view keeps a silent speaker alive")
 	flag.DurationVar(&f.handover, "handover-timeout", 3*time.Second, "on SIGTERM, how long to keep answering while the new owners announce")
+	flag.DurationVar(&f.bgpStatusInterval, "bgp-status-interval", 2*time.Second, "how often BGPSession objects are refreshed (written only when they change); session up/down refreshes them at once")
 	flag.Float64Var(&f.statusQPS, "status-qps", 20, "API writes per second for Announcements (burst: twice that); the Lease has a budget of its own")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -142,7 +144,23 @@ func run(f flags) error {
 	}
 	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
 	// GoBGP starts with the first BGPPeer that applies to this node.
-	bgpOut := bgp.New(log.WithName("bgp"), bgp.Options{Registerer: metrics.Registry})
+	sessionChanged := make(chan struct{}, 1)
+	bgpOut := bgp.New(log.WithName("bgp"), bgp.Options{Registerer: metrics.Registry, OnStateChange: func() {
+		select {
+		case sessionChanged <- struct{}{}:
+		default:
+		}
+	}})
+	sessions := status.NewSessions(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("bgp-status"))
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return ctx.Err()
+		}
+		sessions.Run(ctx, bgpOut.State, sessionChanged, f.bgpStatusInterval)
+		return nil
+	})); err != nil {
+		return err
+	}
 	sp := runner.New(tracker, mgr.GetCache(), ann, bgpOut, gossip, reporter, keeper, runner.Options{
 		NodeName: f.node, HandoverTimeout: f.handover, Namespace: f.namespace,
 	}, metrics.Registry, log)

@@ -60,6 +60,7 @@ type printerColumn struct {
 
 type schema struct {
 	Type         string            `json:"type"`
+	Format       string            `json:"format"`
 	Properties   map[string]schema `json:"properties"`
 	Items        *schema           `json:"items"`
 	Required     []string          `json:"required"`
@@ -213,7 +214,7 @@ func TestPrinterColumnsPointAtFields(t *testing.T) {
 				t.Errorf("%s: column %q: %s names no field", kind, col.Name, col.JSONPath)
 				continue
 			}
-			compatible := s.Type == col.Type || (col.Type == "string" && s.Type == "array")
+			compatible := s.Type == col.Type || (col.Type == "string" && s.Type == "array") || (col.Type == "date" && s.Type == "string" && s.Format == "date-time")
 			if !compatible {
 				t.Errorf("%s: column %q of type %s shows %s, a %s", kind, col.Name, col.Type, col.JSONPath, s.Type)
 			}

@@ -49,7 +49,7 @@ const indexService = "herald.dev/service"
 
 // CacheOptions returns the cache options of a speaker on node: transforms for
 // every kind it reads, Leases and Secrets in Herald's namespace only (all RBAC
-// grants), and only the Announcements this node wrote.
+// grants), and only the Announcements and BGPSessions this node wrote.
 func CacheOptions(namespace, node string) cache.Options {
 	own := map[string]cache.Config{namespace: {}}
 	return cache.Options{
@@ -62,6 +62,7 @@ func CacheOptions(namespace, node string) cache.Options {
 			&coordinationv1.Lease{}:      {Namespaces: own, Transform: TransformLease},
 			&corev1.Secret{}:             {Namespaces: own},
 			&v1alpha1.Announcement{}:     {Label: labels.SelectorFromSet(labels.Set{LabelNode: node})},
+			&v1alpha1.BGPSession{}:       {Label: labels.SelectorFromSet(labels.Set{LabelNode: node})},
 			&v1alpha1.IPAddressPool{}:    {},
 			&v1alpha1.L2Advertisement{}:  {},
 			&v1alpha1.BGPAdvertisement{}: {},
