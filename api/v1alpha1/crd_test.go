@@ -23,8 +23,8 @@ const crdDir = "../../config/crd/bases"
 
 var kinds = []string{"IPAddressPool", "L2Advertisement", "BGPPeer", "BGPAdvertisement", "BFDProfile"}
 
-// reportKinds are written by Herald, not by users: namespaced, no conditions.
-var reportKinds = []string{"Announcement"}
+// reportKinds are written by Herald, not by users: no conditions.
+var reportKinds = []string{"Announcement", "BGPSession"}
 
 // crd is the part of apiextensions.k8s.io/v1 CustomResourceDefinition the tests
 // look at.
