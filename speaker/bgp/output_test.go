@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,5 +61,26 @@ func TestBlockedSessionsShowTheirReasonAndStartNothing(t *testing.T) {
 	st := o.State()
 	if len(st) != 1 || st[0].State != StateBlocked || st[0].Reason != s.Blocked {
 		t.Errorf("State = %+v, want the session Blocked with its reason", st)
+	}
+}
+
+// UpdateRoutes changes only the prefixes it names; SetRoutes replaces all.
+func TestUpdateRoutesChangesOnlyTheNamedPrefixes(t *testing.T) {
+	o := New(testr.New(t), Options{})
+	a, b := netip.MustParsePrefix("203.0.113.10/32"), netip.MustParsePrefix("2001:db8::10/128")
+	if err := o.SetRoutes([]Route{{Prefix: a, Peers: []string{"x"}}, {Prefix: b, Peers: []string{"x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.UpdateRoutes(map[netip.Prefix]*Route{a: nil, netip.MustParsePrefix("203.0.113.17/28"): {Prefix: netip.MustParsePrefix("203.0.113.17/28"), Peers: []string{"y", "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Prefix][]string{b: {"x"}, netip.MustParsePrefix("203.0.113.16/28"): {"x", "y"}}
+	if len(o.routes) != len(want) {
+		t.Fatalf("routes %v, want %v", o.routes, want)
+	}
+	for p, peers := range want {
+		if r, ok := o.routes[p]; !ok || !slices.Equal(r.Peers, peers) {
+			t.Errorf("route %s: %+v, want peers %v", p, r, peers)
+		}
 	}
 }
