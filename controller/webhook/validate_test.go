@@ -64,6 +64,14 @@ func bgpAdv(name string, peers ...string) *v1alpha1.BGPAdvertisement {
 	return &v1alpha1.BGPAdvertisement{ObjectMeta: meta(name, 0), Spec: v1alpha1.BGPAdvertisementSpec{Peers: peers}}
 }
 
+func ptrTo[T any](v T) *T { return &v }
+
+// edited returns adv with its spec changed by edit.
+func edited(adv *v1alpha1.BGPAdvertisement, edit func(*v1alpha1.BGPAdvertisementSpec)) *v1alpha1.BGPAdvertisement {
+	edit(&adv.Spec)
+	return adv
+}
+
 func relabel(o client.Object, labels map[string]string) client.Object {
 	o = o.DeepCopyObject().(client.Object)
 	o.SetLabels(labels)
@@ -315,6 +323,40 @@ func TestCrossObjectRules(t *testing.T) {
 			old:      bgpAdv("to-routers", "r1"),
 			allowed:  true,
 			warnings: []string{"spec.peers", `"r9"`},
+		},
+		{
+			name:     "a BGPAdvertisement aggregating wider than a pool's CIDR is refused, naming the field, the pool and the CIDR",
+			existing: []client.Object{pool("lan", 1, "198.51.100.64/27")},
+			op:       admissionv1.Create,
+			object: edited(bgpAdv("lan"), func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.IPAddressPools = []string{"lan"}
+				s.AggregationLength = ptrTo[int32](24)
+			}),
+			want: []string{`spec.aggregationLength 24 is shorter than pool "lan"'s 198.51.100.64/27`, "use at least 27"},
+		},
+		{
+			name:     "narrowing a pool below an advertisement's aggregation length is allowed, with a warning naming the advertisement",
+			existing: []client.Object{pool("lan", 1, "198.51.100.64/27"), edited(bgpAdv("lan"), func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLength = ptrTo[int32](27) })},
+			op:       admissionv1.Update,
+			object:   pool("lan", 1, "198.51.100.64/28"),
+			old:      pool("lan", 1, "198.51.100.64/27"),
+			allowed:  true,
+			warnings: []string{"BGPAdvertisement lan is refused with this IPAddressPool", "spec.aggregationLength 27"},
+		},
+		{
+			name:     "a BGPAdvertisement setting localPref for an eBGP peer it names is refused, naming the field and the peer",
+			existing: []client.Object{peer("r1", 1, "198.51.100.1", "")},
+			op:       admissionv1.Create,
+			object:   edited(bgpAdv("to-r1", "r1"), func(s *v1alpha1.BGPAdvertisementSpec) { s.LocalPref = ptrTo[uint32](200) }),
+			want:     []string{"spec.localPref", `BGPPeer "r1", an eBGP peer (AS 64512 to AS 64513)`},
+		},
+		{
+			name:     "a BGPAdvertisement setting localPref for every peer, one of them eBGP, is allowed with a warning",
+			existing: []client.Object{peer("r1", 1, "198.51.100.1", "")},
+			op:       admissionv1.Create,
+			object:   edited(bgpAdv("everyone"), func(s *v1alpha1.BGPAdvertisementSpec) { s.LocalPref = ptrTo[uint32](200) }),
+			allowed:  true,
+			warnings: []string{"spec.localPref: eBGP peers do not get LOCAL_PREF", `BGPPeer "r1"`},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

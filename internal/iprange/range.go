@@ -56,6 +56,37 @@ func (r Range) String() string {
 	return r.First.String() + "-" + r.Last.String()
 }
 
+// Prefixes splits r into the fewest CIDRs that hold exactly its addresses,
+// lowest first: 198.51.100.10-198.51.100.20 is 198.51.100.10/31,
+// 198.51.100.12/30, 198.51.100.16/30 and 198.51.100.20/32. An invalid range
+// has none.
+func (r Range) Prefixes() []netip.Prefix {
+	if r.Validate() != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for a := r.First; ; {
+		// The widest prefix starting at a that stays within r: a shorter
+		// prefix is either not aligned on a or ends after Last, and so is
+		// every prefix shorter still.
+		bits := a.BitLen()
+		for bits > 0 {
+			wider := netip.PrefixFrom(a, bits-1)
+			if wider.Masked().Addr() != a || lastOf(wider).Compare(r.Last) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(a, bits)
+		out = append(out, p)
+		last := lastOf(p)
+		if last == r.Last {
+			return out
+		}
+		a = last.Next()
+	}
+}
+
 // Validate checks what a Range built by hand can get wrong.
 func (r Range) Validate() error {
 	switch {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"pgregory.net/rapid"
+
 	"github.com/heraldlb/herald/internal/iprange"
 )
 
@@ -94,6 +96,79 @@ func TestRangeStringWritesCIDRsWhereTheyFit(t *testing.T) {
 			t.Errorf("%s-%s: got %q, want %q", tc.first, tc.last, got, tc.want)
 		}
 	}
+}
+
+func TestPrefixesSplitARangeIntoTheFewestCIDRs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"198.51.100.64/27", []string{"198.51.100.64/27"}},
+		{"198.51.100.7", []string{"198.51.100.7/32"}},
+		{"198.51.100.10-198.51.100.20", []string{"198.51.100.10/31", "198.51.100.12/30", "198.51.100.16/30", "198.51.100.20/32"}},
+		{"198.51.100.0-198.51.100.254", []string{"198.51.100.0/25", "198.51.100.128/26", "198.51.100.192/27", "198.51.100.224/28", "198.51.100.240/29", "198.51.100.248/30", "198.51.100.252/31", "198.51.100.254/32"}},
+		{"198.51.100.255-198.51.101.0", []string{"198.51.100.255/32", "198.51.101.0/32"}},
+		{"0.0.0.0/0", []string{"0.0.0.0/0"}},
+		{"255.255.255.254-255.255.255.255", []string{"255.255.255.254/31"}},
+		{"2001:db8::1-2001:db8::10", []string{"2001:db8::1/128", "2001:db8::2/127", "2001:db8::4/126", "2001:db8::8/125", "2001:db8::10/128"}},
+		{"::/0", []string{"::/0"}},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var got []string
+			for _, p := range rng(tc.in).Prefixes() {
+				got = append(got, p.String())
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if got := (iprange.Range{First: ip("10.0.0.9"), Last: ip("10.0.0.1")}).Prefixes(); got != nil {
+		t.Errorf("a reversed range has prefixes %v", got)
+	}
+}
+
+// The prefixes of a range follow each other without gap from First to Last,
+// and each is maximal: its parent prefix reaches outside the range. Maximal
+// prefixes inside a range never nest, so this is the fewest CIDRs.
+func TestPropertyPrefixesAreContiguousAndMaximal(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		base := rapid.SampledFrom([]string{"198.51.100.0", "2001:db8::", "255.255.255.0", "::"}).Draw(t, "base")
+		// add steps n addresses up, stopping at the family's last address.
+		add := func(a netip.Addr, n int) netip.Addr {
+			for ; n > 0 && a.Next().IsValid(); n-- {
+				a = a.Next()
+			}
+			return a
+		}
+		a := add(ip(base), rapid.IntRange(0, 300).Draw(t, "lo"))
+		b := add(a, rapid.IntRange(0, 300).Draw(t, "len"))
+		r := iprange.Range{First: a, Last: b}
+		ps := r.Prefixes()
+		if len(ps) == 0 {
+			t.Fatalf("%s: no prefixes", r)
+		}
+		next := r.First
+		for i, p := range ps {
+			pr := iprange.FromPrefix(p)
+			if p.Addr() != next || pr.First != p.Addr() {
+				t.Fatalf("%s: prefix %d %s does not start at %s", r, i, p, next)
+			}
+			if !r.Contains(pr.Last) {
+				t.Fatalf("%s: prefix %s reaches outside", r, p)
+			}
+			if p.Bits() > 0 {
+				parent := iprange.FromPrefix(netip.PrefixFrom(p.Addr(), p.Bits()-1))
+				if r.Contains(parent.First) && r.Contains(parent.Last) {
+					t.Fatalf("%s: prefix %s is not maximal: %s fits", r, p, parent)
+				}
+			}
+			next = pr.Last.Next()
+		}
+		if last := iprange.FromPrefix(ps[len(ps)-1]).Last; last != r.Last {
+			t.Fatalf("%s: prefixes end at %s", r, last)
+		}
+	})
 }
 
 func TestOverlapsAndContainsKeepFamiliesApart(t *testing.T) {

@@ -5,7 +5,9 @@
 // Rules a single object can check alone are CEL rules in the CRDs; Build
 // re-checks what it relies on (addresses parse, selectors compile) and adds the
 // rules that span objects: pools must not overlap, peers must not repeat,
-// references to pools, peers and BFD profiles are resolved.
+// references to pools, peers and BFD profiles are resolved, and a
+// BGPAdvertisement's aggregation lengths and localPref must suit the pools
+// and peers it selects.
 package model
 
 import (
@@ -14,6 +16,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -43,6 +46,12 @@ const (
 	// ReasonClusterAddresses refuses a pool holding addresses the cluster
 	// already uses: a Service CIDR (ClusterIPs) or a node's address.
 	ReasonClusterAddresses = "OverlapsClusterAddresses"
+	// ReasonInvalidAggregationLength refuses a BGPAdvertisement whose
+	// aggregate would cover addresses outside a pool it announces.
+	ReasonInvalidAggregationLength = "InvalidAggregationLength"
+	// ReasonInvalidLocalPref refuses a BGPAdvertisement setting localPref
+	// for an eBGP peer it names.
+	ReasonInvalidLocalPref = "InvalidLocalPref"
 )
 
 // Ref names one object.
@@ -176,18 +185,32 @@ func Build(in Input) *Config {
 	for i := range in.L2Advertisements {
 		a := &in.L2Advertisements[i]
 		c.buildAdvertisement(Ref{KindL2Advertisement, a.Name}, a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors,
-			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) { adv.L2 = &a.Spec })
+			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) (string, string) {
+				adv.L2 = &a.Spec
+				return "", ""
+			})
 	}
 	for i := range in.BGPAdvertisements {
 		a := &in.BGPAdvertisements[i]
-		c.buildAdvertisement(Ref{KindBGPAdvertisement, a.Name}, a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors,
-			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) {
+		ref := Ref{KindBGPAdvertisement, a.Name}
+		c.buildAdvertisement(ref, a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors,
+			a.Spec.NodeSelectors, a.Spec.ServiceSelectors, func(adv *Advertisement) (string, string) {
 				adv.BGP = &a.Spec
 				for _, peer := range a.Spec.Peers {
 					if _, ok := c.BGPPeers[peer]; !ok {
-						c.warn(Ref{KindBGPAdvertisement, a.Name}, fmt.Sprintf("spec.peers: BGPPeer %q does not exist (yet); the advertisement does not reach it", peer))
+						c.warn(ref, fmt.Sprintf("spec.peers: BGPPeer %q does not exist (yet); the advertisement does not reach it", peer))
 					}
 				}
+				reason, msg, cause := c.checkAggregation(adv.Pools, &a.Spec)
+				if reason == "" {
+					reason, msg, cause = c.checkLocalPref(ref, &a.Spec)
+				}
+				if reason != "" && cause == in.Proposed {
+					// The proposed pool or peer is fine on its own but takes
+					// an advertisement out of force: say so where it is applied.
+					c.warn(cause, fmt.Sprintf("%s is refused with this %s: %s", ref, cause.Kind, msg))
+				}
+				return reason, msg
 			})
 	}
 	return c
@@ -387,7 +410,10 @@ func (c *Config) buildPeers(in Input) {
 	}
 }
 
-func (c *Config) buildAdvertisement(ref Ref, poolNames []string, poolSels, nodeSels, svcSels []metav1.LabelSelector, fill func(*Advertisement)) {
+// buildAdvertisement resolves an advertisement's pools and selectors; fill
+// adds what is particular to its kind and returns the reason and message of
+// a refusal, or "".
+func (c *Config) buildAdvertisement(ref Ref, poolNames []string, poolSels, nodeSels, svcSels []metav1.LabelSelector, fill func(*Advertisement) (string, string)) {
 	adv := &Advertisement{Name: ref.Name}
 	ps, err := selectors("spec.ipAddressPoolSelectors", poolSels)
 	if err == nil {
@@ -416,10 +442,93 @@ func (c *Config) buildAdvertisement(ref Ref, poolNames []string, poolSels, nodeS
 		}
 	}
 	slices.Sort(adv.Pools)
-	fill(adv)
+	if reason, msg := fill(adv); reason != "" {
+		c.refuse(ref, reason, "%s", msg)
+		return
+	}
 	if ref.Kind == KindL2Advertisement {
 		c.L2Advertisements = append(c.L2Advertisements, adv)
 	} else {
 		c.BGPAdvertisements = append(c.BGPAdvertisements, adv)
 	}
+}
+
+// checkAggregation refuses an aggregation length shorter than a CIDR of a
+// pool the advertisement announces: the aggregate of one address would then
+// cover addresses outside the pool, which routers would send to the cluster.
+// MetalLB refuses the same. cause is the pool that sets the bound.
+func (c *Config) checkAggregation(pools []string, spec *v1alpha1.BGPAdvertisementSpec) (reason, msg string, cause Ref) {
+	for _, fam := range []struct {
+		field  string
+		length *int32
+		is4    bool
+	}{{"spec.aggregationLength", spec.AggregationLength, true}, {"spec.aggregationLengthV6", spec.AggregationLengthV6, false}} {
+		if fam.length == nil {
+			continue // the default is the full length: one route per address
+		}
+		// The most specific CIDR sets the bound, so that the length the
+		// message asks for is enough for every pool.
+		var most netip.Prefix
+		var in string
+		for _, name := range pools {
+			for _, r := range c.Pools[name].Ranges {
+				if r.First.Is4() != fam.is4 {
+					continue
+				}
+				for _, p := range r.Prefixes() {
+					if !most.IsValid() || p.Bits() > most.Bits() {
+						most, in = p, name
+					}
+				}
+			}
+		}
+		if most.IsValid() && int(*fam.length) < most.Bits() {
+			return ReasonInvalidAggregationLength, fmt.Sprintf("%s %d is shorter than pool %q's %s: the aggregate would announce addresses outside the pool; use at least %d",
+				fam.field, *fam.length, in, most, most.Bits()), Ref{KindIPAddressPool, in}
+		}
+	}
+	return "", "", Ref{}
+}
+
+// checkLocalPref refuses localPref for a named eBGP peer: LOCAL_PREF is
+// sent to internal peers only (RFC 4271 section 5.1.5), so the setting could
+// not do what it says. With no peer named, the advertisement also reaches
+// iBGP peers, and only a warning lists the eBGP ones.
+func (c *Config) checkLocalPref(ref Ref, spec *v1alpha1.BGPAdvertisementSpec) (reason, msg string, cause Ref) {
+	if spec.LocalPref == nil {
+		return "", "", Ref{}
+	}
+	if len(spec.Peers) > 0 {
+		for _, name := range spec.Peers {
+			if p, ok := c.BGPPeers[name]; ok && isEBGP(p) {
+				return ReasonInvalidLocalPref, fmt.Sprintf("spec.localPref: spec.peers names BGPPeer %q, an eBGP peer (%s); LOCAL_PREF is sent to iBGP peers only (RFC 4271 5.1.5): remove localPref or the peer",
+					name, sessionASes(p)), Ref{KindBGPPeer, name}
+			}
+		}
+		return "", "", Ref{}
+	}
+	var ebgp []string
+	for _, name := range slices.Sorted(maps.Keys(c.BGPPeers)) {
+		if isEBGP(c.BGPPeers[name]) {
+			ebgp = append(ebgp, fmt.Sprintf("%q", name))
+		}
+	}
+	if len(ebgp) > 0 {
+		c.warn(ref, fmt.Sprintf("spec.localPref: eBGP peers do not get LOCAL_PREF (RFC 4271 5.1.5), so it reaches only the iBGP peers; eBGP: BGPPeer %s", strings.Join(ebgp, ", ")))
+	}
+	return "", "", Ref{}
+}
+
+// isEBGP reports whether the session with p is external: the peer's AS
+// differs from ours, or is accepted from any other AS.
+func isEBGP(p *v1alpha1.BGPPeer) bool {
+	return p.Spec.DynamicASN == v1alpha1.DynamicASNExternal || (p.Spec.PeerASN != 0 && p.Spec.PeerASN != p.Spec.MyASN)
+}
+
+// sessionASes says which ASes a session joins, for a message.
+func sessionASes(p *v1alpha1.BGPPeer) string {
+	if p.Spec.DynamicASN == v1alpha1.DynamicASNExternal {
+		return fmt.Sprintf("AS %d to any other AS, dynamicASN external", p.Spec.MyASN)
+	}
+	return fmt.Sprintf("AS %d to AS %d", p.Spec.MyASN, p.Spec.PeerASN)
 }

@@ -227,3 +227,147 @@ func TestPoolOverlappingClusterAddressesIsRefusedNamingThem(t *testing.T) {
 		t.Errorf("pool fine: %+v, want accepted", v)
 	}
 }
+
+func bgpPeer(name, addr string, myASN, peerASN uint32, dynamic v1alpha1.DynamicASN) v1alpha1.BGPPeer {
+	return v1alpha1.BGPPeer{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       v1alpha1.BGPPeerSpec{MyASN: myASN, PeerASN: peerASN, DynamicASN: dynamic, PeerAddress: addr},
+	}
+}
+
+func i32(v int32) *int32   { return &v }
+func u32(v uint32) *uint32 { return &v }
+
+func TestBGPAdvertisementAggregationLengthAndLocalPref(t *testing.T) {
+	lan, tiny, odd, v6 := pool("lan", 0, "198.51.100.64/27"), pool("tiny", 1, "198.51.100.128/30"),
+		pool("odd", 2, "198.51.100.10-198.51.100.20"), pool("v6", 3, "2001:db8::/120")
+	tiny.Labels = map[string]string{"tier": "edge"}
+	peers := []v1alpha1.BGPPeer{
+		bgpPeer("ext", "192.0.2.1", 64512, 64513, ""),
+		bgpPeer("ext-dynamic", "192.0.2.2", 64512, 0, v1alpha1.DynamicASNExternal),
+		bgpPeer("int", "192.0.2.3", 64512, 64512, ""),
+		bgpPeer("int-dynamic", "192.0.2.4", 64512, 0, v1alpha1.DynamicASNInternal),
+	}
+	ibgpOnly := []v1alpha1.BGPPeer{peers[2], peers[3]}
+	for _, tc := range []struct {
+		name  string
+		pools []v1alpha1.IPAddressPool
+		peers []v1alpha1.BGPPeer
+		spec  v1alpha1.BGPAdvertisementSpec
+		// refused: reason and a substring of the message; "" for accepted
+		reason, refused string
+		warnings        []string // substrings, each in one warning
+	}{
+		{name: "an aggregate wider than a named pool's CIDR is refused, naming the field, the pool and the CIDR",
+			pools:   []v1alpha1.IPAddressPool{lan},
+			spec:    v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32(24)},
+			reason:  ReasonInvalidAggregationLength,
+			refused: `spec.aggregationLength 24 is shorter than pool "lan"'s 198.51.100.64/27: the aggregate would announce addresses outside the pool; use at least 27`},
+		{name: "an aggregate as long as the pool's CIDR is accepted",
+			pools: []v1alpha1.IPAddressPool{lan},
+			spec:  v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32(27)}},
+		{name: "a range is split into CIDRs and its most specific one sets the bound",
+			pools:  []v1alpha1.IPAddressPool{odd},
+			spec:   v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"odd"}, AggregationLength: i32(31)},
+			reason: ReasonInvalidAggregationLength, refused: `pool "odd"'s 198.51.100.20/32: the aggregate would announce addresses outside the pool; use at least 32`},
+		{name: "with several pools the message asks for a length enough for all of them",
+			pools:  []v1alpha1.IPAddressPool{lan, tiny},
+			spec:   v1alpha1.BGPAdvertisementSpec{AggregationLength: i32(28)},
+			reason: ReasonInvalidAggregationLength, refused: `spec.aggregationLength 28 is shorter than pool "tiny"'s 198.51.100.128/30: the aggregate would announce addresses outside the pool; use at least 30`},
+		{name: "a pool chosen by a selector counts",
+			pools:  []v1alpha1.IPAddressPool{lan, tiny},
+			spec:   v1alpha1.BGPAdvertisementSpec{IPAddressPoolSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"tier": "edge"}}}, AggregationLength: i32(29)},
+			reason: ReasonInvalidAggregationLength, refused: `pool "tiny"'s 198.51.100.128/30`},
+		{name: "a pool the advertisement does not select does not count",
+			pools: []v1alpha1.IPAddressPool{lan, tiny},
+			spec:  v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32(28)}},
+		{name: "IPv6 ranges are held to aggregationLengthV6, not aggregationLength",
+			pools:  []v1alpha1.IPAddressPool{v6},
+			spec:   v1alpha1.BGPAdvertisementSpec{AggregationLength: i32(8), AggregationLengthV6: i32(64)},
+			reason: ReasonInvalidAggregationLength, refused: `spec.aggregationLengthV6 64 is shorter than pool "v6"'s 2001:db8::/120`},
+		{name: "without aggregation lengths every address is its own route",
+			pools: []v1alpha1.IPAddressPool{odd, v6},
+			spec:  v1alpha1.BGPAdvertisementSpec{}},
+		{name: "localPref naming an eBGP peer is refused, naming the field and the peer",
+			peers:  peers,
+			spec:   v1alpha1.BGPAdvertisementSpec{Peers: []string{"int", "ext"}, LocalPref: u32(200)},
+			reason: ReasonInvalidLocalPref, refused: `spec.localPref: spec.peers names BGPPeer "ext", an eBGP peer (AS 64512 to AS 64513)`},
+		{name: "localPref naming a dynamicASN external peer is refused",
+			peers:  peers,
+			spec:   v1alpha1.BGPAdvertisementSpec{Peers: []string{"ext-dynamic"}, LocalPref: u32(200)},
+			reason: ReasonInvalidLocalPref, refused: `BGPPeer "ext-dynamic", an eBGP peer (AS 64512 to any other AS, dynamicASN external)`},
+		{name: "localPref naming only iBGP peers is accepted",
+			peers: peers,
+			spec:  v1alpha1.BGPAdvertisementSpec{Peers: []string{"int", "int-dynamic"}, LocalPref: u32(200)}},
+		{name: "localPref for every peer, some eBGP, is accepted with a warning naming them",
+			peers:    peers,
+			spec:     v1alpha1.BGPAdvertisementSpec{LocalPref: u32(200)},
+			warnings: []string{`spec.localPref: eBGP peers do not get LOCAL_PREF`, `BGPPeer "ext", "ext-dynamic"`}},
+		{name: "localPref for every peer, all iBGP, is accepted without warnings",
+			peers: ibgpOnly,
+			spec:  v1alpha1.BGPAdvertisementSpec{LocalPref: u32(200)}},
+		{name: "an eBGP peer without localPref is accepted",
+			peers: peers,
+			spec:  v1alpha1.BGPAdvertisementSpec{Peers: []string{"ext"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Build(Input{Pools: tc.pools, BGPPeers: tc.peers,
+				BGPAdvertisements: []v1alpha1.BGPAdvertisement{{ObjectMeta: metav1.ObjectMeta{Name: "adv"}, Spec: tc.spec}}})
+			v := c.Verdicts[Ref{KindBGPAdvertisement, "adv"}]
+			inForce := len(c.BGPAdvertisements) == 1
+			if tc.refused == "" {
+				if !v.Accepted || !inForce {
+					t.Fatalf("%+v (in force %v), want accepted", v, inForce)
+				}
+			} else if v.Accepted || inForce || v.Reason != tc.reason || !strings.Contains(v.Message, tc.refused) {
+				t.Fatalf("%+v (in force %v), want refused (%s) with %q", v, inForce, tc.reason, tc.refused)
+			}
+			joined := strings.Join(v.Warnings, "\n")
+			if len(tc.warnings) == 0 && len(v.Warnings) > 0 {
+				t.Errorf("unexpected warnings %q", v.Warnings)
+			}
+			for _, w := range tc.warnings {
+				if !strings.Contains(joined, w) {
+					t.Errorf("warnings %q lack %q", v.Warnings, w)
+				}
+			}
+		})
+	}
+}
+
+// A pool or peer change that is fine on its own but takes a BGPAdvertisement
+// out of force is accepted, and the one applying it is told.
+func TestAChangeThatRefusesAnAdvertisementWarnsWhoMakesIt(t *testing.T) {
+	adv := v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "to-core"},
+		Spec: v1alpha1.BGPAdvertisementSpec{AggregationLength: i32(27), Peers: []string{"core"}, LocalPref: u32(200)}}
+	for _, tc := range []struct {
+		name     string
+		proposed Ref
+		pools    []v1alpha1.IPAddressPool
+		peer     v1alpha1.BGPPeer
+		want     string
+	}{
+		{"a pool narrowed below the aggregation length", Ref{KindIPAddressPool, "lan"},
+			[]v1alpha1.IPAddressPool{pool("lan", 0, "198.51.100.64/28")}, bgpPeer("core", "192.0.2.1", 64512, 64512, ""),
+			`BGPAdvertisement to-core is refused with this IPAddressPool: spec.aggregationLength 27 is shorter than pool "lan"'s 198.51.100.64/28`},
+		{"an iBGP peer turned eBGP", Ref{KindBGPPeer, "core"},
+			[]v1alpha1.IPAddressPool{pool("lan", 0, "198.51.100.64/27")}, bgpPeer("core", "192.0.2.1", 64512, 64513, ""),
+			`BGPAdvertisement to-core is refused with this BGPPeer: spec.localPref: spec.peers names BGPPeer "core"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Build(Input{Pools: tc.pools, BGPPeers: []v1alpha1.BGPPeer{tc.peer}, BGPAdvertisements: []v1alpha1.BGPAdvertisement{adv}, Proposed: tc.proposed})
+			v := c.Verdicts[tc.proposed]
+			if !v.Accepted || len(v.Warnings) != 1 || !strings.Contains(v.Warnings[0], tc.want) {
+				t.Errorf("%s: %+v, want accepted with a warning %q", tc.proposed, v, tc.want)
+			}
+			if a := c.Verdicts[Ref{KindBGPAdvertisement, "to-core"}]; a.Accepted {
+				t.Errorf("advertisement accepted: %+v", a)
+			}
+			// Without a proposal (the controller's status) nobody is warned.
+			c = Build(Input{Pools: tc.pools, BGPPeers: []v1alpha1.BGPPeer{tc.peer}, BGPAdvertisements: []v1alpha1.BGPAdvertisement{adv}})
+			if v := c.Verdicts[tc.proposed]; len(v.Warnings) != 0 {
+				t.Errorf("warned without a proposal: %+v", v)
+			}
+		})
+	}
+}
