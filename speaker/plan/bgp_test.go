@@ -112,8 +112,8 @@ func TestBGPRoutes(t *testing.T) {
 		name: "aggregation: addresses in one aggregate make one route, with both advertisements' attributes merged",
 		self: "a", peers: peers,
 		ads: []v1alpha1.BGPAdvertisement{
-			bgpAd("agg", v1alpha1.BGPAdvertisementSpec{AggregationLength: i32p(28), AggregationLengthV6: i32p(112), Peers: []string{"p1"}, LocalPref: u32(50), Communities: []string{"64512:1"}}),
-			bgpAd("agg2", v1alpha1.BGPAdvertisementSpec{AggregationLength: i32p(28), Peers: []string{"p2"}, LocalPref: u32(200), Communities: []string{"large:64512:1:2", "64512:1"}}),
+			bgpAd("agg", v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32p(28), AggregationLengthV6: i32p(112), Peers: []string{"p1"}, LocalPref: u32(50), Communities: []string{"64512:1"}}),
+			bgpAd("agg2", v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32p(28), Peers: []string{"p2"}, LocalPref: u32(200), Communities: []string{"large:64512:1:2", "64512:1"}}),
 		},
 		svcs: []*plan.Service{
 			{Key: key("one"), IPs: []netip.Addr{ip("198.51.100.65"), ip("2001:db8:1::1:5")}},
@@ -142,7 +142,7 @@ func TestBGPRoutes(t *testing.T) {
 // local endpoint does, an aggregate stays while one address in it is
 // announced, and every change is reported once.
 func TestBGPRouteChanges(t *testing.T) {
-	cfg := bgpConfig(bgpAd("agg", v1alpha1.BGPAdvertisementSpec{AggregationLength: i32p(28)}))
+	cfg := bgpConfig(bgpAd("agg", v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32p(28)}))
 	p := plan.New()
 	p.SetWorld(plan.World{Config: cfg, Nodes: []election.Node{node("a"), node("b")}, Self: "a", Peers: []string{"p1"}})
 	web := &plan.Service{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.65")}, LocalTrafficPolicy: true, ReadyNodes: []string{"a"}}
@@ -168,7 +168,7 @@ func TestBGPRouteChanges(t *testing.T) {
 	// A change of attributes alone (same decisions) re-announces.
 	p.SetService(api)
 	p.Plan()
-	p.SetWorld(plan.World{Config: bgpConfig(bgpAd("agg", v1alpha1.BGPAdvertisementSpec{AggregationLength: i32p(28), Communities: []string{"no-export"}})),
+	p.SetWorld(plan.World{Config: bgpConfig(bgpAd("agg", v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lan"}, AggregationLength: i32p(28), Communities: []string{"no-export"}})),
 		Nodes: []election.Node{node("a"), node("b")}, Self: "a", Peers: []string{"p1"}})
 	if d := p.Plan(); len(d.Routes) != 1 || d.Routes[0].Route == nil || !slices.Equal(d.Routes[0].Route.Communities, []string{"no-export"}) {
 		t.Fatalf("communities changed: %+v", d)
@@ -223,7 +223,7 @@ func bgpAdGen(i int) *rapid.Generator[v1alpha1.BGPAdvertisement] {
 			spec.NodeSelectors = selector("zone", rapid.SampledFrom([]string{"x", "y"}).Draw(t, "zone"))
 		}
 		if rapid.Bool().Draw(t, "agg") {
-			spec.AggregationLength = i32p(rapid.SampledFrom([]int32{28, 30, 32}).Draw(t, "len"))
+			spec.AggregationLength = i32p(rapid.SampledFrom([]int32{29, 30, 32}).Draw(t, "len"))
 			spec.AggregationLengthV6 = i32p(rapid.SampledFrom([]int32{112, 128}).Draw(t, "len6"))
 		}
 		spec.Peers = rapid.SliceOfNDistinct(rapid.SampledFrom(peerNames), 0, 2, func(s string) string { return s }).Draw(t, "peers")
