@@ -268,25 +268,28 @@ func (c *Controller) namespaceLabels(ctx context.Context, cfg *model.Config, ns 
 
 // assignLocked asks the allocator for the Service's addresses, and records
 // the Service as pending, with the pools that could serve it, when it gets
-// none. c.mu is held so that the configuration and the pending set stay
-// consistent with the allocator.
+// none. On failure it returns what the Service still holds in the allocator
+// (nothing, once its pool was deleted). c.mu is held so that the
+// configuration and the pending set stay consistent with the allocator.
 func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]string, nsErr error) (ipam.Assignment, error) {
 	nn := types.NamespacedName(keyOf(svc))
+	held, _ := c.alloc.Assigned(keyOf(svc))
 	if nsErr != nil {
 		// Retried with backoff, and when the namespace changes.
 		c.pending.add(nn, nil)
-		return ipam.Assignment{}, nsErr
+		return held, nsErr
 	}
 	req, err := requestFor(svc, nsLabels, c.cfg)
 	if err != nil {
 		// Only a change of the Service can fix it; its own event comes then.
 		c.pending.remove(nn)
-		return ipam.Assignment{}, &ipam.AllocationError{Key: keyOf(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
+		return held, &ipam.AllocationError{Key: keyOf(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
 	}
 	a, err := c.alloc.Assign(req)
 	if err != nil {
+		// A failed Assign leaves what the Service held.
 		c.pending.add(nn, poolsServing(c.cfg, req))
-		return a, err
+		return held, err
 	}
 	c.pending.remove(nn)
 	return a, nil
@@ -374,8 +377,12 @@ func (c *Controller) retryPending() {
 }
 
 // writeStatus records the outcome in the Service's status, in one write, and
-// an event when the outcome changed. A failure keeps the addresses the
-// Service already had: the last good state stays in force.
+// an event when the outcome changed. After a failure, a holds what the
+// Service still holds in the allocator: those of its addresses stay (the last
+// good state stays in force), the others go. An address the allocator no
+// longer holds for this Service (its pool shrank or was deleted) may be
+// assigned to another Service at any moment, and an address in two Services'
+// status is forwarded by kube-proxy to either one's pods.
 func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipam.Assignment, allocErr error) error {
 	desired := svc.DeepCopy()
 	cond := metav1.Condition{Type: v1alpha1.ConditionIPAllocated, ObservedGeneration: svc.Generation}
@@ -387,6 +394,7 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 			reason, msg = string(ae.Reason), ae.Message
 		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, msg
+		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs)
 	} else {
 		desired.Status.LoadBalancer.Ingress = ingressFor(a.IPs, svc.Status.LoadBalancer.Ingress, c.opts.IPMode)
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonIPAllocated
@@ -467,6 +475,18 @@ func ingressFor(ips []netip.Addr, old []corev1.LoadBalancerIngress, mode corev1.
 		m := mode
 		in.IPMode = &m
 		out = append(out, in)
+	}
+	return out
+}
+
+// heldIngress keeps the ingress entries whose address is in held, as they
+// are; nil when none is.
+func heldIngress(old []corev1.LoadBalancerIngress, held []netip.Addr) []corev1.LoadBalancerIngress {
+	var out []corev1.LoadBalancerIngress
+	for _, in := range old {
+		if ip, err := netip.ParseAddr(in.IP); err == nil && slices.Contains(held, ip) {
+			out = append(out, in)
+		}
 	}
 	return out
 }

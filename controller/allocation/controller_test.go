@@ -355,3 +355,43 @@ func TestConfigChangesThatLeavePoolsAloneKeepTheAllocatorsState(t *testing.T) {
 	h.mustReconcile("web", "a")
 	h.wantIPs("web", "a", "198.51.100.10")
 }
+
+// A pool deleted while its Services live on (their namespace is still being
+// deleted, say) frees their addresses for other Services: the old Services
+// must stop showing them, or kube-proxy forwards one address to two
+// Services' pods, whichever rule comes first on each node.
+func TestDeletedPoolTakesItsAddressOffTheServiceBeforeItIsReused(t *testing.T) {
+	old := onlyNamespaces(testPool("old", 0, "198.51.100.88"), "gone")
+	h := newHarness(t, interceptor.Funcs{}, old, lbService("gone", "web"), lbService("next", "web"))
+	ctx := context.Background()
+	if err := h.c.reconcileConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("gone", "web")
+	h.wantIPs("gone", "web", "198.51.100.88")
+
+	if err := h.client.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.reconcileConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.retried(); !slices.Contains(got, nn("gone", "web")) {
+		t.Fatalf("retried %v, want gone/web", got)
+	}
+	h.mustReconcile("gone", "web")
+	h.wantIPs("gone", "web")
+	if c := h.condition("gone", "web"); c.Status != metav1.ConditionFalse {
+		t.Errorf("condition %+v, want False: the Service has no address", c)
+	}
+
+	if err := h.client.Create(ctx, onlyNamespaces(testPool("new", 1, "198.51.100.88"), "next")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.reconcileConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("next", "web")
+	h.wantIPs("next", "web", "198.51.100.88")
+	h.wantIPs("gone", "web")
+}
