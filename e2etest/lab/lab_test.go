@@ -203,7 +203,28 @@ func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 	lan4, lan6 := netip.MustParsePrefix(LANv4Prefix), netip.MustParsePrefix(LANv6Prefix)
 	// What the tests take from the LAN: the routers, the client and the
 	// layer-2 pool range. No node may sit on any of them.
-	reserved := map[netip.Addr]string{netip.MustParseAddr(ClientIPv4): "client", netip.MustParseAddr(ClientIPv6): "client"}
+	reserved := map[netip.Addr]string{
+		netip.MustParseAddr(ClientIPv4): "client", netip.MustParseAddr(ClientIPv6): "client",
+		netip.MustParseAddr(FRRIPv6): "routers", netip.MustParseAddr(BIRDIPv6): "routers",
+	}
+	for _, a := range []string{FRRIPv4, BIRDIPv4} {
+		if reserved[netip.MustParseAddr(a)] = "routers"; !lan4.Contains(netip.MustParseAddr(a)) {
+			t.Errorf("router %s is not on the LAN", a)
+		}
+	}
+	// The BGP client's link is its own: in the documentation ranges, apart
+	// from the LAN, the pods' and the Services' ranges.
+	for _, link := range []string{BGPClientLinkV4, BGPClientLinkV6} {
+		lp := netip.MustParsePrefix(link)
+		if !inDoc(lp.Addr()) {
+			t.Errorf("BGP client link %s is outside the documentation ranges", lp)
+		}
+		for _, other := range []string{LANv4Prefix, LANv6Prefix, PodCIDRv4, PodCIDRv6, ServiceCIDRv4, ServiceCIDRv6, "2001:db8:4::/48"} {
+			if lp.Overlaps(netip.MustParsePrefix(other)) {
+				t.Errorf("BGP client link %s overlaps %s", lp, other)
+			}
+		}
+	}
 	for i := 1; i <= 9; i++ {
 		reserved[netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i))] = "routers"
 	}
@@ -220,7 +241,7 @@ func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 			t.Fatalf("planned %d nodes, want %d", len(nodes), MaxNodes)
 		}
 		seen := map[netip.Addr]string{}
-		macs := map[string]string{ClientMAC: "client"}
+		macs := map[string]string{ClientMAC: "client", FRRMAC: "FRR", BIRDMAC: "BIRD"}
 		for _, n := range nodes {
 			addrs := []netip.Addr{n.IPv4, n.IPv6}
 			if !lan4.Contains(n.IPv4) || !lan6.Contains(n.IPv6) || pools6.Contains(n.IPv6) {

@@ -58,6 +58,11 @@ func StartFRR(ctx context.Context, opts Options) (*FRR, error) {
 		return nil, err
 	}
 	for _, name := range []string{"zebra", "bgpd", "bfdd"} {
+		// The daemons open their logs as user frr: the files must exist
+		// and be theirs to write wherever LogDir is.
+		if err := openLog(filepath.Join(f.LogDir, name+".log")); err != nil {
+			return nil, err
+		}
 		argv := []string{filepath.Join(FRRDaemons, name), "-f", conf, "--vty_socket", f.Dir,
 			"-z", filepath.Join(f.Dir, "zserv.api"), "-i", filepath.Join(f.Dir, name+".pid"),
 			"--log", "file:" + filepath.Join(f.LogDir, name+".log")}
@@ -94,6 +99,15 @@ func StartFRR(ctx context.Context, opts Options) (*FRR, error) {
 		return nil, fmt.Errorf("FRR in %s: %w", f.Netns, err)
 	}
 	return f, nil
+}
+
+func openLog(path string) error {
+	lf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o666)
+	if err != nil {
+		return err
+	}
+	lf.Close()
+	return os.Chmod(path, 0o666)
 }
 
 // Stop stops the daemons (SIGTERM, then SIGKILL after 5 s).
