@@ -17,6 +17,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
 // childEnv makes the test binary act as a lab that gets SIGKILLed.
@@ -26,7 +28,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		cfg, err := DefaultConfig()
 		if err == nil {
-			cfg.Nodes = 2
+			// With routers, when installed: their daemons must not outlive
+			// a crashed lab either.
+			cfg.Nodes, cfg.Routers = 2, len(bgprouter.Missing()) == 0
 			_, err = Up(context.Background(), cfg)
 		}
 		if err != nil {
@@ -146,6 +150,10 @@ func TestNextUpCleansUpAfterACrashedLab(t *testing.T) {
 		t.Fatalf("a SIGKILLed lab left no namespaces; the test does not test anything")
 	}
 	t.Logf("a crashed lab left %s", crashed)
+	routers := filepath.Join(cfg.Dir, "routers")
+	if len(bgprouter.Missing()) == 0 && !slices.Contains(crashed.Namespaces, FRRNetns) {
+		t.Errorf("the crashed lab ran no routers (namespaces %v); the test does not test their clean-up", crashed.Namespaces)
+	}
 
 	cfg.Nodes = 1
 	l, err := Up(context.Background(), cfg)
@@ -158,6 +166,9 @@ func TestNextUpCleansUpAfterACrashedLab(t *testing.T) {
 	l.Down()
 	if left, _ := FindLeftovers(cfg.Dir, cfg.BinDir); !left.Empty() {
 		t.Errorf("after Down: %s", left)
+	}
+	if procs := processesNaming(routers); len(procs) > 0 {
+		t.Errorf("the crashed lab's router processes survived: %v", procs)
 	}
 }
 
