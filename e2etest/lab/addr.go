@@ -8,18 +8,21 @@ import (
 // The lab's address plan. Only documentation ranges are used (RFC 5737 for
 // IPv4, RFC 3849 for IPv6), and only inside the lab's own namespaces.
 //
-//	198.51.100.0/25    the LAN: routers .1-.9, nodes .11-.60 (node N at 10+N),
+//	198.51.100.0/25    the LAN: routers .1-.9 (FRR .1, BIRD .2 with
+//	                   Config.Routers), nodes .11-.60 (node N at 10+N),
 //	                   .64-.99 free for layer-2 pools in tests, client .100,
 //	                   .101-.126 free
 //	198.51.100.128/25  pod CIDRs, one /28 per pod node (so at most 8 of them)
 //	203.0.113.0/25     Service ClusterIPs (IPv4)
-//	203.0.113.128/25   free for BGP pools in tests
-//	2001:db8:1::/64    the LAN (IPv6): node N at ::(10+N) written in decimal
-//	                   digits (::11 to ::60), client ::100; 2001:db8:1::1:0/112
-//	                   free for pools
+//	203.0.113.128/25   free for BGP pools in tests, but its top /29
+//	203.0.113.248/29   the link from FRR (.249) to the BGP client (.250)
+//	2001:db8:1::/64    the LAN (IPv6): FRR ::1, BIRD ::2, node N at ::(10+N)
+//	                   written in decimal digits (::11 to ::60), client ::100;
+//	                   2001:db8:1::1:0/112 free for pools
 //	2001:db8:2:N::/64  pod CIDR of pod node N
 //	2001:db8:3::/112   Service ClusterIPs (IPv6)
 //	2001:db8:4::/48    free for BGP pools in tests
+//	2001:db8:5::/64    the link from FRR (::1) to the BGP client (::100)
 //
 // Nodes come in two kinds. Pod nodes (the first Config.Nodes) have a pod
 // CIDR, a kube-proxy and run pods; the /28 per node limits them to

@@ -185,7 +185,7 @@ func Clean(dir string) error {
 }
 
 // stateFiles are what a lab writes in its directory besides bin/ and logs/.
-var stateFiles = []string{"pids", "etcd", "pki", "kubeconfigs", "kubeconfig", "tokens.csv", "ready"}
+var stateFiles = []string{"pids", "etcd", "pki", "kubeconfigs", "kubeconfig", "tokens.csv", "ready", "routers"}
 
 // recordPID notes a control-plane process so that a later run can kill it if
 // this one crashes. The command line is stored with it, so a recycled pid is

@@ -1,7 +1,8 @@
 // Package lab runs Herald's proving ground on one machine: a real etcd,
 // kube-apiserver and kube-controller-manager as processes; lab nodes as
 // network namespaces on a LAN, each with a real kube-proxy; a client host on
-// the LAN; and an agent that plays kubelet so Deployments get running pods.
+// the LAN; an agent that plays kubelet so Deployments get running pods; and,
+// on request, BGP routers (FRR, BIRD) on the LAN with a client behind FRR.
 //
 // It must run as root. It only uses documentation address ranges, only inside
 // its own namespaces, and removes everything it made on Down, or on the next
@@ -25,6 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
 // Config says what lab to build.
@@ -41,6 +44,10 @@ type Config struct {
 	// AuditWrites makes the API server log every write with its user
 	// (Lab.Writes), for benchmarks that count one component's writes.
 	AuditWrites bool
+	// Routers adds BGP routers to the LAN: FRR and BIRD, each in its own
+	// namespace with its default configuration, and a client behind FRR
+	// (see routers.go). Off by default.
+	Routers bool
 }
 
 // Lab is a running lab.
@@ -51,6 +58,10 @@ type Lab struct {
 	Kubeconfig string
 	RESTConfig *rest.Config
 	Client     kubernetes.Interface
+	// FRR and BIRD are the lab's BGP routers, with Config.Routers; nil
+	// otherwise.
+	FRR  *bgprouter.FRR
+	BIRD *bgprouter.BIRD
 
 	pki        *pki
 	procs      []*process
@@ -139,7 +150,13 @@ func (l *Lab) up(ctx context.Context) error {
 
 	// The network and the control plane do not depend on each other.
 	netErr := make(chan error, 1)
-	go func() { netErr <- l.buildNetwork() }()
+	go func() {
+		err := l.buildNetwork()
+		if err == nil && l.Routers {
+			err = l.startRouters(ctx)
+		}
+		netErr <- err
+	}()
 	if err := l.startControlPlane(runCtx); err != nil {
 		<-netErr
 		return err
@@ -337,6 +354,7 @@ func (l *Lab) Down() {
 		if l.agent != nil {
 			l.agent.stopAll()
 		}
+		l.stopRouters()
 		// Node-side processes first, then the control plane in reverse start order.
 		for i := len(l.procs) - 1; i >= 0; i-- {
 			l.procs[i].stop(5 * time.Second)

@@ -17,6 +17,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
 // childEnv makes the test binary act as a lab that gets SIGKILLed.
@@ -26,7 +28,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		cfg, err := DefaultConfig()
 		if err == nil {
-			cfg.Nodes = 2
+			// With routers, when installed: their daemons must not outlive
+			// a crashed lab either.
+			cfg.Nodes, cfg.Routers = 2, len(bgprouter.Missing()) == 0
 			_, err = Up(context.Background(), cfg)
 		}
 		if err != nil {
@@ -146,6 +150,10 @@ func TestNextUpCleansUpAfterACrashedLab(t *testing.T) {
 		t.Fatalf("a SIGKILLed lab left no namespaces; the test does not test anything")
 	}
 	t.Logf("a crashed lab left %s", crashed)
+	routers := filepath.Join(cfg.Dir, "routers")
+	if len(bgprouter.Missing()) == 0 && !slices.Contains(crashed.Namespaces, FRRNetns) {
+		t.Errorf("the crashed lab ran no routers (namespaces %v); the test does not test their clean-up", crashed.Namespaces)
+	}
 
 	cfg.Nodes = 1
 	l, err := Up(context.Background(), cfg)
@@ -158,6 +166,9 @@ func TestNextUpCleansUpAfterACrashedLab(t *testing.T) {
 	l.Down()
 	if left, _ := FindLeftovers(cfg.Dir, cfg.BinDir); !left.Empty() {
 		t.Errorf("after Down: %s", left)
+	}
+	if procs := processesNaming(routers); len(procs) > 0 {
+		t.Errorf("the crashed lab's router processes survived: %v", procs)
 	}
 }
 
@@ -203,7 +214,28 @@ func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 	lan4, lan6 := netip.MustParsePrefix(LANv4Prefix), netip.MustParsePrefix(LANv6Prefix)
 	// What the tests take from the LAN: the routers, the client and the
 	// layer-2 pool range. No node may sit on any of them.
-	reserved := map[netip.Addr]string{netip.MustParseAddr(ClientIPv4): "client", netip.MustParseAddr(ClientIPv6): "client"}
+	reserved := map[netip.Addr]string{
+		netip.MustParseAddr(ClientIPv4): "client", netip.MustParseAddr(ClientIPv6): "client",
+		netip.MustParseAddr(FRRIPv6): "routers", netip.MustParseAddr(BIRDIPv6): "routers",
+	}
+	for _, a := range []string{FRRIPv4, BIRDIPv4} {
+		if reserved[netip.MustParseAddr(a)] = "routers"; !lan4.Contains(netip.MustParseAddr(a)) {
+			t.Errorf("router %s is not on the LAN", a)
+		}
+	}
+	// The BGP client's link is its own: in the documentation ranges, apart
+	// from the LAN, the pods' and the Services' ranges.
+	for _, link := range []string{BGPClientLinkV4, BGPClientLinkV6} {
+		lp := netip.MustParsePrefix(link)
+		if !inDoc(lp.Addr()) {
+			t.Errorf("BGP client link %s is outside the documentation ranges", lp)
+		}
+		for _, other := range []string{LANv4Prefix, LANv6Prefix, PodCIDRv4, PodCIDRv6, ServiceCIDRv4, ServiceCIDRv6, "2001:db8:4::/48"} {
+			if lp.Overlaps(netip.MustParsePrefix(other)) {
+				t.Errorf("BGP client link %s overlaps %s", lp, other)
+			}
+		}
+	}
 	for i := 1; i <= 9; i++ {
 		reserved[netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i))] = "routers"
 	}
@@ -220,7 +252,7 @@ func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 			t.Fatalf("planned %d nodes, want %d", len(nodes), MaxNodes)
 		}
 		seen := map[netip.Addr]string{}
-		macs := map[string]string{ClientMAC: "client"}
+		macs := map[string]string{ClientMAC: "client", FRRMAC: "FRR", BIRDMAC: "BIRD"}
 		for _, n := range nodes {
 			addrs := []netip.Addr{n.IPv4, n.IPv6}
 			if !lan4.Contains(n.IPv4) || !lan6.Contains(n.IPv6) || pools6.Contains(n.IPv6) {

@@ -21,7 +21,7 @@ const (
 const lanParent = "lan0"
 
 // buildNetwork creates the LAN, the nodes with their pod bridges and routes,
-// and the client. Each host's MAC is fixed (02:00:00:00:01:NN) so tests and
+// the client, and with Config.Routers the routers' namespaces. Each host's MAC is fixed (02:00:00:00:01:NN) so tests and
 // people can tell from a neighbour table which host answered.
 func (l *Lab) buildNetwork() error {
 	if err := run("ip", "netns", "add", LANNetns); err != nil {
@@ -45,6 +45,11 @@ func (l *Lab) buildNetwork() error {
 			if err := sysctl(n.Netns, "net.ipv6.conf.eth0.keep_addr_on_down", "1"); err != nil {
 				return err
 			}
+			if rs := l.routerRoutes(); len(rs) > 0 {
+				if err := ipBatch(n.Netns, rs...); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		lines := append([]string{
@@ -53,6 +58,7 @@ func (l *Lab) buildNetwork() error {
 			fmt.Sprintf("addr add %s/%d dev cbr0", podGateway(n.PodCIDRv4), n.PodCIDRv4.Bits()),
 			fmt.Sprintf("addr add %s/%d dev cbr0 nodad", podGateway(n.PodCIDRv6), n.PodCIDRv6.Bits()),
 		}, l.podRoutes(n)...)
+		lines = append(lines, l.routerRoutes()...)
 		if err := ipBatch(n.Netns, lines...); err != nil {
 			return err
 		}
@@ -62,7 +68,13 @@ func (l *Lab) buildNetwork() error {
 			}
 		}
 	}
-	return l.addHost(ClientNetns, ClientMAC, ClientIPv4, ClientIPv6)
+	if err := l.addHost(ClientNetns, ClientMAC, ClientIPv4, ClientIPv6); err != nil {
+		return err
+	}
+	if l.Routers {
+		return l.buildRouterNetwork()
+	}
+	return nil
 }
 
 // podRoutes are node n's routes to the other pod nodes' pod CIDRs, over
@@ -93,7 +105,7 @@ func (l *Lab) SetNodeLink(node string, up bool) error {
 		if !up {
 			return ipBatch(n.Netns, "link set eth0 down")
 		}
-		return ipBatch(n.Netns, append([]string{"link set eth0 up"}, l.podRoutes(n)...)...)
+		return ipBatch(n.Netns, append(append([]string{"link set eth0 up"}, l.podRoutes(n)...), l.routerRoutes()...)...)
 	}
 	return fmt.Errorf("no lab node %q", node)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
 // The routes are set before the session exists (the order a speaker
@@ -16,7 +17,7 @@ import (
 // (dynamicASN external).
 func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 	t.Parallel() // own namespaces, routers and speaker process
-	requireBIRD(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	b := startBIRD(tp, birdConf(tp))
 	sp := startSpeaker(t, tp.speaker)
@@ -33,30 +34,27 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 		t.Errorf("dynamic ASN: State PeerASN = %d, want %d", st.PeerASN, routerAS)
 	}
 	waitFor(t, 5*time.Second, "BIRD's session Established", func() (bool, string) {
-		out := b.birdc("show", "protocols", "speaker")
-		return strings.Contains(out, "Established"), out
+		n := b.neighbor()
+		return n.Established(), fmt.Sprint(n)
 	})
-	var out string
+	var r *bgprouter.Route
 	waitFor(t, 5*time.Second, "the route in BIRD's table", func() (bool, string) {
-		out = b.birdc("show", "route", "all", "for", lb4.String())
-		return strings.Contains(out, lb4.String()), out
+		r = b.route(lb4)
+		return r != nil, "none"
 	})
-	for _, want := range []string{"BGP.next_hop: " + speakerV4, "BGP.community: (64513,100)", "BGP.large_community: (64513, 1, 2)", "BGP.as_path: 64513"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("BIRD's route lacks %q:\n%s", want, out)
-		}
+	p := r.Paths[0]
+	if !slices.Equal(r.NextHops(), []netip.Addr{netip.MustParseAddr(speakerV4)}) || !slices.Equal(p.Communities, []string{"64513:100"}) ||
+		!slices.Equal(p.LargeCommunities, []string{"64513:1:2"}) || p.ASPath != "64513" {
+		t.Errorf("BIRD's route %s: next hops %v, %+v; want next hop %s, community 64513:100, large community 64513:1:2, AS path 64513", lb4, r.NextHops(), p, speakerV4)
 	}
 	waitFor(t, 5*time.Second, "the IPv6 route in BIRD's table", func() (bool, string) {
-		out = b.birdc("show", "route", "all", "for", lb6.String())
-		return strings.Contains(out, lb6.String()) && strings.Contains(out, "BGP.next_hop: "+speakerV6), out
+		r = b.route(lb6)
+		return r != nil && slices.Contains(r.NextHops(), netip.MustParseAddr(speakerV6)), fmt.Sprint(r)
 	})
 
 	start := time.Now()
 	sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}})
-	waitFor(t, 5*time.Second, "the route gone from BIRD's table", func() (bool, string) {
-		out = b.birdc("show", "route", "for", lb4.String())
-		return !strings.Contains(out, lb4.String()), out
-	})
+	b.waitRoute(lb4, false, start)
 	t.Logf("route %s gone from BIRD's table %v after SetRoutes without it", lb4, time.Since(start).Round(time.Millisecond))
 
 	// Latency, 20 times, polling birdc (a few ms a query).
@@ -65,31 +63,23 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 		extra := Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), 32), Peers: []string{s.Name}}
 		start = time.Now()
 		sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}}, extra)
-		waitFor(t, 5*time.Second, "the route in BIRD's table", func() (bool, string) {
-			out = b.birdc("show", "route", "for", extra.Prefix.String())
-			return strings.Contains(out, extra.Prefix.String()), out
-		})
-		appears = append(appears, time.Since(start))
+		appears = append(appears, b.waitRoute(extra.Prefix, true, start))
 		start = time.Now()
 		sp.setRoutes(Route{Prefix: lb6, Peers: []string{s.Name}})
-		waitFor(t, 5*time.Second, "the route gone from BIRD's table", func() (bool, string) {
-			out = b.birdc("show", "route", "for", extra.Prefix.String())
-			return !strings.Contains(out, extra.Prefix.String()), out
-		})
-		gones = append(gones, time.Since(start))
+		gones = append(gones, b.waitRoute(extra.Prefix, false, start))
 	}
 	slices.Sort(appears)
 	slices.Sort(gones)
 	pollStart := time.Now()
-	b.birdc("show", "route", "for", lb6.String())
-	t.Logf("20 runs: SetRoutes -> prefix in BIRD's table: median %v, max %v; SetRoutes without it -> gone: median %v, max %v (one birdc query: %v)",
+	b.route(lb6)
+	t.Logf("20 runs: SetRoutes -> prefix in BIRD's table: median %v, max %v; SetRoutes without it -> gone: median %v, max %v (one query: %v)",
 		appears[10].Round(100*time.Microsecond), appears[19].Round(100*time.Microsecond), gones[10].Round(100*time.Microsecond), gones[19].Round(100*time.Microsecond), time.Since(pollStart).Round(100*time.Microsecond))
 
 	// Without its session, the peer loses the session and our routes.
 	sp.setSessions()
 	waitFor(t, 5*time.Second, "BIRD's session closed and the route gone", func() (bool, string) {
-		out = b.birdc("show", "protocols", "speaker") + b.birdc("show", "route", "for", lb6.String())
-		return !strings.Contains(out, "Established") && !strings.Contains(out, lb6.String()), out
+		n, r := b.neighbor(), b.route(lb6)
+		return !n.Established() && r == nil, fmt.Sprint(n, r)
 	})
 }
 
@@ -97,7 +87,7 @@ func TestBIRDLearnsRouteWithNextHopAndCommunities(t *testing.T) {
 // down with the reason in State.
 func TestBIRDInOurASIsRefusedByDynamicExternal(t *testing.T) {
 	t.Parallel() // own namespaces, router and speaker process
-	requireBIRD(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	startBIRD(tp, strings.Replace(birdConf(tp), fmt.Sprintf("local %s as %d;", routerV4, routerAS), fmt.Sprintf("local %s as %d;", routerV4, speakerAS), 1))
 	sp := startSpeaker(t, tp.speaker)

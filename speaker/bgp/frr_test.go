@@ -59,7 +59,7 @@ func kernelRoutes(t *testing.T, ns string) string {
 
 func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T) {
 	t.Parallel() // own namespaces, routers and speaker process
-	requireFRR(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	f := startFRR(tp, frrConf(tp, []string{"timers 3 9"}, ""))
 	sp := startSpeaker(t, tp.speaker)
@@ -90,31 +90,31 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	}
 	start = time.Now()
 	sp.setRoutes(routes...)
-	appear := f.waitRoute(lb4.String(), true, start, 5*time.Second)
+	appear := f.waitRoute(lb4, true, start, 5*time.Second)
 	t.Logf("route %s in FRR's table %v after SetRoutes", lb4, appear.Round(time.Millisecond))
 
-	r := f.route(lb4.String())
-	if got := r.nexthops(); !slices.Contains(got, speakerV4+"/") && !(len(got) == 1 && strings.HasPrefix(got[0], speakerV4+"/")) {
+	r := f.route(lb4)
+	if got := r.NextHops(); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(speakerV4)}) {
 		t.Errorf("FRR's next hops for %s = %v, want %s", lb4, got, speakerV4)
 	}
 	p := r.Paths[0]
-	if p.Community == nil || !strings.Contains(p.Community.String, "64513:100") || !strings.Contains(p.Community.String, "no-export") {
-		t.Errorf("FRR's communities for %s = %+v, want 64513:100 and no-export", lb4, p.Community)
+	if !slices.Equal(p.Communities, []string{"64513:100", "65535:65281"}) {
+		t.Errorf("FRR's communities for %s = %v, want 64513:100 and no-export (65535:65281)", lb4, p.Communities)
 	}
-	if p.LargeCommunity == nil || p.LargeCommunity.String != "64513:1:2" {
-		t.Errorf("FRR's large communities for %s = %+v, want 64513:1:2", lb4, p.LargeCommunity)
+	if !slices.Equal(p.LargeCommunities, []string{"64513:1:2"}) {
+		t.Errorf("FRR's large communities for %s = %v, want 64513:1:2", lb4, p.LargeCommunities)
 	}
-	if p.ASPath.String != "64513" {
-		t.Errorf("FRR's AS path for %s = %q, want 64513", lb4, p.ASPath.String)
+	if p.ASPath != "64513" {
+		t.Errorf("FRR's AS path for %s = %q, want 64513", lb4, p.ASPath)
 	}
 
 	// IPv6 over the IPv4 session (RFC 4760), next hop the node's IPv6
 	// address, not an IPv4-mapped one.
-	f.waitRoute(lb6.String(), true, time.Now(), 5*time.Second)
-	if got := f.route(lb6.String()).nexthops(); !slices.Contains(got, speakerV6+"/global") {
-		t.Errorf("FRR's next hops for %s = %v, want %s (global)", lb6, got, speakerV6)
+	f.waitRoute(lb6, true, time.Now(), 5*time.Second)
+	if got := f.route(lb6).NextHops(); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(speakerV6)}) {
+		t.Errorf("FRR's next hops for %s = %v, want %s", lb6, got, speakerV6)
 	}
-	if f.route(lb4b.String()) != nil {
+	if f.route(lb4b) != nil {
 		t.Errorf("FRR learned %s, a route for another peer", lb4b)
 	}
 
@@ -154,17 +154,17 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	// withdrawn from that peer alone.
 	routes = append(routes, Route{Prefix: lb4c, Peers: []string{s.Name}})
 	sp.setRoutes(routes...)
-	f.waitRoute(lb4c.String(), true, time.Now(), 5*time.Second)
+	f.waitRoute(lb4c, true, time.Now(), 5*time.Second)
 	routes[3].Peers = []string{"another-router"}
 	start = time.Now()
 	sp.setRoutes(routes...)
-	gone := f.waitRoute(lb4c.String(), false, start, 5*time.Second)
+	gone := f.waitRoute(lb4c, false, start, 5*time.Second)
 	t.Logf("route %s withdrawn from the peer it no longer names %v after SetRoutes", lb4c, gone.Round(time.Millisecond))
 
 	// Withdraw: a SetRoutes without the route.
 	start = time.Now()
 	sp.setRoutes(routes[1:]...)
-	gone = f.waitRoute(lb4.String(), false, start, 5*time.Second)
+	gone = f.waitRoute(lb4, false, start, 5*time.Second)
 	t.Logf("route %s gone from FRR's table %v after SetRoutes without it", lb4, gone.Round(time.Millisecond))
 
 	// Latency, 20 times: SetRoutes with one more /32 -> in FRR's table, and
@@ -174,15 +174,15 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 		extra := Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), 32), Peers: []string{s.Name}}
 		start = time.Now()
 		sp.setRoutes(append(slices.Clone(routes[1:]), extra)...)
-		appears = append(appears, f.waitRoute(extra.Prefix.String(), true, start, 5*time.Second))
+		appears = append(appears, f.waitRoute(extra.Prefix, true, start, 5*time.Second))
 		start = time.Now()
 		sp.setRoutes(routes[1:]...)
-		gones = append(gones, f.waitRoute(extra.Prefix.String(), false, start, 5*time.Second))
+		gones = append(gones, f.waitRoute(extra.Prefix, false, start, 5*time.Second))
 	}
 	slices.Sort(appears)
 	slices.Sort(gones)
 	pollStart := time.Now()
-	f.route(lb6.String())
+	f.route(lb6)
 	t.Logf("one vtysh query takes %v: the figures below are bounded by it", time.Since(pollStart).Round(time.Millisecond))
 	t.Logf("20 runs: SetRoutes -> prefix in FRR's table: median %v, max %v; SetRoutes without it -> gone: median %v, max %v",
 		appears[10].Round(time.Millisecond), appears[19].Round(time.Millisecond), gones[10].Round(time.Millisecond), gones[19].Round(time.Millisecond))
@@ -207,8 +207,8 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	s3.NextHopV6 = netip.MustParseAddr("2001:db8:1::99")
 	sp.setSessions(s3)
 	waitFor(t, 5*time.Second, "FRR's next hop for "+lb6.String()+" changed", func() (bool, string) {
-		r := f.route(lb6.String())
-		return r != nil && slices.Contains(r.nexthops(), "2001:db8:1::99/global"), fmt.Sprint(r)
+		r := f.route(lb6)
+		return r != nil && slices.Equal(r.NextHops(), []netip.Addr{netip.MustParseAddr("2001:db8:1::99")}), fmt.Sprint(r)
 	})
 	if after := sp.state(s.Name); !after.Since.Equal(before.Since) || after.Flaps != 0 {
 		t.Errorf("a next hop change disturbed the session: since %v -> %v, flaps %d", before.Since, after.Since, after.Flaps)
@@ -217,13 +217,13 @@ func TestFRRLearnsRoutesWithNextHopsAndCommunitiesAndImportsNothing(t *testing.T
 	// Close withdraws everything and closes the session.
 	start = time.Now()
 	sp.close()
-	gone = f.waitRoute(lb6.String(), false, start, 5*time.Second)
+	gone = f.waitRoute(lb6, false, start, 5*time.Second)
 	t.Logf("route %s gone from FRR's table %v after Close", lb6, gone.Round(time.Millisecond))
 }
 
 func TestFRRWrongPasswordKeepsSessionDownWithReason(t *testing.T) {
 	t.Parallel() // own namespaces, routers and speaker process
-	requireFRR(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	startFRR(tp, frrConf(tp, []string{"password right-password"}, ""))
 	sp := startSpeaker(t, tp.speaker)
@@ -257,7 +257,7 @@ func TestFRRWrongPasswordKeepsSessionDownWithReason(t *testing.T) {
 // Not parallel: its timing figures are the point, so it runs alone (Go
 // starts the parallel tests once the serial ones are done).
 func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
-	requireFRR(t)
+	requireRouters(t)
 	ms := func(v int32) *int32 { return &v }
 	profile := v1alpha1.BFDProfile{
 		ObjectMeta: metav1.ObjectMeta{Name: "fast"},
@@ -281,7 +281,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 			return strings.Contains(out, speakerV4) && strings.Contains(out, "up"), out
 		})
 		sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}})
-		f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+		f.waitRoute(lb4, true, time.Now(), 5*time.Second)
 		if m := sp.do(command{Op: "metrics"}).Metrics; !strings.Contains(m, `herald_speaker_bgp_bfd_up{peer="router"} 1`) {
 			t.Errorf("metrics lack BFD up:\n%s", m)
 		}
@@ -291,7 +291,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 
 		start := time.Now()
 		tp.cutSpeakerLink()
-		gone := f.waitRoute(lb4.String(), false, start, 5*time.Second)
+		gone := f.waitRoute(lb4, false, start, 5*time.Second)
 		t.Logf("BFD 300 ms x 3: route %s gone from FRR's table %v after the speaker's link went down", lb4, gone.Round(time.Millisecond))
 		// The hold time here is 9 s, so a withdrawal within 3 s is
 		// BFD's doing. The figure itself (about 1 s: 900 ms detection plus
@@ -310,7 +310,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		netnstest.IPBatch(t, tp.speaker, "link set eth0 up")
 		sp.waitEstablished(s.Name, 15*time.Second)
 		sp.waitState(s.Name, 10*time.Second, "BFD Up again", func(p PeerState) bool { return p.BFD == "Up" })
-		back := f.waitRoute(lb4.String(), true, start, 10*time.Second)
+		back := f.waitRoute(lb4, true, start, 10*time.Second)
 		t.Logf("link back: session, BFD and route %s back at FRR %v later (GoBGP waits 3 s after a reset, then dials)", lb4, back.Round(time.Millisecond))
 	})
 
@@ -323,10 +323,10 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 		sp.setSessions(s)
 		sp.waitEstablished(s.Name, 15*time.Second)
 		sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}})
-		f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+		f.waitRoute(lb4, true, time.Now(), 5*time.Second)
 		start := time.Now()
 		tp.cutSpeakerLink()
-		gone := f.waitRoute(lb4.String(), false, start, 10*time.Second)
+		gone := f.waitRoute(lb4, false, start, 10*time.Second)
 		t.Logf("no BFD, hold time 3 s: route %s gone from FRR's table %v after the speaker's link went down", lb4, gone.Round(time.Millisecond))
 	})
 }
@@ -336,7 +336,7 @@ func TestFRRWithBFDWithdrawsWithinASecondOfLinkLoss(t *testing.T) {
 // address as next hop (the reverse of IPv6 routes over IPv4).
 func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
 	t.Parallel() // own namespaces, routers and speaker process
-	requireFRR(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	f := startFRR(tp, frrConfFor(tp, speakerV6, routerAS, nil, ""))
 	sp := startSpeaker(t, tp.speaker)
@@ -354,18 +354,18 @@ func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
 		Route{Prefix: agg, Peers: []string{s.Name}},
 		Route{Prefix: lb6, Peers: []string{s.Name}},
 	)
-	f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
-	r := f.route(lb4.String())
-	if lp := r.Paths[0].LocPrf; lp == nil || *lp != pref {
+	f.waitRoute(lb4, true, time.Now(), 5*time.Second)
+	r := f.route(lb4)
+	if lp := r.Paths[0].LocalPref; lp == nil || *lp != pref {
 		t.Errorf("FRR's LOCAL_PREF for %s = %v, want %d", lb4, lp, pref)
 	}
-	if got := r.nexthops(); len(got) == 0 || !strings.HasPrefix(got[0], speakerV4+"/") {
+	if got := r.NextHops(); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(speakerV4)}) {
 		t.Errorf("FRR's next hops for %s over the IPv6 session = %v, want %s", lb4, got, speakerV4)
 	}
-	f.waitRoute(agg.String(), true, time.Now(), 5*time.Second)
-	f.waitRoute(lb6.String(), true, time.Now(), 5*time.Second)
-	if got := f.route(lb6.String()).nexthops(); !slices.Contains(got, speakerV6+"/global") {
-		t.Errorf("FRR's next hops for %s = %v, want %s (global)", lb6, got, speakerV6)
+	f.waitRoute(agg, true, time.Now(), 5*time.Second)
+	f.waitRoute(lb6, true, time.Now(), 5*time.Second)
+	if got := f.route(lb6).NextHops(); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(speakerV6)}) {
+		t.Errorf("FRR's next hops for %s = %v, want %s", lb6, got, speakerV6)
 	}
 }
 
@@ -374,7 +374,7 @@ func TestFRRiBGPOverIPv6CarriesLocalPrefAggregatesAndIPv4Routes(t *testing.T) {
 // refreshes it.
 func TestFRRGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
 	t.Parallel() // own namespaces, routers and speaker process
-	requireFRR(t)
+	requireRouters(t)
 	tp := newTopo(t)
 	f := startFRR(tp, strings.Replace(frrConf(tp, nil, ""), " no bgp fast-external-failover\n", " no bgp fast-external-failover\n bgp graceful-restart\n", 1))
 	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.GracefulRestart = true })
@@ -384,17 +384,15 @@ func TestFRRGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
 	sp.setSessions(s)
 	sp.setRoutes(route)
 	sp.waitEstablished(s.Name, 15*time.Second)
-	f.waitRoute(lb4.String(), true, time.Now(), 5*time.Second)
+	f.waitRoute(lb4, true, time.Now(), 5*time.Second)
 
 	sp.detach()
-	stale := false
 	waitFor(t, 5*time.Second, "FRR marking the route stale", func() (bool, string) {
-		out := f.vtysh("show bgp ipv4 unicast " + lb4.String() + " json")
-		stale = strings.Contains(out, `"stale":true`)
-		return stale, out
+		r := f.route(lb4)
+		return r != nil && r.Paths[0].Stale, fmt.Sprint(r)
 	})
 	time.Sleep(time.Second)
-	if f.route(lb4.String()) == nil {
+	if f.route(lb4) == nil {
 		t.Fatalf("FRR dropped the route of a speaker that restarts with graceful restart")
 	}
 
@@ -404,8 +402,8 @@ func TestFRRGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
 	sp2.setRoutes(route)
 	sp2.waitEstablished(s.Name, 15*time.Second)
 	waitFor(t, 10*time.Second, "FRR refreshing the route", func() (bool, string) {
-		out := f.vtysh("show bgp ipv4 unicast " + lb4.String() + " json")
-		return strings.Contains(out, `"valid":true`) && !strings.Contains(out, `"stale":true`), out
+		r := f.route(lb4)
+		return r != nil && !r.Paths[0].Stale, fmt.Sprint(r)
 	})
 	t.Logf("graceful restart: the route stayed at FRR (stale) while no speaker ran; refreshed %v after the new speaker started", time.Since(start).Round(time.Millisecond))
 }

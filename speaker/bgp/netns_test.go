@@ -1,18 +1,17 @@
 package bgp
 
 import (
-	"bytes"
 	"fmt"
-	"github.com/heraldlb/herald/internal/netnstest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldlb/herald/internal/bgprouter"
+	"github.com/heraldlb/herald/internal/netnstest"
 )
 
 // Every namespace and temporary directory the tests create is named
@@ -20,85 +19,9 @@ import (
 // that crashed (its pid is gone) from those of a run still going.
 const leftoverPrefix = "hb-bgp-"
 
-var leftoverName = regexp.MustCompile(`^hb-bgp-([0-9]+)-`)
-
-// pidAlive reports whether a process runs under pid; a zombie (killed, not
-// yet reaped) does not count.
-func pidAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
-}
-
-// cleanLeftovers removes what a crashed run left: its routers' processes
-// (found through their pid files, and killed only if their command line
-// names that run's directory), its directories and its namespaces.
-func cleanLeftovers() {
-	if os.Geteuid() != 0 {
-		return
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), leftoverPrefix+"*"))
-	for _, dir := range dirs {
-		m := leftoverName.FindStringSubmatch(filepath.Base(dir))
-		if m == nil {
-			continue
-		}
-		if pid, _ := strconv.Atoi(m[1]); pidAlive(pid) {
-			continue
-		}
-		killDaemons(dir)
-		_ = os.RemoveAll(dir)
-	}
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		name, _, _ := strings.Cut(line, " ")
-		m := leftoverName.FindStringSubmatch(name)
-		if m == nil {
-			continue
-		}
-		if pid, _ := strconv.Atoi(m[1]); pidAlive(pid) {
-			continue
-		}
-		_ = exec.Command("ip", "netns", "delete", name).Run()
-	}
-}
-
-// killDaemons kills the processes whose pid files are in dir, if their
-// command line mentions dir (a pid may have been reused since).
-func killDaemons(dir string) {
-	pids, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
-	for _, f := range pids {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 1 {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(cmdline, []byte(dir)) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// requireLab skips the test unless it runs as root with the named tools.
-func requireLab(t *testing.T, tools ...string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces and runs routers in them")
-	}
-	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (Debian packages: iproute2, frr, bird2)", tool)
-		}
-	}
-}
+// cleanLeftovers removes what a crashed run left: its routers' processes,
+// its directories and its namespaces.
+func cleanLeftovers() { netnstest.CleanLeftovers(leftoverPrefix, bgprouter.KillLeftovers) }
 
 // The tests' link: the speaker's eth0 and the router's eth0 are ports of a
 // bridge in a third namespace, like two hosts on a switch. Cutting the
@@ -135,12 +58,8 @@ func newTopo(t *testing.T) *topo {
 	if err = os.MkdirAll(tp.dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	// FRR's daemons drop to user frr and write their sockets here.
-	if err := os.Chmod(tp.dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		killDaemons(tp.dir)
+		bgprouter.KillLeftovers(tp.dir)
 		for _, ns := range []string{tp.speaker, tp.lan, tp.rtr} {
 			_ = exec.Command("ip", "netns", "delete", ns).Run()
 		}
@@ -172,28 +91,6 @@ func newTopo(t *testing.T) *topo {
 
 // cutSpeakerLink takes the speaker's eth0 down.
 func (tp *topo) cutSpeakerLink() { netnstest.IPBatch(tp.t, tp.speaker, "link set eth0 down") }
-
-func (tp *topo) daemon(ns, pidFile string, argv ...string) {
-	tp.t.Helper()
-	logf, err := os.Create(filepath.Join(tp.dir, filepath.Base(argv[0])+".out"))
-	if err != nil {
-		tp.t.Fatal(err)
-	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		tp.t.Fatalf("starting %s: %v", argv[0], err)
-	}
-	// The pid file lets a later run kill it should this one crash.
-	if pidFile != "" {
-		_ = os.WriteFile(filepath.Join(tp.dir, filepath.Base(argv[0])+".test.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
-	}
-	tp.t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
-		_ = logf.Close()
-	})
-}
 
 func waitFor(t *testing.T, timeout time.Duration, what string, ok func() (bool, string)) {
 	t.Helper()

@@ -1,152 +1,77 @@
 package bgp
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
+	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
-const frrDir = "/usr/lib/frr"
-
-// frr is FRR's zebra, bgpd and bfdd in the router namespace, with their own
-// configuration, sockets and pid files under the test's directory (never
-// the system's /etc/frr or its service).
+// frr is FRR's zebra, bgpd and bfdd in the router namespace, with their
+// files under the test's directory (internal/bgprouter).
 type frr struct {
-	tp *topo
+	*bgprouter.FRR
+	t *testing.T
 }
 
-func requireFRR(t *testing.T) {
+// requireRouters skips the test unless it runs as root with FRR and BIRD.
+func requireRouters(t *testing.T) {
 	t.Helper()
-	requireLab(t, "vtysh")
-	for _, d := range []string{"zebra", "bgpd", "bfdd"} {
-		if _, err := os.Stat(filepath.Join(frrDir, d)); err != nil {
-			t.Skipf("needs FRR's %s (Debian package frr)", d)
-		}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces and runs routers in them")
+	}
+	if m := bgprouter.Missing(); len(m) > 0 {
+		t.Skipf("needs %v (Debian packages frr, bird2, iproute2)", m)
 	}
 }
 
-// startFRR runs FRR with the given configuration (written as frr.conf)
-// and waits until vtysh answers.
+// startFRR runs FRR with the given configuration and waits until vtysh
+// answers; it stops when the test ends, and a failed test prints its logs.
 func startFRR(tp *topo, conf string) *frr {
 	tp.t.Helper()
-	f := &frr{tp: tp}
-	path := filepath.Join(tp.dir, "frr.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	f, err := bgprouter.StartFRR(context.Background(), bgprouter.Options{Netns: tp.rtr, Dir: tp.dir, Config: conf})
+	if err != nil {
 		tp.t.Fatal(err)
 	}
-	for _, d := range []string{"zebra", "bgpd", "bfdd"} {
-		argv := []string{filepath.Join(frrDir, d), "-f", path, "--vty_socket", tp.dir,
-			"-z", filepath.Join(tp.dir, "zserv.api"), "-i", filepath.Join(tp.dir, d+".pid"),
-			"--log", "file:" + filepath.Join(tp.dir, d+".log")}
-		switch d {
-		case "bfdd":
-			argv = append(argv, "--bfdctl", filepath.Join(tp.dir, "bfdd.sock"))
-		case "bgpd":
-			argv = append(argv, "-p", "179")
-		}
-		tp.daemon(tp.rtr, "", argv...)
-		if d == "zebra" {
-			waitFor(tp.t, 10*time.Second, "zebra's socket", func() (bool, string) {
-				_, err := os.Stat(filepath.Join(tp.dir, "zserv.api"))
-				return err == nil, fmt.Sprint(err)
-			})
-		}
-	}
-	waitFor(tp.t, 10*time.Second, "FRR's vtysh", func() (bool, string) {
-		out, err := f.vtyshErr("show bgp summary json")
-		return err == nil && strings.Contains(out, "{") && !strings.Contains(out, "is not running"), out
-	})
 	tp.t.Cleanup(func() {
+		f.Stop()
 		if tp.t.Failed() {
-			for _, d := range []string{"bgpd", "bfdd"} {
-				b, _ := os.ReadFile(filepath.Join(tp.dir, d+".log"))
-				tp.t.Logf("%s log (tail):\n%s", d, tail(string(b), 3000))
+			for _, d := range []string{"bgpd.log", "bfdd.log"} {
+				tp.t.Logf("%s (tail):\n%s", d, bgprouter.Tail(tp.dir, d, 3000))
 			}
 		}
 	})
-	return f
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-func (f *frr) vtyshErr(cmd string) (string, error) {
-	out, err := exec.Command("vtysh", "--vty_socket", f.tp.dir, "-c", cmd).CombinedOutput()
-	return string(out), err
+	return &frr{FRR: f, t: tp.t}
 }
 
 func (f *frr) vtysh(cmd string) string {
-	f.tp.t.Helper()
-	out, err := f.vtyshErr(cmd)
+	f.t.Helper()
+	out, err := f.Vtysh(context.Background(), cmd)
 	if err != nil {
-		f.tp.t.Fatalf("vtysh -c %q: %v: %s", cmd, err, out)
+		f.t.Fatal(err)
 	}
 	return out
-}
-
-// frrRoute is a route as `show bgp <family> unicast <prefix> json` shows it.
-type frrRoute struct {
-	Prefix string `json:"prefix"`
-	Paths  []struct {
-		Valid     bool `json:"valid"`
-		Community *struct {
-			String string `json:"string"`
-		} `json:"community"`
-		LargeCommunity *struct {
-			String string `json:"string"`
-		} `json:"largeCommunity"`
-		LocPrf   *uint32 `json:"locPrf"`
-		Nexthops []struct {
-			IP    string `json:"ip"`
-			Scope string `json:"scope"`
-		} `json:"nexthops"`
-		ASPath struct {
-			String string `json:"string"`
-		} `json:"aspath"`
-	} `json:"paths"`
 }
 
 // route returns FRR's route for prefix, or nil when it has none.
-func (f *frr) route(prefix string) *frrRoute {
-	f.tp.t.Helper()
-	fam := "ipv4"
-	if strings.Contains(prefix, ":") {
-		fam = "ipv6"
+func (f *frr) route(prefix netip.Prefix) *bgprouter.Route {
+	f.t.Helper()
+	r, err := f.Route(context.Background(), prefix)
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	out := f.vtysh(fmt.Sprintf("show bgp %s unicast %s json", fam, prefix))
-	var r frrRoute
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		f.tp.t.Fatalf("parsing FRR's route %s: %v: %s", prefix, err, out)
-	}
-	if len(r.Paths) == 0 {
-		return nil
-	}
-	return &r
-}
-
-func (r *frrRoute) nexthops() []string {
-	var out []string
-	for _, p := range r.Paths {
-		for _, nh := range p.Nexthops {
-			out = append(out, nh.IP+"/"+nh.Scope)
-		}
-	}
-	return out
+	return r
 }
 
 // waitRoute polls FRR's table until the prefix is there (present) or gone,
 // and returns how long that took from start.
-func (f *frr) waitRoute(prefix string, present bool, start time.Time, timeout time.Duration) time.Duration {
-	f.tp.t.Helper()
+func (f *frr) waitRoute(prefix netip.Prefix, present bool, start time.Time, timeout time.Duration) time.Duration {
+	f.t.Helper()
 	deadline := start.Add(timeout)
 	for {
 		r := f.route(prefix)
@@ -154,7 +79,7 @@ func (f *frr) waitRoute(prefix string, present bool, start time.Time, timeout ti
 			return time.Since(start)
 		}
 		if time.Now().After(deadline) {
-			f.tp.t.Fatalf("FRR: route %s present=%v not reached within %v; route %+v", prefix, present, timeout, r)
+			f.t.Fatalf("FRR: route %s present=%v not reached within %v; route %+v", prefix, present, timeout, r)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -199,40 +124,50 @@ router bgp %d
 
 // bird is BIRD 2 in the router namespace.
 type bird struct {
-	tp   *topo
-	sock string
-}
-
-func requireBIRD(t *testing.T) {
-	t.Helper()
-	requireLab(t, "bird", "birdc")
+	*bgprouter.BIRD
+	t *testing.T
 }
 
 func startBIRD(tp *topo, conf string) *bird {
 	tp.t.Helper()
-	b := &bird{tp: tp, sock: filepath.Join(tp.dir, "bird.ctl")}
-	path := filepath.Join(tp.dir, "bird.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	b, err := bgprouter.StartBIRD(context.Background(), bgprouter.Options{Netns: tp.rtr, Dir: tp.dir, Config: conf})
+	if err != nil {
 		tp.t.Fatal(err)
 	}
-	birdPath, _ := exec.LookPath("bird")
-	tp.daemon(tp.rtr, "", birdPath, "-f", "-c", path, "-s", b.sock, "-P", filepath.Join(tp.dir, "bird.pid"))
-	waitFor(tp.t, 10*time.Second, "BIRD's control socket", func() (bool, string) {
-		out, err := exec.Command("birdc", "-s", b.sock, "show", "status").CombinedOutput()
-		return err == nil && strings.Contains(string(out), "Daemon is up"), string(out)
-	})
-	return b
+	tp.t.Cleanup(b.Stop)
+	return &bird{BIRD: b, t: tp.t}
 }
 
-// birdc runs a BIRD command; "Network not found" (exit status 1) is an
-// answer, not a failure.
-func (b *bird) birdc(args ...string) string {
-	b.tp.t.Helper()
-	out, err := exec.Command("birdc", append([]string{"-s", b.sock}, args...)...).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "Network not found") {
-		b.tp.t.Fatalf("birdc %v: %v: %s", args, err, out)
+// route returns BIRD's route for prefix, or nil when it has none.
+func (b *bird) route(prefix netip.Prefix) *bgprouter.Route {
+	b.t.Helper()
+	r, err := b.Route(context.Background(), prefix)
+	if err != nil {
+		b.t.Fatal(err)
 	}
-	return string(out)
+	return r
+}
+
+// waitRoute polls BIRD's table until the prefix is there (present) or
+// gone, and returns how long that took from start.
+func (b *bird) waitRoute(prefix netip.Prefix, present bool, start time.Time) time.Duration {
+	b.t.Helper()
+	waitFor(b.t, 5*time.Second, fmt.Sprintf("BIRD: route %s present=%v", prefix, present), func() (bool, string) {
+		r := b.route(prefix)
+		return (r != nil) == present, fmt.Sprint(r)
+	})
+	return time.Since(start)
+}
+
+// neighbor returns BIRD's session with the speaker.
+func (b *bird) neighbor() bgprouter.Neighbor {
+	b.t.Helper()
+	ns, err := b.Neighbors(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	n, _ := bgprouter.Lookup(ns, netip.MustParseAddr(speakerV4))
+	return n
 }
 
 func birdConf(tp *topo) string {

@@ -32,6 +32,7 @@ func main() {
 	speakerNodes := fs.Int("speaker-nodes", envInt("SPEAKER_NODES", 0), "number of speaker-only lab nodes (a speaker and a Node object; no kube-proxy, no pods)")
 	proxy := fs.String("proxy-mode", envOr("PROXY_MODE", "iptables"), "kube-proxy mode: iptables, nftables or none")
 	oneshot := fs.Bool("oneshot", os.Getenv("ONESHOT") == "1", "demo: exit after the demo instead of staying up")
+	routers := fs.Bool("routers", os.Getenv("ROUTERS") == "1", "add BGP routers to the LAN: FRR (hl-frr, AS 64512) and BIRD (hl-bird, AS 64513), and a client behind FRR (hl-client-bgp)")
 	withHerald := fs.Bool("herald", os.Getenv("HERALD") != "0", "install Herald from the chart (HERALD=0: a bare lab)")
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: lab up|demo|down|exec NS CMD... [flags]")
@@ -43,7 +44,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	cfg := lab.Config{Dir: abs, Nodes: *nodes, SpeakerNodes: *speakerNodes, ProxyMode: *proxy, Log: os.Stderr}
+	cfg := lab.Config{Dir: abs, Nodes: *nodes, SpeakerNodes: *speakerNodes, ProxyMode: *proxy, Routers: *routers, Log: os.Stderr}
 	switch verb {
 	case "up":
 		err = up(cfg, *withHerald, func(*lab.Lab) error { return nil }, false)
