@@ -39,10 +39,15 @@ type probe struct {
 }
 
 func startProber(url string, interval time.Duration) *prober {
+	return startProberIn(lab.ClientNetns, url, interval)
+}
+
+// startProberIn is startProber from another lab namespace.
+func startProberIn(ns, url string, interval time.Duration) *prober {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &prober{stop: cancel, done: make(chan struct{})}
 	hc := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{
-		DialContext: lab.DialContextIn(lab.ClientNetns), DisableKeepAlives: true,
+		DialContext: lab.DialContextIn(ns), DisableKeepAlives: true,
 	}}
 	go func() {
 		defer close(p.done)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldlb/herald/e2etest/lab"
+	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
 // theLab is shared by every test in the package: building one takes seconds.
@@ -31,6 +32,8 @@ func runWithLab(m *testing.M) int {
 		return 1
 	}
 	cfg.Log = os.Stderr
+	// The BGP cases peer with the lab's FRR and BIRD.
+	cfg.Routers = len(bgprouter.Missing()) == 0
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()

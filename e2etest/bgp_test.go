@@ -1,0 +1,446 @@
+package e2etest
+
+// BGP as users meet it: the lab's FRR and BIRD routers peer with every
+// node's speaker, the BGP client behind FRR curls the EXTERNAL-IP, and the
+// routers' tables and kernels show which nodes announce it.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/e2etest/herald"
+	"github.com/heraldlb/herald/e2etest/lab"
+	"github.com/heraldlb/herald/internal/bgprouter"
+)
+
+// nodesASN is the lab nodes' AS: eBGP to both routers.
+const nodesASN = 64600
+
+func needRouters(t *testing.T) {
+	t.Helper()
+	if theLab.FRR == nil || theLab.BIRD == nil {
+		t.Skip("the lab runs without BGP routers (FRR and BIRD: Debian packages frr, bird2)")
+	}
+}
+
+// podNodes are the lab's nodes that run pods, by name.
+func podNodes() []lab.Node {
+	var out []lab.Node
+	for _, n := range theLab.Nodes {
+		if !n.SpeakerOnly {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func create(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := crClient.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+		t.Cleanup(func() { _ = crClient.Delete(context.Background(), o) })
+	}
+}
+
+// bgpSetup makes the namespace's pool, a BGPPeer to the router at addr
+// (AS peerASN) from every node, and a BGPAdvertisement of the pool to it.
+// It returns the peer's name.
+func bgpSetup(t *testing.T, ns string, addrs []string, addr string, peerASN uint32, peer func(*v1alpha1.BGPPeerSpec), adv func(*v1alpha1.BGPAdvertisementSpec)) string {
+	t.Helper()
+	pool := newPool(t, ns+"-bgp", ns, addrs)
+	p := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-peer"}, Spec: v1alpha1.BGPPeerSpec{
+		MyASN: nodesASN, PeerASN: peerASN, PeerAddress: addr, HoldTime: &metav1.Duration{Duration: 9 * time.Second},
+		ConnectTime: &metav1.Duration{Duration: time.Second},
+	}}
+	if peer != nil {
+		peer(&p.Spec)
+	}
+	a := &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-adv"}, Spec: v1alpha1.BGPAdvertisementSpec{
+		IPAddressPools: []string{pool.Name}, Peers: []string{p.Name},
+	}}
+	if adv != nil {
+		adv(&a.Spec)
+	}
+	create(t, p, a)
+	return p.Name
+}
+
+// bgpSessions waits until every pod node's BGPSession for peer satisfies ok.
+func bgpSessions(t *testing.T, peer string, timeout time.Duration, what string, ok func(v1alpha1.BGPSessionStatus) bool) map[string]v1alpha1.BGPSession {
+	t.Helper()
+	got := map[string]v1alpha1.BGPSession{}
+	eventually(t, timeout, "BGPSessions of "+peer+": "+what, func(ctx context.Context) (bool, error) {
+		var list v1alpha1.BGPSessionList
+		if err := crClient.List(ctx, &list); err != nil {
+			return false, err
+		}
+		clear(got)
+		for _, s := range list.Items {
+			if s.Spec.Peer == peer && ok(s.Status) {
+				got[s.Spec.Node] = s
+			}
+		}
+		return len(got) == len(theLab.Nodes), nil
+	})
+	return got
+}
+
+func established(s v1alpha1.BGPSessionStatus) bool { return s.State == "Established" }
+
+// routerNextHops waits until the router's table holds prefix with exactly
+// the next hops of the given nodes (none: the prefix is gone) and returns
+// the route.
+func routerNextHops(t *testing.T, r interface {
+	Route(context.Context, netip.Prefix) (*bgprouter.Route, error)
+}, prefix netip.Prefix, nodes []lab.Node, v6 bool, timeout time.Duration) *bgprouter.Route {
+	t.Helper()
+	var want []netip.Addr
+	for _, n := range nodes {
+		if v6 {
+			want = append(want, n.IPv6)
+		} else {
+			want = append(want, n.IPv4)
+		}
+	}
+	slices.SortFunc(want, netip.Addr.Compare)
+	var route *bgprouter.Route
+	var last []netip.Addr
+	eventually(t, timeout, fmt.Sprintf("%s at the router with next hops %v (last seen %v)", prefix, want, &last), func(ctx context.Context) (bool, error) {
+		var err error
+		if route, err = r.Route(ctx, prefix); err != nil {
+			return false, err
+		}
+		last = nil
+		if route != nil {
+			for _, nh := range route.NextHops() {
+				if !nh.IsLinkLocalUnicast() {
+					last = append(last, nh)
+				}
+			}
+		}
+		slices.SortFunc(last, netip.Addr.Compare)
+		last = slices.Compact(last)
+		return slices.Equal(last, want), nil
+	})
+	return route
+}
+
+// ingressNode names the node a request entered the cluster through: with
+// externalTrafficPolicy Cluster, kube-proxy masquerades it to that node's
+// address (its pod gateway when the pod is local, its LAN address if not).
+func ingressNode(a answer) string {
+	ip, err := netip.ParseAddr(a.Client)
+	if err != nil {
+		return ""
+	}
+	for _, n := range theLab.Nodes {
+		if ip == n.IPv4 || ip == n.IPv6 || (n.PodCIDRv4.IsValid() && n.PodCIDRv4.Contains(ip)) || (n.PodCIDRv6.IsValid() && n.PodCIDRv6.Contains(ip)) {
+			return n.Name
+		}
+	}
+	return "unknown " + a.Client
+}
+
+// TestBGPClusterServiceReachesTheClientThroughFRRFromEveryNode: eBGP to FRR
+// with BFD and communities; every node announces the address, FRR installs
+// an ECMP route over all of them, the BGP client's requests enter through
+// every node, kubectl shows the sessions, and deleting the Service withdraws
+// the route.
+func TestBGPClusterServiceReachesTheClientThroughFRRFromEveryNode(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	create(t, &v1alpha1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: ns + "-bfd"}})
+	peer := bgpSetup(t, ns, []string{"203.0.113.128/30"}, lab.FRRIPv4, lab.FRRASN,
+		func(p *v1alpha1.BGPPeerSpec) { p.BFDProfile = ns + "-bfd" },
+		func(a *v1alpha1.BGPAdvertisementSpec) {
+			a.Communities = []string{"64600:7", "large:64600:1:2", "no-export"}
+		})
+	createWeb(t, ns, "web", 3)
+	readyPods(t, ns, "app=web", 3)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	prefix := netip.PrefixFrom(netip.MustParseAddr(ip), 32)
+	nodes := podNodes()
+
+	sessions := bgpSessions(t, peer, 30*time.Second, "Established with BFD Up and one prefix", func(s v1alpha1.BGPSessionStatus) bool {
+		return established(s) && s.BFD == "Up" && s.PrefixesAdvertised == 1 && s.PeerASN == lab.FRRASN
+	})
+	route := routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+	for _, p := range route.Paths {
+		if !slices.Contains(p.Communities, "64600:7") || !slices.Contains(p.Communities, "no-export") || !slices.Contains(p.LargeCommunities, "64600:1:2") {
+			t.Errorf("path from %s carries communities %v and large %v, want 64600:7, no-export and 64600:1:2", p.From, p.Communities, p.LargeCommunities)
+		}
+	}
+	eventually(t, 10*time.Second, "an ECMP route to "+ip+" in FRR's kernel over every node", func(ctx context.Context) (bool, error) {
+		kr, err := bgprouter.KernelRouteIn(ctx, lab.FRRNetns, prefix)
+		return err == nil && kr != nil && len(kr.NextHops) == len(nodes), err
+	})
+
+	// Requests from behind the router enter through every node.
+	entered := map[string]int{}
+	for range 60 {
+		out, err := curl(lab.BGPClientNetns, "http://"+ip+"/")
+		if err != nil {
+			t.Fatalf("curl from the BGP client: %v", err)
+		}
+		a, err := parseAnswer(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entered[ingressNode(a)]++
+	}
+	t.Logf("60 requests from the BGP client entered through %v", entered)
+	for _, n := range nodes {
+		if entered[n.Name] == 0 {
+			t.Errorf("no request entered through %s: %v (the router's ECMP should spread new connections)", n.Name, entered)
+		}
+	}
+
+	// What a user runs.
+	out, err := kubectl("get", "bgpsessions")
+	if err != nil || strings.Count(out, "Established") < len(sessions) {
+		t.Errorf("kubectl get bgpsessions does not show %d Established sessions:\n%s", len(sessions), out)
+	}
+	if err := crClient.Delete(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	routerNextHops(t, theLab.FRR, prefix, nil, false, 10*time.Second)
+}
+
+// TestBGPLocalServiceIsAnnouncedOnlyWhereItsPodRunsAndFollowsIt: an IPv6
+// Service with externalTrafficPolicy Local over an IPv6 session to BIRD is
+// announced by the one node running its pod, and by the next one when the
+// pod moves.
+func TestBGPLocalServiceIsAnnouncedOnlyWhereItsPodRunsAndFollowsIt(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	bgpSetup(t, ns, []string{"2001:db8:4::10/126"}, lab.BIRDIPv6, lab.BIRDASN, nil, nil)
+	nodes := podNodes()
+	createWeb(t, ns, "web", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": nodes[0].Name}
+	})
+	readyPods(t, ns, "app=web", 1)
+	single := corev1.IPFamilyPolicySingleStack
+	lbService(t, ns, "web", func(s *corev1.Service) {
+		s.Spec.IPFamilyPolicy = &single
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	})
+	ip := externalIPs(t, ns, "web", 1)[0]
+	prefix := netip.PrefixFrom(netip.MustParseAddr(ip), 128)
+	routerNextHops(t, theLab.BIRD, prefix, nodes[:1], true, 30*time.Second)
+
+	// The pod moves to the second node.
+	d, err := theLab.Client.AppsV1().Deployments(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": nodes[1].Name}
+	if _, err := theLab.Client.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	routerNextHops(t, theLab.BIRD, prefix, nodes[1:2], true, 30*time.Second)
+}
+
+// TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing: a wrong
+// TCP MD5 password and an AS mismatch keep the sessions down, each
+// BGPSession says why, the BGPPeer gets one event per node, and a session
+// that works meanwhile keeps working.
+func TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: herald.Namespace, Name: ns + "-md5"}, Data: map[string][]byte{"password": []byte("not-the-routers")}})
+	// FRR has no password for the lab nodes: a signed SYN goes unanswered.
+	md5 := bgpSetup(t, ns, []string{"203.0.113.132/30"}, lab.FRRIPv4, lab.FRRASN,
+		func(p *v1alpha1.BGPPeerSpec) { p.PasswordSecret = &v1alpha1.SecretKeyReference{Name: ns + "-md5"} }, nil)
+	// BIRD is AS 64513, not 64999: its OPEN is refused.
+	asPeer := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-as"}, Spec: v1alpha1.BGPPeerSpec{
+		MyASN: nodesASN, PeerASN: 64999, PeerAddress: lab.BIRDIPv4, ConnectTime: &metav1.Duration{Duration: time.Second}}}
+	create(t, asPeer)
+
+	down := func(s v1alpha1.BGPSessionStatus) bool {
+		return !established(s) && s.Reason != "" && s.Reason != "connecting"
+	}
+	for name, s := range bgpSessions(t, md5, 40*time.Second, "down with a reason", down) {
+		t.Logf("%s to FRR with a wrong password: %s: %s", name, s.Status.State, s.Status.Reason)
+	}
+	for name, s := range bgpSessions(t, asPeer.Name, 40*time.Second, "down with a reason", down) {
+		t.Logf("%s to BIRD with the wrong AS: %s: %s", name, s.Status.State, s.Status.Reason)
+		if !strings.Contains(strings.ToLower(s.Status.Reason), "as") {
+			t.Errorf("%s: the reason %q does not speak of the AS", name, s.Status.Reason)
+		}
+	}
+	// One SessionDown event per node and peer, however long it stays down.
+	time.Sleep(5 * time.Second)
+	for _, peer := range []string{md5, asPeer.Name} {
+		n := 0
+		for _, e := range clusterEvents(t, "BGPPeer", peer) {
+			if strings.HasPrefix(e, "SessionDown") {
+				n++
+			}
+		}
+		if n != len(theLab.Nodes) {
+			t.Errorf("BGPPeer %s has %d SessionDown events, want one per node (%d)", peer, n, len(theLab.Nodes))
+		}
+	}
+}
+
+// TestBGPNodeLinkCutWithBFDWithdrawsItsNextHopWithinASecond: with BFD 300
+// ms x 3, FRR drops the next hop of a node whose link is cut in about a
+// second, far inside the 9 s hold time, and takes it back when the link
+// returns.
+func TestBGPNodeLinkCutWithBFDWithdrawsItsNextHopWithinASecond(t *testing.T) {
+	needRouters(t)
+	keepRunning(t)
+	ns := newNamespace(t)
+	create(t, &v1alpha1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: ns + "-bfd"}})
+	peer := bgpSetup(t, ns, []string{"203.0.113.136/30"}, lab.FRRIPv4, lab.FRRASN,
+		func(p *v1alpha1.BGPPeerSpec) { p.BFDProfile = ns + "-bfd" }, nil)
+	createWeb(t, ns, "web", 1)
+	readyPods(t, ns, "app=web", 1)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	prefix := netip.PrefixFrom(netip.MustParseAddr(ip), 32)
+	nodes := podNodes()
+	bgpSessions(t, peer, 30*time.Second, "Established with BFD Up", func(s v1alpha1.BGPSessionStatus) bool { return established(s) && s.BFD == "Up" })
+	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+
+	cut := nodes[len(nodes)-1]
+	start := time.Now()
+	if err := theLab.SetNodeLink(cut.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = theLab.SetNodeLink(cut.Name, true) })
+	routerNextHops(t, theLab.FRR, prefix, nodes[:len(nodes)-1], false, 5*time.Second)
+	took := time.Since(start)
+	t.Logf("%s's link cut: its next hop left FRR's table after %s (BFD 300 ms x 3; hold time 9 s)", cut.Name, took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("withdrawal took %s; BFD should take about 1 s", took)
+	}
+	if err := theLab.SetNodeLink(cut.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	routerNextHops(t, theLab.FRR, prefix, nodes, false, 30*time.Second)
+}
+
+// TestBGPRollingRestartWithGracefulRestartLosesNoRequest: with graceful
+// restart, FRR keeps each restarting node's route (stale) until its new
+// speaker announces it again, so the BGP client's requests never fail.
+func TestBGPRollingRestartWithGracefulRestartLosesNoRequest(t *testing.T) {
+	needRouters(t)
+	keepRunning(t)
+	ns := newNamespace(t)
+	peer := bgpSetup(t, ns, []string{"203.0.113.140/30"}, lab.FRRIPv4, lab.FRRASN,
+		func(p *v1alpha1.BGPPeerSpec) { p.GracefulRestart = true }, nil)
+	createWeb(t, ns, "web", 3)
+	readyPods(t, ns, "app=web", 3)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	prefix := netip.PrefixFrom(netip.MustParseAddr(ip), 32)
+	nodes := podNodes()
+	bgpSessions(t, peer, 30*time.Second, "Established", established)
+	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+
+	p := startProberIn(lab.BGPClientNetns, "http://"+ip+"/", 20*time.Millisecond)
+	for _, n := range theLab.Nodes {
+		hd.Speaker(n.Name).Stop()
+		if err := hd.StartSpeaker(n); err != nil {
+			p.finish()
+			t.Fatal(err)
+		}
+		bgpSessions(t, peer, 30*time.Second, "Established again", established)
+		time.Sleep(time.Second)
+	}
+	total, failed, outage := p.finish()
+	t.Logf("rolling restart with graceful restart: %d requests from behind FRR, %d failed (longest outage %s), errors %v", total, failed, outage, p.errors)
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed; want none", failed, total)
+	}
+	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+}
+
+// TestBGPPeerChangeThatNeedsNoResetKeepsTheSessionAndRoutesFromTheRouterGoNowhere:
+// a new hold time applies at the next OPEN without resetting the session
+// (FRR's uptime runs on), and a route FRR sends to the nodes is installed
+// nowhere on them.
+func TestBGPPeerChangeThatNeedsNoResetKeepsTheSessionAndRoutesFromTheRouterGoNowhere(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	peer := bgpSetup(t, ns, []string{"203.0.113.144/30"}, lab.FRRIPv4, lab.FRRASN, nil, nil)
+	bgpSessions(t, peer, 30*time.Second, "Established", established)
+	uptime := func() map[netip.Addr]time.Duration {
+		ns, err := theLab.FRR.Neighbors(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[netip.Addr]time.Duration{}
+		for _, n := range ns {
+			if n.State == "Established" {
+				out[n.Address] = n.Uptime
+			}
+		}
+		return out
+	}
+	before := uptime()
+	var p v1alpha1.BGPPeer
+	if err := crClient.Get(context.Background(), types.NamespacedName{Name: peer}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.HoldTime = &metav1.Duration{Duration: 30 * time.Second}
+	if err := crClient.Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	after := uptime()
+	for _, n := range theLab.Nodes {
+		if after[n.IPv4] <= before[n.IPv4] {
+			t.Errorf("%s: FRR's uptime went from %s to %s: the hold-time change reset the session", n.Name, before[n.IPv4], after[n.IPv4])
+		}
+	}
+
+	// FRR announces a prefix to the nodes; none of them installs it.
+	leak := netip.MustParsePrefix("203.0.113.160/28")
+	if err := theLab.FRR.Apply(context.Background(), fmt.Sprintf("ip route %s blackhole\nrouter bgp %d\n address-family ipv4 unicast\n  network %s\n  no neighbor nodes route-map export-nothing out\n exit-address-family\n", leak, lab.FRRASN, leak)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = theLab.ResetRouters(context.Background()) })
+	time.Sleep(3 * time.Second)
+	for _, n := range theLab.Nodes {
+		out, _ := exec.Command("ip", "-n", n.Netns, "route", "show", leak.String()).CombinedOutput()
+		if strings.TrimSpace(string(out)) != "" {
+			t.Errorf("%s installed FRR's %s: %s", n.Name, leak, out)
+		}
+	}
+}
+
+// clusterEvents lists "Reason: note" of the events about a cluster-scoped
+// object (recorded in namespace default), oldest first.
+func clusterEvents(t *testing.T, kind, name string) []string {
+	t.Helper()
+	list, err := theLab.Client.EventsV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{FieldSelector: "regarding.kind=" + kind + ",regarding.name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(list.Items, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Note)
+	}
+	return out
+}
