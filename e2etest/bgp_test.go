@@ -85,18 +85,27 @@ func bgpSetup(t *testing.T, ns string, addrs []string, addr string, peerASN uint
 func bgpSessions(t *testing.T, peer string, timeout time.Duration, what string, ok func(v1alpha1.BGPSessionStatus) bool) map[string]v1alpha1.BGPSession {
 	t.Helper()
 	got := map[string]v1alpha1.BGPSession{}
+	var seen []string
 	eventually(t, timeout, "BGPSessions of "+peer+": "+what, func(ctx context.Context) (bool, error) {
 		var list v1alpha1.BGPSessionList
 		if err := crClient.List(ctx, &list); err != nil {
 			return false, err
 		}
 		clear(got)
+		seen = seen[:0]
 		for _, s := range list.Items {
-			if s.Spec.Peer == peer && ok(s.Status) {
+			if s.Spec.Peer != peer {
+				continue
+			}
+			seen = append(seen, fmt.Sprintf("%s: %s %q", s.Spec.Node, s.Status.State, s.Status.Reason))
+			if ok(s.Status) {
 				got[s.Spec.Node] = s
 			}
 		}
-		return len(got) == len(theLab.Nodes), nil
+		if len(got) == len(theLab.Nodes) {
+			return true, nil
+		}
+		return false, fmt.Errorf("last seen %v", seen)
 	})
 	return got
 }
@@ -145,10 +154,11 @@ func routerNextHops(t *testing.T, r interface {
 // externalTrafficPolicy Cluster, kube-proxy masquerades it to that node's
 // address (its pod gateway when the pod is local, its LAN address if not).
 func ingressNode(a answer) string {
-	ip, err := netip.ParseAddr(a.Client)
+	ap, err := netip.ParseAddrPort(a.Client)
 	if err != nil {
-		return ""
+		return "unparsed " + a.Client
 	}
+	ip := ap.Addr().Unmap()
 	for _, n := range theLab.Nodes {
 		if ip == n.IPv4 || ip == n.IPv6 || (n.PodCIDRv4.IsValid() && n.PodCIDRv4.Contains(ip)) || (n.PodCIDRv6.IsValid() && n.PodCIDRv6.Contains(ip)) {
 			return n.Name
@@ -183,8 +193,8 @@ func TestBGPClusterServiceReachesTheClientThroughFRRFromEveryNode(t *testing.T) 
 	})
 	route := routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
 	for _, p := range route.Paths {
-		if !slices.Contains(p.Communities, "64600:7") || !slices.Contains(p.Communities, "no-export") || !slices.Contains(p.LargeCommunities, "64600:1:2") {
-			t.Errorf("path from %s carries communities %v and large %v, want 64600:7, no-export and 64600:1:2", p.From, p.Communities, p.LargeCommunities)
+		if !slices.Contains(p.Communities, "64600:7") || !slices.Contains(p.Communities, "65535:65281") || !slices.Contains(p.LargeCommunities, "64600:1:2") {
+			t.Errorf("path from %s carries communities %v and large %v, want 64600:7, no-export (65535:65281) and 64600:1:2", p.From, p.Communities, p.LargeCommunities)
 		}
 	}
 	eventually(t, 10*time.Second, "an ECMP route to "+ip+" in FRR's kernel over every node", func(ctx context.Context) (bool, error) {

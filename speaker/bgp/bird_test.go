@@ -100,3 +100,20 @@ func TestBIRDInOurASIsRefusedByDynamicExternal(t *testing.T) {
 	}
 	t.Logf("refused: state %s, reason %q", st.State, st.Reason)
 }
+
+// A peerASN that is not the router's: the session never comes up, and its
+// reason says the AS is wrong.
+func TestBIRDWithAnotherASThanPeerASNIsRefusedWithTheReason(t *testing.T) {
+	t.Parallel() // own namespaces, router and speaker process
+	requireRouters(t)
+	tp := newTopo(t)
+	startBIRD(tp, birdConf(tp))
+	sp := startSpeaker(t, tp.speaker)
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.PeerASN = 64999 })
+	sp.setSessions(s)
+	st := sp.waitState(s.Name, 15*time.Second, "refused for its AS", func(p PeerState) bool { return strings.Contains(p.Reason, "bad peer AS") })
+	if st.State == StateEstablished {
+		t.Errorf("established with the wrong AS: %+v", st)
+	}
+	t.Logf("refused: state %s, reason %q", st.State, st.Reason)
+}

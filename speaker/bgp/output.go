@@ -740,6 +740,7 @@ func (o *Output) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 		o.ev.flaps[name]++
 	}
 	o.ev.mu.Unlock()
+
 	switch {
 	case now == bgp.BGP_FSM_ESTABLISHED && prev != now:
 		o.last.clear(addr.String())
