@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,9 @@ import (
 
 // nodesASN is the lab nodes' AS: eBGP to both routers.
 const nodesASN = 64600
+
+// bgpSeq makes the names of each bgpSetup's objects unique.
+var bgpSeq atomic.Int32
 
 func needRouters(t *testing.T) {
 	t.Helper()
@@ -63,15 +67,16 @@ func create(t *testing.T, objs ...client.Object) {
 // It returns the peer's name.
 func bgpSetup(t *testing.T, ns string, addrs []string, addr string, peerASN uint32, peer func(*v1alpha1.BGPPeerSpec), adv func(*v1alpha1.BGPAdvertisementSpec)) string {
 	t.Helper()
-	pool := newPool(t, ns+"-bgp", ns, addrs)
-	p := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-peer"}, Spec: v1alpha1.BGPPeerSpec{
+	base := fmt.Sprintf("%s-%d", ns, bgpSeq.Add(1))
+	pool := newPool(t, base+"-bgp", ns, addrs)
+	p := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: base + "-peer"}, Spec: v1alpha1.BGPPeerSpec{
 		MyASN: nodesASN, PeerASN: peerASN, PeerAddress: addr, HoldTime: &metav1.Duration{Duration: 9 * time.Second},
 		ConnectTime: &metav1.Duration{Duration: time.Second},
 	}}
 	if peer != nil {
 		peer(&p.Spec)
 	}
-	a := &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-adv"}, Spec: v1alpha1.BGPAdvertisementSpec{
+	a := &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: base + "-adv"}, Spec: v1alpha1.BGPAdvertisementSpec{
 		IPAddressPools: []string{pool.Name}, Peers: []string{p.Name},
 	}}
 	if adv != nil {
@@ -130,7 +135,7 @@ func routerNextHops(t *testing.T, r interface {
 	slices.SortFunc(want, netip.Addr.Compare)
 	var route *bgprouter.Route
 	var last []netip.Addr
-	eventually(t, timeout, fmt.Sprintf("%s at the router with next hops %v (last seen %v)", prefix, want, &last), func(ctx context.Context) (bool, error) {
+	eventually(t, timeout, fmt.Sprintf("%s at the router with next hops %v", prefix, want), func(ctx context.Context) (bool, error) {
 		var err error
 		if route, err = r.Route(ctx, prefix); err != nil {
 			return false, err
@@ -145,7 +150,10 @@ func routerNextHops(t *testing.T, r interface {
 		}
 		slices.SortFunc(last, netip.Addr.Compare)
 		last = slices.Compact(last)
-		return slices.Equal(last, want), nil
+		if !slices.Equal(last, want) {
+			return false, fmt.Errorf("next hops %v", last)
+		}
+		return true, nil
 	})
 	return route
 }
@@ -270,8 +278,8 @@ func TestBGPLocalServiceIsAnnouncedOnlyWhereItsPodRunsAndFollowsIt(t *testing.T)
 
 // TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing: a wrong
 // TCP MD5 password and an AS mismatch keep the sessions down, each
-// BGPSession says why, the BGPPeer gets one event per node, and a session
-// that works meanwhile keeps working.
+// BGPSession says why, the BGPPeer gets one event per node, and a good
+// session (IPv4 routes over IPv6) works meanwhile.
 func TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing(t *testing.T) {
 	needRouters(t)
 	ns := newNamespace(t)
@@ -296,6 +304,16 @@ func TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing(t *testing.T)
 			t.Errorf("%s: the reason %q does not speak of the AS", name, s.Status.Reason)
 		}
 	}
+	// Meanwhile a good session works: IPv4 routes over an IPv6 session to
+	// BIRD (MP-BGP), with each node's IPv4 address as the next hop.
+	bgpSetup(t, ns, []string{"203.0.113.148/30"}, lab.BIRDIPv6, lab.BIRDASN, nil, nil)
+	createWeb(t, ns, "web", 1)
+	lbService(t, ns, "web", func(s *corev1.Service) {
+		s.Annotations = map[string]string{v1alpha1.AnnotationLoadBalancerIPs: "203.0.113.148"}
+	})
+	externalIPs(t, ns, "web", 1)
+	routerNextHops(t, theLab.BIRD, netip.MustParsePrefix("203.0.113.148/32"), podNodes(), false, 30*time.Second)
+
 	// One SessionDown event per node and peer, however long it stays down.
 	time.Sleep(5 * time.Second)
 	for _, peer := range []string{md5, asPeer.Name} {

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -116,4 +117,29 @@ func TestBIRDWithAnotherASThanPeerASNIsRefusedWithTheReason(t *testing.T) {
 		t.Errorf("established with the wrong AS: %+v", st)
 	}
 	t.Logf("refused: state %s, reason %q", st.State, st.Reason)
+}
+
+// IPv4 routes over an IPv6 session (MP-BGP, RFC 4760) reach BIRD with the
+// node's IPv4 address as their next hop.
+func TestBIRDOverIPv6LearnsIPv4RoutesWithAnIPv4NextHop(t *testing.T) {
+	t.Parallel() // own namespaces, router and speaker process
+	requireRouters(t)
+	tp := newTopo(t)
+	conf := strings.Replace(birdConf(tp), fmt.Sprintf("neighbor %s as %d;", speakerV4, speakerAS), fmt.Sprintf("neighbor %s as %d;", speakerV6, speakerAS), 1)
+	conf = strings.Replace(conf, fmt.Sprintf("local %s as", routerV4), fmt.Sprintf("local %s as", routerV6), 1)
+	b := startBIRD(tp, conf)
+	sp := startSpeaker(t, tp.speaker)
+	s := labSession(t, func(p *v1alpha1.BGPPeerSpec) { p.PeerAddress = routerV6 })
+	sp.setRoutes(Route{Prefix: lb4, Peers: []string{s.Name}}, Route{Prefix: lb6, Peers: []string{s.Name}})
+	sp.setSessions(s)
+	sp.waitEstablished(s.Name, 15*time.Second)
+	var r *bgprouter.Route
+	waitFor(t, 5*time.Second, "the IPv4 route in BIRD's table", func() (bool, string) {
+		r = b.route(lb4)
+		out, _ := b.Birdc(context.Background(), "show", "route", "all")
+		return r != nil, out
+	})
+	if !slices.Equal(r.NextHops(), []netip.Addr{netip.MustParseAddr(speakerV4)}) {
+		t.Errorf("BIRD's next hops for %s over IPv6: %v, want %s", lb4, r.NextHops(), speakerV4)
+	}
 }

@@ -748,6 +748,7 @@ func (o *Output) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 		go o.armBFD(name)
 		go o.checkPeerAS(name, ev.Peer.State.PeerASN)
 	case prev == bgp.BGP_FSM_ESTABLISHED && now != prev:
+		go o.disarmBFD(name)
 		o.log.Info("BGP session down", "peer", name, "address", addr, "reason", ev.Peer.State.DisconnectReason.String(), "message", ev.Peer.State.DisconnectMessage)
 	default:
 		return
@@ -773,7 +774,7 @@ func (o *Output) armBFD(name string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s, ok := o.running[name]
-	if o.closed || !ok || s.BFD == nil || o.bfdArmed[name] || o.srv == nil {
+	if o.closed || !ok || s.BFD == nil || o.bfdArmed[name] || o.srv == nil || !o.established(name) {
 		return
 	}
 	if _, err := o.srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerFor(s, true)}); err != nil {
@@ -782,6 +783,36 @@ func (o *Output) armBFD(name string) {
 	}
 	o.bfdArmed[name] = true
 	o.log.Info("BFD started", "peer", name, "receiveInterval", s.BFD.ReceiveInterval, "transmitInterval", s.BFD.TransmitInterval, "detectMultiplier", s.BFD.DetectMultiplier)
+}
+
+// disarmBFD stops BFD on a session that left Established, for the same
+// reason armBFD starts it late: the router's BFD session for the next BGP
+// session gets a new discriminator, which GoBGP's BFD, bound to the old one,
+// would drop until its detection time reset the new BGP session, over and
+// over (seen against FRR after a link cut and repair). armBFD starts it
+// afresh once BGP is back.
+func (o *Output) disarmBFD(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.running[name]
+	if o.closed || !ok || !o.bfdArmed[name] || o.srv == nil || o.established(name) {
+		return
+	}
+	if _, err := o.srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerFor(s, false)}); err != nil {
+		o.log.Error(err, "stopping BFD", "peer", name)
+		return
+	}
+	delete(o.bfdArmed, name)
+	o.log.Info("BFD stopped until the session is Established again", "peer", name)
+}
+
+// established reports whether the last peer event left the session
+// Established: arming and disarming run on goroutines of their own, and
+// must not act on a state that has passed.
+func (o *Output) established(name string) bool {
+	o.ev.mu.Lock()
+	defer o.ev.mu.Unlock()
+	return o.ev.state[name] == bgp.BGP_FSM_ESTABLISHED
 }
 
 // checkPeerAS shuts down a dynamicASN external session whose peer turned
