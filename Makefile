@@ -60,12 +60,14 @@ e2e: lab-bins helm
 
 ## bench: the controller's, the layer-2 and the speaker-scale benchmarks, each in its own lab
 ## (BENCH=cold|warm|single|rss|writes|restart for the controller, failover|create for layer 2,
-## scale for the speaker at 10,000 Services and 50 nodes; BENCH_ARGS passes flags, e.g. -only nodes)
+## scale for the speaker at 10,000 Services and 50 nodes, bgp for BGP with FRR and BIRD;
+## BENCH_ARGS passes flags, e.g. -only nodes)
 bench: lab-bins helm
 	@case "$(BENCH)" in \
 	  failover|create) $(GO) run ./e2etest/cmd/l2bench -only $(BENCH) $(BENCH_ARGS) ;; \
 	  scale) $(GO) run ./e2etest/cmd/scalebench $(BENCH_ARGS) ;; \
-	  "") $(GO) run ./e2etest/cmd/bench && $(GO) run ./e2etest/cmd/l2bench && $(GO) run ./e2etest/cmd/scalebench ;; \
+	  bgp) $(GO) run ./e2etest/cmd/bgpbench $(BENCH_ARGS) ;; \
+	  "") $(GO) run ./e2etest/cmd/bench && $(GO) run ./e2etest/cmd/l2bench && $(GO) run ./e2etest/cmd/scalebench && $(GO) run ./e2etest/cmd/bgpbench ;; \
 	  *) $(GO) run ./e2etest/cmd/bench -only $(BENCH) $(BENCH_ARGS) ;; \
 	esac
 

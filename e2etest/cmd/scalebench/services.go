@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -126,7 +127,7 @@ func atRest(ctx context.Context, e *env, o options, r *report) (map[string]float
 	for _, n := range nodes {
 		idle[n.Name] = (cpu1[n.Name] - cpu0[n.Name]) / el
 		rates = append(rates, 100*idle[n.Name])
-		if m, err := rssMiB(e.h.Speaker(n.Name).PID()); err == nil {
+		if m, err := herald.RSSMiB(e.h.Speaker(n.Name).PID()); err == nil {
 			rss = append(rss, m)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -52,7 +53,7 @@ func TestOwnProcessCPUAndRSSAreRead(t *testing.T) {
 	if err != nil || cpu < 0 {
 		t.Fatalf("cpuSeconds = %v, %v", cpu, err)
 	}
-	rss, err := rssMiB(os.Getpid())
+	rss, err := herald.RSSMiB(os.Getpid())
 	if err != nil || rss < 1 || rss > 4096 {
 		t.Fatalf("rssMiB = %v, %v", rss, err)
 	}
