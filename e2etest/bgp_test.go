@@ -472,3 +472,33 @@ func clusterEvents(t *testing.T, kind, name string) []string {
 	}
 	return out
 }
+
+// TestBGPSampleConfigPeersWithTheLabsFRR applies config/samples/bgp.yaml as
+// a user would: every node peers with FRR, with BFD, and a Service of the
+// sample's pool is reached from behind the router.
+func TestBGPSampleConfigPeersWithTheLabsFRR(t *testing.T) {
+	needRouters(t)
+	const sample = "../config/samples/bgp.yaml"
+	if out, err := kubectl("apply", "-f", sample); err != nil {
+		t.Fatalf("kubectl apply -f %s: %v\n%s", sample, err, out)
+	}
+	t.Cleanup(func() { _, _ = kubectl("delete", "-f", sample) })
+	bgpSessions(t, "router", 30*time.Second, "Established with BFD Up", func(s v1alpha1.BGPSessionStatus) bool {
+		return established(s) && s.BFD == "Up"
+	})
+	ns := newNamespace(t)
+	createWeb(t, ns, "web", 1)
+	readyPods(t, ns, "app=web", 1)
+	lbService(t, ns, "web", func(s *corev1.Service) {
+		s.Annotations = map[string]string{v1alpha1.AnnotationAddressPool: "bgp"}
+	})
+	ip := externalIPs(t, ns, "web", 1)[0]
+	route := routerNextHops(t, theLab.FRR, netip.PrefixFrom(netip.MustParseAddr(ip), 32), podNodes(), false, 20*time.Second)
+	if p := route.Paths[0]; !slices.Contains(p.Communities, "64600:100") || !slices.Contains(p.LargeCommunities, "64600:1:100") {
+		t.Errorf("FRR's path for %s carries %v and %v, want the sample's 64600:100 and 64600:1:100", ip, p.Communities, p.LargeCommunities)
+	}
+	eventually(t, 10*time.Second, "curl "+ip+" from behind FRR", func(context.Context) (bool, error) {
+		_, err := curl(lab.BGPClientNetns, "http://"+ip+"/")
+		return err == nil, err
+	})
+}
