@@ -502,3 +502,99 @@ func TestBGPSampleConfigPeersWithTheLabsFRR(t *testing.T) {
 		return err == nil, err
 	})
 }
+
+// TestBGPiBGPToBIRDCarriesLocalPrefAndAggregates: BIRD turned iBGP (the
+// nodes in its AS) gets the advertisement's LOCAL_PREF, and two Services of
+// a /30 pool aggregated to one /30 route.
+func TestBGPiBGPToBIRDCarriesLocalPrefAndAggregates(t *testing.T) {
+	needRouters(t)
+	ctx := context.Background()
+	conf := strings.Replace(lab.DefaultBIRDConfig(), "neighbor range "+lab.LANv4Prefix+" external", "neighbor range "+lab.LANv4Prefix+" internal", 1)
+	if err := theLab.BIRD.Configure(ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = theLab.ResetRouters(context.Background()) })
+	ns := newNamespace(t)
+	thirty, pref := int32(30), uint32(250)
+	peer := bgpSetup(t, ns, []string{"203.0.113.152/30"}, lab.BIRDIPv4, lab.BIRDASN,
+		func(p *v1alpha1.BGPPeerSpec) { p.MyASN = lab.BIRDASN },
+		func(a *v1alpha1.BGPAdvertisementSpec) { a.AggregationLength, a.LocalPref = &thirty, &pref })
+	bgpSessions(t, peer, 30*time.Second, "Established (iBGP)", func(s v1alpha1.BGPSessionStatus) bool {
+		return established(s) && s.PeerASN == lab.BIRDASN
+	})
+	createWeb(t, ns, "web", 1)
+	lbService(t, ns, "web")
+	lbService(t, ns, "api")
+	externalIPs(t, ns, "web", 1)
+	externalIPs(t, ns, "api", 1)
+	route := routerNextHops(t, theLab.BIRD, netip.MustParsePrefix("203.0.113.152/30"), podNodes(), false, 20*time.Second)
+	for _, p := range route.Paths {
+		if p.LocalPref == nil || *p.LocalPref != pref {
+			t.Errorf("BIRD's path from %s has LOCAL_PREF %v, want %d", p.From, p.LocalPref, pref)
+		}
+	}
+	for _, ip := range []string{"203.0.113.152/32", "203.0.113.153/32"} {
+		if r, err := theLab.BIRD.Route(ctx, netip.MustParsePrefix(ip)); err != nil || r != nil {
+			t.Errorf("BIRD holds %s (%v, %v); want only the aggregate", ip, r, err)
+		}
+	}
+}
+
+// TestBGPMultihopToARouterTwoHopsAway: a BIRD behind FRR, two hops from the
+// nodes, peers with them over eBGP multihop and learns the route.
+func TestBGPMultihopToARouterTwoHopsAway(t *testing.T) {
+	needRouters(t)
+	ctx := context.Background()
+	far, err := bgprouter.StartBIRD(ctx, bgprouter.Options{Netns: lab.BGPClientNetns, Dir: t.TempDir(), Config: fmt.Sprintf(`router id %s;
+protocol device {}
+protocol direct { ipv4; }
+protocol kernel { ipv4 { import all; export none; }; learn; scan time 1; }
+template bgp bgp_nodes {
+  local %s as 64514;
+  multihop;
+  dynamic name "node";
+  ipv4 { import all; export none; };
+}
+protocol bgp nodes4 from bgp_nodes { neighbor range %s external; }
+`, lab.BGPClientIPv4, lab.BGPClientIPv4, lab.LANv4Prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(far.Stop)
+	ns := newNamespace(t)
+	peer := bgpSetup(t, ns, []string{"203.0.113.156/30"}, lab.BGPClientIPv4, 64514,
+		func(p *v1alpha1.BGPPeerSpec) { p.EBGPMultiHop = true }, nil)
+	bgpSessions(t, peer, 30*time.Second, "Established over two hops", established)
+	createWeb(t, ns, "web", 1)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	routerNextHops(t, far, netip.PrefixFrom(netip.MustParseAddr(ip), 32), podNodes(), false, 20*time.Second)
+}
+
+// TestBGPAndLayer2TogetherOnOnePool: a LAN pool advertised both ways is
+// answered over ARP by exactly one node and routed by FRR to every node;
+// the LAN client and the BGP client both reach it.
+func TestBGPAndLayer2TogetherOnOnePool(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	pool := newPool(t, ns+"-both", ns, []string{"198.51.100.96/30"})
+	p := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-frr"}, Spec: v1alpha1.BGPPeerSpec{
+		MyASN: nodesASN, PeerASN: lab.FRRASN, PeerAddress: lab.FRRIPv4, ConnectTime: &metav1.Duration{Duration: time.Second}}}
+	create(t, p,
+		&v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-l2"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{pool.Name}}},
+		&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-bgp"}, Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{pool.Name}, Peers: []string{p.Name}}})
+	createWeb(t, ns, "web", 1)
+	readyPods(t, ns, "app=web", 1)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	owner, _ := announcer(t, ns, "web")
+	routerNextHops(t, theLab.FRR, netip.PrefixFrom(netip.MustParseAddr(ip), 32), podNodes(), false, 30*time.Second)
+	curlOK(t, "http://"+ip+"/")
+	if got := arpingNodes(ip); !slices.Equal(got, []string{owner}) {
+		t.Errorf("arping %s: answered by %v, want exactly the layer-2 owner [%s]", ip, got, owner)
+	}
+	eventually(t, 10*time.Second, "curl "+ip+" from behind FRR", func(context.Context) (bool, error) {
+		_, err := curl(lab.BGPClientNetns, "http://"+ip+"/")
+		return err == nil, err
+	})
+}

@@ -86,8 +86,8 @@ func clientNeighbourNode(ip string) string {
 	return ""
 }
 
-// announcer waits until exactly one Announcement names the Service and
-// returns its node and interfaces.
+// announcer waits until exactly one layer-2 Announcement names the Service
+// and returns its node and interfaces.
 func announcer(t *testing.T, ns, svc string) (string, []string) {
 	t.Helper()
 	var node string
@@ -99,7 +99,7 @@ func announcer(t *testing.T, ns, svc string) (string, []string) {
 		}
 		var mine []v1alpha1.Announcement
 		for _, a := range list.Items {
-			if a.Spec.Service == svc {
+			if a.Spec.Service == svc && a.Spec.Mode == "layer2" {
 				mine = append(mine, a)
 			}
 		}
