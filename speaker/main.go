@@ -145,13 +145,13 @@ func run(f flags) error {
 	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
 	// GoBGP starts with the first BGPPeer that applies to this node.
 	sessionChanged := make(chan struct{}, 1)
-	bgpOut := bgp.New(log.WithName("bgp"), bgp.Options{Registerer: metrics.Registry, OnStateChange: func() {
+	sessions := status.NewSessions(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("bgp-status"))
+	bgpOut := bgp.New(log.WithName("bgp"), bgp.Options{Registerer: metrics.Registry, OnReset: sessions.Reset, OnStateChange: func() {
 		select {
 		case sessionChanged <- struct{}{}:
 		default:
 		}
 	}})
-	sessions := status.NewSessions(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("bgp-status"))
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return ctx.Err()

@@ -28,6 +28,7 @@ type Output struct {
 	slog  *slog.Logger
 	last  *lastErrors
 	onChg func()
+	onRst func(string, []string)
 
 	mu       sync.Mutex
 	srv      *server.BgpServer
@@ -60,6 +61,9 @@ type Options struct {
 	// OnStateChange, when set, is called (on GoBGP's event goroutine; it must
 	// not block) after a session changed state, so status can be refreshed.
 	OnStateChange func()
+	// OnReset, when set, is called (it must not block) when SetSessions
+	// resets a session for a configuration change, with ResetReasons.
+	OnReset func(session string, reasons []string)
 }
 
 // New returns an Output with no sessions. GoBGP starts with the first
@@ -71,6 +75,7 @@ func New(log logr.Logger, opts Options) *Output {
 		slog:     sl,
 		last:     last,
 		onChg:    opts.OnStateChange,
+		onRst:    opts.OnReset,
 		desired:  map[string]Session{},
 		running:  map[string]Session{},
 		routes:   map[netip.Prefix]Route{},
@@ -145,7 +150,11 @@ func (o *Output) SetSessions(desired []Session) error {
 			o.log.Info("closing BGP session", "peer", name, "address", old.PeerAddress, "reason", why)
 			errs = append(errs, o.removeSession(old))
 		case len(ResetReasons(old, s)) > 0:
-			o.log.Info("resetting BGP session", "peer", name, "address", old.PeerAddress, "reasons", ResetReasons(old, s))
+			why := ResetReasons(old, s)
+			o.log.Info("resetting BGP session", "peer", name, "address", old.PeerAddress, "reasons", why)
+			if o.onRst != nil {
+				o.onRst(name, why)
+			}
 			errs = append(errs, o.removeSession(old))
 		default:
 			errs = append(errs, o.updateSession(old, s))

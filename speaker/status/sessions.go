@@ -24,8 +24,9 @@ import (
 
 // Event reasons of BGP sessions, recorded on the BGPPeer.
 const (
-	ReasonSessionUp   = "SessionEstablished"
-	ReasonSessionDown = "SessionDown"
+	ReasonSessionUp    = "SessionEstablished"
+	ReasonSessionDown  = "SessionDown"
+	ReasonSessionReset = "SessionReset"
 )
 
 // maxListedPrefixes bounds BGPSession.status.prefixes; the count is exact.
@@ -221,6 +222,13 @@ func (s *Sessions) record(ctx context.Context, ps bgp.PeerState, typ, reason, fo
 		return
 	}
 	s.recorder.Eventf(&peer, nil, typ, reason, "Peer", format, args...)
+}
+
+// Reset records that this node reset its session to peer for a change of
+// the BGPPeer, and why. It does not block.
+func (s *Sessions) Reset(peer string, reasons []string) {
+	go s.record(context.Background(), bgp.PeerState{Name: peer}, corev1.EventTypeNormal, ReasonSessionReset,
+		"node %s: BGP session reset: %s", s.node, strings.Join(reasons, "; "))
 }
 
 func (s *Sessions) deleteAll(ctx context.Context) {
