@@ -442,6 +442,25 @@ func TestBGPPeerChangeThatNeedsNoResetKeepsTheSessionAndRoutesFromTheRouterGoNow
 		}
 	}
 
+	// A change that needs a reset says so, once per node, on the BGPPeer.
+	if err := crClient.Get(context.Background(), types.NamespacedName{Name: peer}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.GracefulRestart = true
+	if err := crClient.Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "a SessionReset event per node naming gracefulRestart", func(context.Context) (bool, error) {
+		n := 0
+		for _, e := range clusterEvents(t, "BGPPeer", peer) {
+			if strings.HasPrefix(e, "SessionReset") && strings.Contains(e, "gracefulRestart changed") {
+				n++
+			}
+		}
+		return n == len(theLab.Nodes), nil
+	})
+	bgpSessions(t, peer, 30*time.Second, "Established again after the reset", established)
+
 	// FRR announces a prefix to the nodes; none of them installs it.
 	leak := netip.MustParsePrefix("203.0.113.160/28")
 	if err := theLab.FRR.Apply(context.Background(), fmt.Sprintf("ip route %s blackhole\nrouter bgp %d\n address-family ipv4 unicast\n  network %s\n  no neighbor nodes route-map export-nothing out\n exit-address-family\n", leak, lab.FRRASN, leak)); err != nil {
