@@ -617,3 +617,36 @@ func TestBGPAndLayer2TogetherOnOnePool(t *testing.T) {
 		return err == nil, err
 	})
 }
+
+// TestBGPPerNodeASNThroughTwoPeersOfOneRouter: node-1 peers with FRR from
+// AS 64601, the other nodes from AS 64602, through two BGPPeers with
+// different node selectors; FRR sees each path from its node's AS.
+func TestBGPPerNodeASNThroughTwoPeersOfOneRouter(t *testing.T) {
+	needRouters(t)
+	ns := newNamespace(t)
+	nodes := podNodes()
+	first := nodes[0].Name
+	sel := func(op metav1.LabelSelectorOperator) []metav1.LabelSelector {
+		return []metav1.LabelSelector{{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: op, Values: []string{first}}}}}
+	}
+	connect := &metav1.Duration{Duration: time.Second}
+	one := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-asn1"}, Spec: v1alpha1.BGPPeerSpec{
+		MyASN: 64601, PeerASN: lab.FRRASN, PeerAddress: lab.FRRIPv4, ConnectTime: connect, NodeSelectors: sel(metav1.LabelSelectorOpIn)}}
+	rest := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: ns + "-asn2"}, Spec: v1alpha1.BGPPeerSpec{
+		MyASN: 64602, PeerASN: lab.FRRASN, PeerAddress: lab.FRRIPv4, ConnectTime: connect, NodeSelectors: sel(metav1.LabelSelectorOpNotIn)}}
+	pool := newPool(t, ns+"-asn", ns, []string{"203.0.113.160/30"})
+	create(t, one, rest, &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-asn"}, Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{pool.Name}}})
+	createWeb(t, ns, "web", 1)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	route := routerNextHops(t, theLab.FRR, netip.PrefixFrom(netip.MustParseAddr(ip), 32), nodes, false, 30*time.Second)
+	for _, p := range route.Paths {
+		want := "64602"
+		if p.From == nodes[0].IPv4 {
+			want = "64601"
+		}
+		if p.ASPath != want {
+			t.Errorf("FRR's path from %s has AS path %q, want %s", p.From, p.ASPath, want)
+		}
+	}
+}

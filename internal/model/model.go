@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -377,7 +378,7 @@ func (c *Config) buildPeers(in Input) {
 		port int32
 		vrf  string
 	}
-	seen := map[peerKey]string{}
+	seen := map[peerKey][]*v1alpha1.BGPPeer{}
 	for _, p := range byAge(in.BGPPeers, func(p *v1alpha1.BGPPeer) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
 		ref := Ref{KindBGPPeer, p.Name}
 		addr, err := netip.ParseAddr(p.Spec.PeerAddress)
@@ -394,8 +395,19 @@ func (c *Config) buildPeers(in Input) {
 			port = 179
 		}
 		k := peerKey{addr, port, p.Spec.VRF}
-		if other, dup := seen[k]; dup {
-			c.refuse(ref, ReasonDuplicatePeer, "spec.peerAddress: BGPPeer %s already peers with %s port %d; one session per peer address", other, addr, port)
+		// Peers of one router on different nodes (a per-node ASN, say) are
+		// fine; the same nodes twice is not: one session per peer address.
+		var warnings []string
+		dup := ""
+		for _, other := range seen[k] {
+			if len(other.Spec.NodeSelectors) == 0 || len(p.Spec.NodeSelectors) == 0 || apiequality.Semantic.DeepEqual(other.Spec.NodeSelectors, p.Spec.NodeSelectors) {
+				dup = other.Name
+				break
+			}
+			warnings = append(warnings, fmt.Sprintf("spec.peerAddress: BGPPeer %s also peers with %s port %d; a node both select opens only the session of the first by name, the other shows Blocked", other.Name, addr, port))
+		}
+		if dup != "" {
+			c.refuse(ref, ReasonDuplicatePeer, "spec.peerAddress: BGPPeer %s already peers with %s port %d from the same nodes; one session per peer address (peers of one router with different nodeSelectors are allowed)", dup, addr, port)
 			continue
 		}
 		if p.Spec.BFDProfile != "" {
@@ -404,9 +416,9 @@ func (c *Config) buildPeers(in Input) {
 				continue
 			}
 		}
-		seen[k] = p.Name
+		seen[k] = append(seen[k], p)
 		c.BGPPeers[p.Name] = p
-		c.accept(ref, nil)
+		c.accept(ref, warnings)
 	}
 }
 

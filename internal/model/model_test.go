@@ -161,6 +161,33 @@ func TestDuplicatePeersAndUnknownBFDProfilesAreRefused(t *testing.T) {
 	}
 }
 
+// Two peers of one router on different nodes (a per-node ASN) are accepted,
+// with a warning; on the same nodes they are refused.
+func TestPeersOfOneRouterOnDifferentNodesAreAccepted(t *testing.T) {
+	on := func(name string, age int, asn uint32, sel ...metav1.LabelSelector) v1alpha1.BGPPeer {
+		return v1alpha1.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(age), 0))},
+			Spec:       v1alpha1.BGPPeerSpec{MyASN: asn, PeerASN: 64512, PeerAddress: "198.51.100.1", NodeSelectors: sel},
+		}
+	}
+	rack := func(r string) metav1.LabelSelector { return metav1.LabelSelector{MatchLabels: map[string]string{"rack": r}} }
+	c := Build(Input{BGPPeers: []v1alpha1.BGPPeer{
+		on("rack1", 1, 64601, rack("1")),
+		on("rack2", 2, 64602, rack("2")),
+		on("rack2-again", 3, 64603, rack("2")),
+		on("everyone", 4, 64604),
+	}})
+	for name, want := range map[string]string{"rack1": "", "rack2": "", "rack2-again": "already peers with 198.51.100.1 port 179 from the same nodes", "everyone": "BGPPeer rack1 already peers"} {
+		v := c.Verdicts[Ref{KindBGPPeer, name}]
+		if (want == "") != v.Accepted || !strings.Contains(v.Message, want) {
+			t.Errorf("peer %s: %+v, want %q", name, v, want)
+		}
+	}
+	if w := c.Verdicts[Ref{KindBGPPeer, "rack2"}].Warnings; len(w) != 1 || !strings.Contains(w[0], "BGPPeer rack1 also peers with 198.51.100.1") {
+		t.Errorf("rack2's warnings %q: want one naming rack1", w)
+	}
+}
+
 func TestARefusedPoolChangeKeepsTheLastAcceptedVersionInForce(t *testing.T) {
 	a, b := pool("a", 0, "198.51.100.0/28"), pool("b", 1, "198.51.100.16/28")
 	first := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b}})
