@@ -332,7 +332,7 @@ func TestBGPBadPeersStayDownWithTheReasonAndOneEventAndHarmNothing(t *testing.T)
 // TestBGPNodeLinkCutWithBFDWithdrawsItsNextHopWithinASecond: with BFD 300
 // ms x 3, FRR drops the next hop of a node whose link is cut in about a
 // second, far inside the 9 s hold time, and takes it back when the link
-// returns.
+// returns; without BFD, the hold time ends it.
 func TestBGPNodeLinkCutWithBFDWithdrawsItsNextHopWithinASecond(t *testing.T) {
 	needRouters(t)
 	keepRunning(t)
@@ -365,6 +365,28 @@ func TestBGPNodeLinkCutWithBFDWithdrawsItsNextHopWithinASecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	routerNextHops(t, theLab.FRR, prefix, nodes, false, 30*time.Second)
+
+	// Without BFD, the hold time (9 s) ends the session.
+	var p v1alpha1.BGPPeer
+	if err := crClient.Get(context.Background(), types.NamespacedName{Name: peer}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.BFDProfile = ""
+	if err := crClient.Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	bgpSessions(t, peer, 30*time.Second, "Established without BFD", func(s v1alpha1.BGPSessionStatus) bool { return established(s) && s.BFD == "" })
+	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+	start = time.Now()
+	if err := theLab.SetNodeLink(cut.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	routerNextHops(t, theLab.FRR, prefix, nodes[:len(nodes)-1], false, 15*time.Second)
+	took = time.Since(start)
+	t.Logf("without BFD: %s's next hop left FRR's table after %s (hold time 9 s)", cut.Name, took.Round(time.Millisecond))
+	if took > 12*time.Second {
+		t.Errorf("withdrawal without BFD took %s; the hold time is 9 s", took)
+	}
 }
 
 // TestBGPRollingRestartWithGracefulRestartLosesNoRequest: with graceful
