@@ -7,8 +7,9 @@
 //   - bgp_withdraw_bfd: a node's LAN link cut -> its next hop gone from FRR's
 //     table, with BFD 300 ms x 3; bgp_withdraw_holdtime: the same without
 //     BFD, hold time 9 s (the baseline without BFD);
-//   - bgp_bulk_1000: 1,000 IPv6 Services created -> all 1,000 prefixes in
-//     FRR's table, and how long after the last Service got its address;
+//   - bgp_bulk_1000: 1,000 IPv6 Services created (by 20 clients at once) ->
+//     all 1,000 prefixes in FRR's table, and how long after the last Service
+//     got its address;
 //   - the speakers' resident memory with those 1,000 Services advertised to
 //     three peers (FRR over IPv4, BIRD over IPv4 and over IPv6).
 //
@@ -36,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
@@ -54,11 +56,12 @@ const (
 func main() {
 	runs := flag.Int("runs", 20, "runs of bgp_appear; bgp_withdraw_bfd runs half as many, bgp_withdraw_holdtime 3")
 	bulk := flag.Int("bulk", 1000, "Services of bgp_bulk")
+	only := flag.String("only", "", "run one scenario: appear, withdraw or bulk")
 	labWait := flag.Duration("lab-wait", 15*time.Minute, "how long to wait for another lab on this machine")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *runs, *bulk, *labWait); err != nil {
+	if err := run(ctx, *only, *runs, *bulk, *labWait); err != nil {
 		fmt.Fprintln(os.Stderr, "bgpbench:", err)
 		os.Exit(1)
 	}
@@ -69,7 +72,7 @@ type result struct {
 	values     []float64
 }
 
-func run(ctx context.Context, runs, bulk int, labWait time.Duration) error {
+func run(ctx context.Context, only string, runs, bulk int, labWait time.Duration) error {
 	if m := bgprouter.Missing(); len(m) > 0 {
 		return fmt.Errorf("needs %v (Debian packages frr, bird2)", m)
 	}
@@ -103,7 +106,10 @@ func run(ctx context.Context, runs, bulk int, labWait time.Duration) error {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1alpha1.AddToScheme(scheme)
-	c, err := client.New(l.RESTConfig, client.Options{Scheme: scheme})
+	// The creates of bgp_bulk must not wait on client-go's default 5 QPS.
+	rc := rest.CopyConfig(l.RESTConfig)
+	rc.QPS, rc.Burst = 500, 1000
+	c, err := client.New(rc, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}
@@ -112,10 +118,17 @@ func run(ctx context.Context, runs, bulk int, labWait time.Duration) error {
 		return err
 	}
 	var results []result
-	for _, step := range []func(context.Context, int) ([]result, error){
-		b.appear, b.withdrawBFD, b.withdrawHoldTime, func(ctx context.Context, _ int) ([]result, error) { return b.bulk(ctx, bulk) },
+	for _, step := range []struct {
+		name string
+		run  func(context.Context, int) ([]result, error)
+	}{
+		{"appear", b.appear}, {"withdraw", b.withdrawBFD}, {"withdraw", b.withdrawHoldTime},
+		{"bulk", func(ctx context.Context, _ int) ([]result, error) { return b.bulk(ctx, bulk) }},
 	} {
-		r, err := step(ctx, runs)
+		if only != "" && only != step.name {
+			continue
+		}
+		r, err := step.run(ctx, runs)
 		if err != nil {
 			return err
 		}
@@ -316,7 +329,7 @@ func (b *bench) withdraw(ctx context.Context, name string, runs int, timeout tim
 		ip = ip.Next()
 	}
 	prefix := netip.PrefixFrom(ip, 32)
-	svc := name
+	svc := strings.ReplaceAll(name, "_", "-")
 	if err := b.service(ctx, svc, ip, corev1.IPv4Protocol); err != nil {
 		return out, err
 	}
@@ -348,8 +361,22 @@ func (b *bench) withdraw(ctx context.Context, name string, runs int, timeout tim
 // arrival at FRR, then reads the speakers' memory.
 func (b *bench) bulk(ctx context.Context, n int) ([]result, error) {
 	start := time.Now()
+	// 20 clients at once: the figure is Herald's, not a serial client's.
+	errs := make(chan error, n)
+	next := make(chan int, n)
 	for i := range n {
-		if err := b.service(ctx, fmt.Sprintf("bulk-%d", i), netip.Addr{}, corev1.IPv6Protocol); err != nil {
+		next <- i
+	}
+	close(next)
+	for range 20 {
+		go func() {
+			for i := range next {
+				errs <- b.service(ctx, fmt.Sprintf("bulk-%d", i), netip.Addr{}, corev1.IPv6Protocol)
+			}
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
 			return nil, err
 		}
 	}
