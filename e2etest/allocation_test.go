@@ -108,7 +108,14 @@ func allocatedCondition(t *testing.T, ns, name string, status metav1.ConditionSt
 // events lists "Reason: note" of the events about a Service, oldest first.
 func events(t *testing.T, ns, name string) []string {
 	t.Helper()
-	list, err := theLab.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "regarding.name=" + name})
+	return eventsMatching(t, ns, "regarding.name="+name)
+}
+
+// eventsMatching lists "Reason: note" of the events of namespace ns (all:
+// metav1.NamespaceAll) the field selector matches, oldest first.
+func eventsMatching(t *testing.T, ns, fieldSelector string) []string {
+	t.Helper()
+	list, err := theLab.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: fieldSelector})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -499,19 +498,10 @@ func TestBGPPeerChangeThatNeedsNoResetKeepsTheSessionAndRoutesFromTheRouterGoNow
 }
 
 // clusterEvents lists "Reason: note" of the events about a cluster-scoped
-// object (recorded in namespace default), oldest first.
+// object, oldest first.
 func clusterEvents(t *testing.T, kind, name string) []string {
 	t.Helper()
-	list, err := theLab.Client.EventsV1().Events(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{FieldSelector: "regarding.kind=" + kind + ",regarding.name=" + name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.SortFunc(list.Items, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
-	var out []string
-	for _, e := range list.Items {
-		out = append(out, e.Reason+": "+e.Note)
-	}
-	return out
+	return eventsMatching(t, metav1.NamespaceAll, "regarding.kind="+kind+",regarding.name="+name)
 }
 
 // TestBGPSampleConfigPeersWithTheLabsFRR applies config/samples/bgp.yaml as

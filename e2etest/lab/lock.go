@@ -1,11 +1,13 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // lockPath is machine-wide: the lab's namespace names are too, so two labs
@@ -37,4 +39,22 @@ func lockMachine(dir string) (*os.File, error) {
 	_ = f.Truncate(0)
 	_, _ = fmt.Fprintf(f, "pid %d, state in %s\n", os.Getpid(), dir)
 	return f, nil
+}
+
+// UpWaiting is Up that, while another lab holds the machine, retries every
+// 3 s for up to wait, telling say each time.
+func UpWaiting(ctx context.Context, cfg Config, wait time.Duration, say func(error)) (*Lab, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		l, err := Up(ctx, cfg)
+		if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+			return l, err
+		}
+		say(err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+	}
 }

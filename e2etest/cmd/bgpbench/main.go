@@ -20,7 +20,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -81,19 +80,7 @@ func run(ctx context.Context, only string, runs, bulk int, labWait time.Duration
 		return err
 	}
 	cfg.Log, cfg.Routers = os.Stderr, true
-	var l *lab.Lab
-	for deadline := time.Now().Add(labWait); ; {
-		l, err = lab.Up(ctx, cfg)
-		if !errors.Is(err, lab.ErrBusy) || time.Now().After(deadline) {
-			break
-		}
-		fmt.Fprintf(os.Stderr, "bgpbench: %v; retrying in 3s\n", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(3 * time.Second):
-		}
-	}
+	l, err := lab.UpWaiting(ctx, cfg, labWait, func(err error) { fmt.Fprintf(os.Stderr, "bgpbench: %v; retrying in 3s\n", err) })
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -83,19 +82,7 @@ func run(ctx context.Context, only string, runs int, labWait time.Duration) erro
 		return err
 	}
 	cfg.Log = os.Stderr
-	var l *lab.Lab
-	for deadline := time.Now().Add(labWait); ; {
-		l, err = lab.Up(ctx, cfg)
-		if !errors.Is(err, lab.ErrBusy) || time.Now().After(deadline) {
-			break
-		}
-		fmt.Fprintf(os.Stderr, "l2bench: %v; retrying in 3s\n", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(3 * time.Second):
-		}
-	}
+	l, err := lab.UpWaiting(ctx, cfg, labWait, func(err error) { fmt.Fprintf(os.Stderr, "l2bench: %v; retrying in 3s\n", err) })
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -151,19 +150,7 @@ func up(ctx context.Context, o options, cfg lab.Config) (*env, error) {
 		return nil, err
 	}
 	cfg.Dir, cfg.BinDir, cfg.Log = base.Dir, base.BinDir, os.Stderr
-	var l *lab.Lab
-	for deadline := time.Now().Add(o.labWait); ; {
-		l, err = lab.Up(ctx, cfg)
-		if !errors.Is(err, lab.ErrBusy) || time.Now().After(deadline) {
-			break
-		}
-		fmt.Fprintf(os.Stderr, "scalebench: %v; retrying in 3s\n", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(3 * time.Second):
-		}
-	}
+	l, err := lab.UpWaiting(ctx, cfg, o.labWait, func(err error) { fmt.Fprintf(os.Stderr, "scalebench: %v; retrying in 3s\n", err) })
 	if err != nil {
 		return nil, err
 	}
