@@ -170,7 +170,9 @@ func TestPeersOfOneRouterOnDifferentNodesAreAccepted(t *testing.T) {
 			Spec:       v1alpha1.BGPPeerSpec{MyASN: asn, PeerASN: 64512, PeerAddress: "198.51.100.1", NodeSelectors: sel},
 		}
 	}
-	rack := func(r string) metav1.LabelSelector { return metav1.LabelSelector{MatchLabels: map[string]string{"rack": r}} }
+	rack := func(r string) metav1.LabelSelector {
+		return metav1.LabelSelector{MatchLabels: map[string]string{"rack": r}}
+	}
 	c := Build(Input{BGPPeers: []v1alpha1.BGPPeer{
 		on("rack1", 1, 64601, rack("1")),
 		on("rack2", 2, 64602, rack("2")),
