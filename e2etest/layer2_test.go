@@ -278,11 +278,23 @@ func TestLayer2SharingServicesUnderDifferentAdvertisementsAnswerFromOneNode(t *t
 	if a != b {
 		t.Fatalf("sharing Services got %s and %s", a, b)
 	}
-	n0, _ := announcer(t, ns, "s0")
-	n1, _ := announcer(t, ns, "s1")
-	if n0 != "node-2" || n1 != "node-2" {
-		t.Errorf("shared address announced by %s for s0 and %s for s1; want node-2 (preferred by the advertisement first by name)", n0, n1)
-	}
+	// s0 alone may be announced from node-3 for a moment, until s1 arrives.
+	eventually(t, 20*time.Second, "s0 and s1 announced by node-2 alone (preferred by the advertisement first by name)", func(ctx context.Context) (bool, error) {
+		var list v1alpha1.AnnouncementList
+		if err := crClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		by := map[string][]string{}
+		for _, a := range list.Items {
+			if a.Spec.Mode == "layer2" {
+				by[a.Spec.Service] = append(by[a.Spec.Service], a.Spec.Node)
+			}
+		}
+		if !slices.Equal(by["s0"], []string{"node-2"}) || !slices.Equal(by["s1"], []string{"node-2"}) {
+			return false, fmt.Errorf("announced by %v", by)
+		}
+		return true, nil
+	})
 	for range 3 {
 		if got := arpingNodes(a); !slices.Equal(got, []string{"node-2"}) {
 			t.Errorf("arping %s answered by %v, want [node-2]", a, got)
