@@ -158,7 +158,16 @@ func run(o options) error {
 // container's limit, which the chart passes in HERALD_MEMORY_LIMIT (bytes,
 // from the downward API), so the garbage collector works harder before the
 // kernel kills the container. GOMEMLIMIT, when set, wins.
+//
+// It also halves the garbage collector's default headroom (GOGC 50, unless
+// GOGC is set): the controller's live heap is small (about 25 MB at 10,000
+// Services) and its peak RSS comes from the garbage of informer events
+// between collections, so collecting twice as often costs little CPU and
+// keeps the peak down.
 func setMemoryLimit() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
