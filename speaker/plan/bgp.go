@@ -280,7 +280,7 @@ func (p *Planner) planRoutes(touched map[netip.Prefix]bool, all bool) []RouteCha
 		out = append(out, RouteChange{Prefix: pfx, Route: r})
 	}
 	slices.SortFunc(out, func(a, b RouteChange) int {
-		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+		return comparePrefixes(a.Prefix, b.Prefix)
 	})
 	return out
 }
@@ -296,7 +296,7 @@ func (p *Planner) Routes() []Route {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Route) int {
-		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+		return comparePrefixes(a.Prefix, b.Prefix)
 	})
 	return out
 }
@@ -314,3 +314,7 @@ func (p *Planner) PeersOf(ip netip.Addr) []string {
 
 // IPsOf are the announced addresses Self routes as pfx.
 func (p *Planner) IPsOf(pfx netip.Prefix) []netip.Addr { return p.prefixIPs[pfx] }
+
+func comparePrefixes(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}

@@ -165,9 +165,7 @@ func (p *Planner) SetWorld(w World) {
 			}
 		}
 	}
-	slices.SortFunc(p.prefixes, func(a, b netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-	})
+	slices.SortFunc(p.prefixes, comparePrefixes)
 	slices.Sort(names)
 	names = slices.Compact(names)
 	if !slices.Equal(names, p.rankNames) {
