@@ -15,17 +15,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/allocation"
 	"github.com/heraldlb/herald/controller/webhook"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 type options struct {
@@ -79,13 +77,7 @@ func run(o options) error {
 	if o.webhookDNSNames != "" {
 		o.webhook.ExtraDNSNames = strings.Split(o.webhookDNSNames, ",")
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
+	scheme := heraldscheme.New()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err

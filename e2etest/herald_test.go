@@ -14,13 +14,11 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 var (
@@ -33,9 +31,7 @@ var (
 
 // setupHerald installs Herald into the lab.
 func setupHerald(ctx context.Context, l *lab.Lab) error {
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
+	scheme := heraldscheme.New()
 	var err error
 	if crClient, err = client.New(l.RESTConfig, client.Options{Scheme: scheme}); err != nil {
 		return err

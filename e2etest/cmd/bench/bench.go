@@ -18,9 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -28,6 +26,7 @@ import (
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 const (
@@ -249,13 +248,7 @@ func (b *bench) setup(ctx context.Context, repo string) error {
 			return err
 		}
 	}
-	scheme := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
+	scheme := heraldscheme.New()
 	ctrllog.SetLogger(logr.Discard()) // the client's own logs are of no use here
 	crc, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {

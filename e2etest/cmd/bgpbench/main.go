@@ -33,9 +33,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -43,6 +41,7 @@ import (
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 	"github.com/heraldlb/herald/internal/bgprouter"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 const (
@@ -90,9 +89,7 @@ func run(ctx context.Context, only string, runs, bulk int, labWait time.Duration
 		return err
 	}
 	defer h.Stop()
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
+	scheme := heraldscheme.New()
 	// The creates of bgp_bulk must not wait on client-go's default 5 QPS.
 	rc := rest.CopyConfig(l.RESTConfig)
 	rc.QPS, rc.Burst = 500, 1000

@@ -39,14 +39,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 // The web pod runs on podNode; l2_failover runs cut the other nodes only,
@@ -92,9 +91,7 @@ func run(ctx context.Context, only string, runs int, labWait time.Duration) erro
 		return err
 	}
 	defer h.Stop()
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
+	scheme := heraldscheme.New()
 	c, err := client.New(l.RESTConfig, client.Options{Scheme: scheme})
 	if err != nil {
 		return err

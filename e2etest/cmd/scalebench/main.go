@@ -28,14 +28,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
 type options struct {
@@ -160,9 +158,7 @@ func up(ctx context.Context, o options, cfg lab.Config) (*env, error) {
 		l.Down()
 		return nil, err
 	}
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
+	scheme := heraldscheme.New()
 	cfgREST := *l.RESTConfig
 	cfgREST.QPS, cfgREST.Burst = 2000, 4000
 	c, err := client.New(&cfgREST, client.Options{Scheme: scheme})
