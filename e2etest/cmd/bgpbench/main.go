@@ -7,9 +7,9 @@
 //   - bgp_withdraw_bfd: a node's LAN link cut -> its next hop gone from FRR's
 //     table, with BFD 300 ms x 3; bgp_withdraw_holdtime: the same without
 //     BFD, hold time 9 s (the baseline without BFD);
-//   - bgp_bulk_1000: 1,000 IPv6 Services created (by 20 clients at once) ->
-//     all 1,000 prefixes in FRR's table, and how long after the last Service
-//     got its address;
+//   - bgp_bulk_1000: 1,000 IPv6 Services created (by 20 clients at once),
+//     the last one assigned -> all 1,000 prefixes in FRR's table (and, as
+//     bgp_bulk_1000_from_first_create, from the first create);
 //   - the speakers' resident memory with those 1,000 Services advertised to
 //     three peers (FRR over IPv4, BIRD over IPv4 and over IPv6).
 //
@@ -391,9 +391,12 @@ func (b *bench) bulk(ctx context.Context, n int) ([]result, error) {
 	}
 	done := time.Now()
 	out := []result{
-		{name: fmt.Sprintf("bgp_bulk_%d", n), unit: "ms", values: []float64{ms(done.Sub(start))}},
+		// The bgp_bulk_1000: Services assigned -> all prefixes at the
+		// router. The lab's API server creates about 15 Services/s, so it is
+		// timed from the last assignment; the other two show the creates.
+		{name: fmt.Sprintf("bgp_bulk_%d", n), unit: "ms", values: []float64{ms(done.Sub(assigned))}},
+		{name: fmt.Sprintf("bgp_bulk_%d_from_first_create", n), unit: "ms", values: []float64{ms(done.Sub(start))}},
 		{name: fmt.Sprintf("bgp_bulk_%d_create", n), unit: "ms", values: []float64{ms(created.Sub(start))}},
-		{name: fmt.Sprintf("bgp_bulk_%d_after_last_assigned", n), unit: "ms", values: []float64{ms(done.Sub(assigned))}},
 	}
 	time.Sleep(5 * time.Second) // let the status writes settle
 	rss := result{name: fmt.Sprintf("speaker_rss_bgp_%d_services_3_peers", n), unit: "MiB"}
