@@ -1,0 +1,174 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Service is what the dataplane forwards of one LoadBalancer Service on this
+// node.
+type Service struct {
+	Key types.NamespacedName
+	// IPs are the Service's addresses this node receives traffic for.
+	IPs   []netip.Addr
+	Ports []Port
+	// Local: externalTrafficPolicy Local.
+	Local bool
+	// NodePorts: allocateLoadBalancerNodePorts is not false. Without them
+	// the traffic goes to the endpoints directly.
+	NodePorts bool
+	// Affinity: ClientIP session affinity with this timeout; 0: none.
+	Affinity time.Duration
+	// Scheduler is the herald.dev/ipvs-scheduler annotation as written.
+	Scheduler string
+}
+
+// Port is one Service port.
+type Port struct {
+	Name     string
+	Protocol Protocol
+	Port     uint16
+	// NodePort: 0 when the Service has none.
+	NodePort uint16
+	// Endpoints are the ready endpoints of this port, on every node.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one ready endpoint of a Service port.
+type Endpoint struct {
+	Addr netip.Addr
+	Port uint16
+	// Node runs the endpoint; "" when the EndpointSlice does not say.
+	Node string
+}
+
+// Node is a node whose NodePorts can take traffic (Ready, not excluded
+// from load balancers), with its addresses.
+type Node struct {
+	Name  string
+	Addrs []netip.Addr
+}
+
+// Warning is a setting of a Service the dataplane could not honour, and
+// what it did instead.
+type Warning struct {
+	Service types.NamespacedName
+	Message string
+}
+
+// Nodes is the node view Generate reads: this node and the healthy nodes.
+type Nodes struct {
+	Self    string
+	Healthy []Node
+}
+
+// Generate turns the Services this node serves into virtual services, one
+// per address and port, sorted. supports says which schedulers the backend
+// has; an unknown or unsupported one falls back to DefaultScheduler with a
+// warning.
+func Generate(svcs []Service, nodes Nodes, supports func(Scheduler) bool) (RuleSet, []Warning) {
+	var rs RuleSet
+	var warns []Warning
+	for i := range svcs {
+		vs, w := ServiceRules(&svcs[i], nodes, supports)
+		rs.Services = append(rs.Services, vs...)
+		warns = append(warns, w...)
+	}
+	slices.SortStableFunc(rs.Services, func(a, b VirtualService) int { return a.Key.Compare(b.Key) })
+	// Two Services claiming one address, protocol and port (the controller
+	// refuses such sharing): the first by name keeps it.
+	out := rs.Services[:0]
+	for _, vs := range rs.Services {
+		if n := len(out); n > 0 && out[n-1].Key == vs.Key {
+			warns = append(warns, Warning{Service: vs.Service, Message: fmt.Sprintf("%s is also a port of Service %s, which keeps it", vs.Key, out[n-1].Service)})
+			continue
+		}
+		out = append(out, vs)
+	}
+	rs.Services = out
+	return rs, warns
+}
+
+// ServiceRules is Generate for one Service, unsorted across addresses.
+//
+// Where a connection goes: this node's own ready endpoints directly (a
+// connection gets one DNAT per netfilter hook, so this node's NodePort could
+// not be the target; directly also keeps the client's address), and the
+// NodePorts of the other healthy nodes (with externalTrafficPolicy Local,
+// only those running a ready endpoint), masqueraded so that the reply comes
+// back through this node. Without NodePorts, every ready endpoint directly,
+// those on other nodes masqueraded.
+func ServiceRules(s *Service, nodes Nodes, supports func(Scheduler) bool) ([]VirtualService, []Warning) {
+	var warns []Warning
+	sched := DefaultScheduler
+	if s.Scheduler != "" {
+		sched = Scheduler(s.Scheduler)
+		switch {
+		case !sched.Known():
+			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("scheduler %q is not one of %v: using %s", s.Scheduler, Schedulers, DefaultScheduler)})
+			sched = DefaultScheduler
+		case !supports(sched):
+			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("scheduler %q is not available in this node's dataplane: using %s", s.Scheduler, DefaultScheduler)})
+			sched = DefaultScheduler
+		}
+	}
+	var out []VirtualService
+	for _, ip := range s.IPs {
+		for _, p := range s.Ports {
+			vs := VirtualService{
+				Key:     Key{IP: ip, Protocol: p.Protocol, Port: p.Port},
+				Service: s.Key, PortName: p.Name,
+				Affinity: s.Affinity, Scheduler: sched,
+			}
+			vs.Destinations = destinations(s, &p, ip.Is4(), nodes)
+			out = append(out, vs)
+		}
+	}
+	return out, warns
+}
+
+func destinations(s *Service, p *Port, v4 bool, nodes Nodes) []Destination {
+	var out []Destination
+	withEndpoints := map[string]bool{}
+	for _, e := range p.Endpoints {
+		if e.Addr.Is4() != v4 {
+			continue
+		}
+		withEndpoints[e.Node] = true
+		local := e.Node == nodes.Self && e.Node != ""
+		if local || !s.NodePorts || p.NodePort == 0 {
+			out = append(out, Destination{Addr: e.Addr, Port: e.Port, Masquerade: !local})
+		}
+	}
+	if s.NodePorts && p.NodePort != 0 {
+		for _, n := range nodes.Healthy {
+			if n.Name == nodes.Self || (s.Local && !withEndpoints[n.Name]) {
+				continue
+			}
+			if a, ok := firstOfFamily(n.Addrs, v4); ok {
+				out = append(out, Destination{Addr: a, Port: p.NodePort, Masquerade: true})
+			}
+		}
+	}
+	slices.SortFunc(out, Destination.Compare)
+	return slices.CompactFunc(out, func(a, b Destination) bool { return a.Compare(b) == 0 })
+}
+
+func firstOfFamily(addrs []netip.Addr, v4 bool) (netip.Addr, bool) {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Schedulers lists every scheduler a Service can ask for.
+var Schedulers = []Scheduler{Random, RoundRobin, WeightedRR, LeastConn, DestinationHash, SourceHash, ShortestDelay, NeverQueue}
+
+// Known reports whether s is one of Schedulers.
+func (s Scheduler) Known() bool { return slices.Contains(Schedulers, s) }
