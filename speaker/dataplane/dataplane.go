@@ -60,9 +60,9 @@ func (k Key) String() string {
 	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.IP, k.Port), k.Protocol)
 }
 
-// Compare orders keys by address, protocol, then port.
+// Compare orders keys by address, port, then protocol.
 func (k Key) Compare(o Key) int {
-	return cmp.Or(k.IP.Compare(o.IP), cmp.Compare(k.Protocol, o.Protocol), cmp.Compare(k.Port, o.Port))
+	return cmp.Or(k.IP.Compare(o.IP), cmp.Compare(k.Port, o.Port), cmp.Compare(k.Protocol, o.Protocol))
 }
 
 // Destination is where a virtual service sends a connection.

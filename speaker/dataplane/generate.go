@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -78,7 +80,9 @@ func Generate(svcs []Service, nodes Nodes, supports func(Scheduler) bool) (RuleS
 		rs.Services = append(rs.Services, vs...)
 		warns = append(warns, w...)
 	}
-	slices.SortStableFunc(rs.Services, func(a, b VirtualService) int { return a.Key.Compare(b.Key) })
+	slices.SortFunc(rs.Services, func(a, b VirtualService) int {
+		return cmp.Or(a.Key.Compare(b.Key), compareNames(a.Service, b.Service), strings.Compare(a.PortName, b.PortName))
+	})
 	// Two Services claiming one address, protocol and port (the controller
 	// refuses such sharing): the first by name keeps it.
 	out := rs.Services[:0]
@@ -172,3 +176,7 @@ var Schedulers = []Scheduler{Random, RoundRobin, WeightedRR, LeastConn, Destinat
 
 // Known reports whether s is one of Schedulers.
 func (s Scheduler) Known() bool { return slices.Contains(Schedulers, s) }
+
+func compareNames(a, b types.NamespacedName) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
