@@ -23,10 +23,12 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/election"
 )
 
@@ -41,6 +43,12 @@ type Service struct {
 	LocalTrafficPolicy bool
 	// ReadyNodes are the nodes running a ready endpoint, sorted.
 	ReadyNodes []string
+
+	// What the dataplane forwards (see dataplane.Service).
+	Ports     []dataplane.Port
+	NodePorts bool
+	Affinity  time.Duration
+	Scheduler string
 }
 
 // World is everything a decision reads besides the Services.
@@ -88,11 +96,13 @@ type BGPChange struct {
 }
 
 // Diff is what one Plan call changed: layer-2 decisions, Self's BGP
-// decisions and Self's routes, each sorted.
+// decisions and Self's routes, and the Services whose forwarding on Self
+// may have changed (see Forwarding), each sorted.
 type Diff struct {
-	L2     []Change
-	BGP    []BGPChange
-	Routes []RouteChange
+	L2        []Change
+	BGP       []BGPChange
+	Routes    []RouteChange
+	Dataplane []types.NamespacedName
 }
 
 // Planner holds the last decisions and what they were made from.
@@ -103,6 +113,8 @@ type Planner struct {
 	l2       map[netip.Addr]L2
 	dirty    map[netip.Addr]bool
 	full     bool
+	// Services whose forwarding on Self may have changed since the last Plan.
+	dpDirty map[types.NamespacedName]bool
 
 	// Self's BGP decisions, and the routes they make.
 	bgp        map[netip.Addr]BGP
@@ -132,6 +144,7 @@ func New() *Planner {
 		byIP:       map[netip.Addr][]types.NamespacedName{},
 		l2:         map[netip.Addr]L2{},
 		dirty:      map[netip.Addr]bool{},
+		dpDirty:    map[types.NamespacedName]bool{},
 		rankings:   map[netip.Addr][]uint16{},
 		bgp:        map[netip.Addr]BGP{},
 		prefixIPs:  map[netip.Prefix][]netip.Addr{},
@@ -184,6 +197,7 @@ func (p *Planner) SetService(s *Service) {
 	}
 	p.DeleteService(s.Key)
 	p.services[s.Key] = s
+	p.dpDirty[s.Key] = true
 	for _, ip := range s.IPs {
 		keys := p.byIP[ip]
 		i, found := slices.BinarySearchFunc(keys, s.Key, compareKeys)
@@ -201,6 +215,7 @@ func (p *Planner) DeleteService(key types.NamespacedName) {
 		return
 	}
 	delete(p.services, key)
+	p.dpDirty[key] = true
 	for _, ip := range old.IPs {
 		keys := p.byIP[ip]
 		if i, found := slices.BinarySearchFunc(keys, key, compareKeys); found {
@@ -235,6 +250,17 @@ func (p *Planner) Plan() Diff {
 	touched := map[netip.Prefix]bool{}
 	for ip := range ips {
 		d, b := p.decide(ip)
+		if wasServed, served := p.served(p.l2[ip], p.bgp[ip]), p.served(d, b); wasServed != served {
+			for _, k := range p.l2[ip].Services {
+				p.dpDirty[k] = true
+			}
+			for _, k := range p.bgp[ip].Services {
+				p.dpDirty[k] = true
+			}
+			for _, k := range p.byIP[ip] {
+				p.dpDirty[k] = true
+			}
+		}
 		if old := p.l2[ip]; !d.equal(old) {
 			if d.Planned() {
 				p.l2[ip] = d
@@ -253,6 +279,8 @@ func (p *Planner) Plan() Diff {
 		}
 	}
 	diff.Routes = p.planRoutes(touched, p.bgpStale)
+	diff.Dataplane = slices.SortedFunc(maps.Keys(p.dpDirty), compareKeys)
+	clear(p.dpDirty)
 	p.dirty = map[netip.Addr]bool{}
 	p.full, p.bgpStale = false, false
 	slices.SortFunc(diff.L2, func(a, b Change) int { return a.IP.Compare(b.IP) })
@@ -266,6 +294,33 @@ func (p *Planner) L2(ip netip.Addr) L2 { return p.l2[ip] }
 // Addresses iterates over every planned address and its decision.
 func (p *Planner) Addresses() iter.Seq2[netip.Addr, L2] { return maps.All(p.l2) }
 
+// served reports whether Self receives the traffic of an address: it owns
+// it on layer 2, or announces it over BGP.
+func (p *Planner) served(d L2, b BGP) bool {
+	return d.Owner == p.world.Self && d.Owner != "" || b.Announced()
+}
+
+// Forwarding is what Self's dataplane forwards of a Service: the Service's
+// addresses whose traffic Self receives, with its ports and settings; false
+// when Self receives none of it (or the Service is gone).
+func (p *Planner) Forwarding(key types.NamespacedName) (dataplane.Service, bool) {
+	s := p.services[key]
+	if s == nil {
+		return dataplane.Service{}, false
+	}
+	out := dataplane.Service{
+		Key: key, Ports: s.Ports, Local: s.LocalTrafficPolicy, NodePorts: s.NodePorts,
+		Affinity: s.Affinity, Scheduler: s.Scheduler,
+	}
+	for _, ip := range s.IPs {
+		l2, bgp := p.l2[ip], p.bgp[ip]
+		if p.served(l2, bgp) && (slices.Contains(l2.Services, key) || slices.Contains(bgp.Services, key)) {
+			out.IPs = append(out.IPs, ip)
+		}
+	}
+	return out, len(out.IPs) > 0
+}
+
 // Service returns the Service as last set, or nil.
 func (p *Planner) Service(key types.NamespacedName) *Service { return p.services[key] }
 
@@ -275,5 +330,10 @@ func compareKeys(a, b types.NamespacedName) int {
 
 func (s *Service) equal(o *Service) bool {
 	return s.Key == o.Key && slices.Equal(s.IPs, o.IPs) && maps.Equal(s.Labels, o.Labels) &&
-		s.LocalTrafficPolicy == o.LocalTrafficPolicy && slices.Equal(s.ReadyNodes, o.ReadyNodes)
+		s.LocalTrafficPolicy == o.LocalTrafficPolicy && slices.Equal(s.ReadyNodes, o.ReadyNodes) &&
+		s.NodePorts == o.NodePorts && s.Affinity == o.Affinity && s.Scheduler == o.Scheduler &&
+		slices.EqualFunc(s.Ports, o.Ports, func(a, b dataplane.Port) bool {
+			return a.Name == b.Name && a.Protocol == b.Protocol && a.Port == b.Port && a.NodePort == b.NodePort &&
+				slices.Equal(a.Endpoints, b.Endpoints)
+		})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/plan"
 )
@@ -325,6 +326,7 @@ func serviceGen(i int) *rapid.Generator[*plan.Service] {
 		}
 		s.ReadyNodes = rapid.SliceOfNDistinct(rapid.SampledFrom(nodeNames), 0, 3, func(s string) string { return s }).Draw(t, "ready")
 		slices.Sort(s.ReadyNodes)
+		s.Ports = []dataplane.Port{{Name: "http", Protocol: dataplane.TCP, Port: uint16(rapid.IntRange(80, 81).Draw(t, "port"))}}
 		return s
 	})
 }
@@ -445,8 +447,16 @@ func TestPropertyIncrementalEqualsFromScratch(t *testing.T) {
 		current := map[types.NamespacedName]*plan.Service{}
 		replayed := map[netip.Addr]plan.L2{}
 		replayedRoutes := map[netip.Prefix]plan.Route{}
+		replayedForwarding := map[types.NamespacedName]dataplane.Service{}
 		replay := func() {
 			diff := p.Plan()
+			for _, k := range diff.Dataplane {
+				if f, ok := p.Forwarding(k); ok {
+					replayedForwarding[k] = f
+				} else {
+					delete(replayedForwarding, k)
+				}
+			}
 			for _, c := range diff.Routes {
 				if c.Route == nil {
 					delete(replayedRoutes, c.Prefix)
@@ -507,6 +517,16 @@ func TestPropertyIncrementalEqualsFromScratch(t *testing.T) {
 		}
 		if got, want := slices.Collect(maps.Values(replayedRoutes)), fresh.Routes(); !sameRoutes(got, want) {
 			t.Fatalf("replayed route changes:\n %v\nfrom scratch:\n %v", got, want)
+		}
+		// The Services the diffs named, read again, are what Self forwards.
+		wantForwarding := map[types.NamespacedName]dataplane.Service{}
+		for k := range current {
+			if f, ok := fresh.Forwarding(k); ok {
+				wantForwarding[k] = f
+			}
+		}
+		if !reflect.DeepEqual(replayedForwarding, wantForwarding) {
+			t.Fatalf("replayed forwarding:\n %v\nfrom scratch:\n %v", replayedForwarding, wantForwarding)
 		}
 	})
 }

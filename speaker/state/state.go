@@ -11,8 +11,8 @@
 package state
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -32,6 +32,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/plan"
@@ -130,9 +131,7 @@ func (t *Tracker) Register(ctx context.Context, c cache.Cache) error {
 		h   toolscache.ResourceEventHandler
 	}{
 		{&corev1.Service{}, t.handler(func(o any) { t.serviceChanged(keyOf(o)) }, nil)},
-		{&discoveryv1.EndpointSlice{}, t.handler(t.sliceChanged, func(a, b any) bool {
-			return readyNodesOf(a) == readyNodesOf(b)
-		})},
+		{&discoveryv1.EndpointSlice{}, t.handler(t.sliceChanged, sameSlice)},
 		{&corev1.Node{}, t.handler(func(any) { t.flag(func(c *Changes) { c.Nodes = true }) }, func(a, b any) bool {
 			na, nb := a.(*corev1.Node), b.(*corev1.Node)
 			return reflect.DeepEqual(na.Labels, nb.Labels) && reflect.DeepEqual(na.Status.Conditions, nb.Status.Conditions) &&
@@ -245,13 +244,13 @@ func (t *Tracker) sliceChanged(o any) {
 	t.serviceChanged(types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]})
 }
 
-// readyNodesOf summarises what the speaker reads of an EndpointSlice.
-func readyNodesOf(o any) string {
-	es, ok := o.(*discoveryv1.EndpointSlice)
-	if !ok {
-		return ""
-	}
-	return fmt.Sprint(es.Labels[discoveryv1.LabelServiceName], readyNodes([]*discoveryv1.EndpointSlice{es}))
+// sameSlice reports whether two versions of an EndpointSlice (as the
+// transform left them) say the same to the speaker.
+func sameSlice(a, b any) bool {
+	ea, oka := a.(*discoveryv1.EndpointSlice)
+	eb, okb := b.(*discoveryv1.EndpointSlice)
+	return oka && okb && reflect.DeepEqual(ea.Labels, eb.Labels) && reflect.DeepEqual(ea.Ports, eb.Ports) &&
+		reflect.DeepEqual(ea.Endpoints, eb.Endpoints)
 }
 
 // ObserveLease keeps the decoded speaker Leases (the informer calls it). A renewal that says nothing
@@ -341,6 +340,16 @@ func PlanService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, log logr
 		Labels:             svc.Labels,
 		LocalTrafficPolicy: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		ReadyNodes:         readyNodes(eps),
+		NodePorts:          svc.Spec.AllocateLoadBalancerNodePorts == nil || *svc.Spec.AllocateLoadBalancerNodePorts,
+		Scheduler:          svc.Annotations[AnnotationScheduler],
+		Ports:              forwardedPorts(svc, eps),
+	}
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		// The API server defaults the timeout; 10800 s is its default.
+		out.Affinity = 10800 * time.Second
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			out.Affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
 	}
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
 		if ing.IP == "" {
@@ -357,6 +366,60 @@ func PlanService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, log logr
 	}
 	if len(out.IPs) == 0 {
 		return nil
+	}
+	return out
+}
+
+// AnnotationScheduler picks the dataplane's scheduler for a Service.
+const AnnotationScheduler = "herald.dev/ipvs-scheduler"
+
+// forwardedPorts resolves each Service port's ready endpoints: an
+// EndpointSlice port matches a Service port by name and protocol
+// (discovery/v1 EndpointPort), and gives the endpoint's port number.
+func forwardedPorts(svc *corev1.Service, eps []*discoveryv1.EndpointSlice) []dataplane.Port {
+	out := make([]dataplane.Port, 0, len(svc.Spec.Ports))
+	for _, sp := range svc.Spec.Ports {
+		p := dataplane.Port{Name: sp.Name, Protocol: dataplane.Protocol(sp.Protocol), Port: uint16(sp.Port), NodePort: uint16(sp.NodePort)}
+		if p.Protocol == "" {
+			p.Protocol = dataplane.TCP
+		}
+		for _, es := range eps {
+			var port uint16
+			for _, ep := range es.Ports {
+				name, proto := "", corev1.ProtocolTCP
+				if ep.Name != nil {
+					name = *ep.Name
+				}
+				if ep.Protocol != nil {
+					proto = *ep.Protocol
+				}
+				if name == sp.Name && string(proto) == string(p.Protocol) && ep.Port != nil {
+					port = uint16(*ep.Port)
+				}
+			}
+			if port == 0 {
+				continue
+			}
+			for _, e := range es.Endpoints {
+				if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+					continue
+				}
+				node := ""
+				if e.NodeName != nil {
+					node = *e.NodeName
+				}
+				for _, a := range e.Addresses {
+					if ip, err := netip.ParseAddr(a); err == nil {
+						p.Endpoints = append(p.Endpoints, dataplane.Endpoint{Addr: ip.Unmap(), Port: port, Node: node})
+					}
+				}
+			}
+		}
+		slices.SortFunc(p.Endpoints, func(a, b dataplane.Endpoint) int {
+			return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), strings.Compare(a.Node, b.Node))
+		})
+		p.Endpoints = slices.Compact(p.Endpoints)
+		out = append(out, p)
 	}
 	return out
 }

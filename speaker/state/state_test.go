@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/plan"
 )
@@ -43,6 +44,7 @@ func slice(name, svc string, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointS
 		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc, "endpointslice.kubernetes.io/managed-by": "x"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   eps,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr(""), Protocol: ptr(corev1.ProtocolTCP), Port: ptr[int32](8080)}},
 	}
 }
 
@@ -55,7 +57,7 @@ func TestTransformServiceKeepsWhatThePlannerReads(t *testing.T) {
 		s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	}))
 	s := got.(*corev1.Service)
-	if s.ManagedFields != nil || s.Spec.ClusterIP != "" || s.Spec.Ports != nil || s.Spec.Selector != nil {
+	if s.ManagedFields != nil || s.Spec.ClusterIP != "" || s.Spec.Ports[0].TargetPort.IntVal != 0 || s.Spec.Selector != nil {
 		t.Errorf("kept what the speaker never reads: %+v", s)
 	}
 	if !reflect.DeepEqual(s.Annotations, map[string]string{"herald.dev/allow-shared-ip": "k"}) {
@@ -71,15 +73,17 @@ func TestTransformServiceKeepsWhatThePlannerReads(t *testing.T) {
 	}
 }
 
-func TestTransformEndpointSliceKeepsServiceNodeAndReadiness(t *testing.T) {
+func TestTransformEndpointSliceKeepsWhatThePlannerReads(t *testing.T) {
 	in := slice("web-1", "web", endpoint("a", ptr(true)), endpoint("b", ptr(false)))
+	in.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-0"}
 	got, _ := TransformEndpointSlice(in)
 	es := got.(*discoveryv1.EndpointSlice)
-	if len(es.Labels) != 1 || es.Endpoints[0].Addresses != nil {
+	if len(es.Labels) != 1 || es.Endpoints[0].TargetRef != nil {
 		t.Errorf("kept too much: %+v", es)
 	}
-	if a, b := readyNodes([]*discoveryv1.EndpointSlice{in}), readyNodes([]*discoveryv1.EndpointSlice{es}); !reflect.DeepEqual(a, b) || !reflect.DeepEqual(a, []string{"a"}) {
-		t.Errorf("ready nodes %v from the full slice, %v from the slim one; want [a]", a, b)
+	svc := lbService("web")
+	if a, b := PlanService(svc, []*discoveryv1.EndpointSlice{in}, logr.Discard()), PlanService(svc, []*discoveryv1.EndpointSlice{es}, logr.Discard()); !reflect.DeepEqual(a, b) || !reflect.DeepEqual(a.ReadyNodes, []string{"a"}) {
+		t.Errorf("planned %+v from the full slice, %+v from the slim one; want ready nodes [a]", a, b)
 	}
 }
 
@@ -89,7 +93,7 @@ func TestTransformNodeDropsHeartbeats(t *testing.T) {
 		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, LastHeartbeatTime: metav1.Now()},
 	}}}
 	got, _ := TransformNode(n)
-	want := []corev1.NodeCondition{{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse}}
+	want := []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}, {Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse}}
 	if c := got.(*corev1.Node).Status.Conditions; !reflect.DeepEqual(c, want) {
 		t.Errorf("conditions %v, want %v", c, want)
 	}
@@ -107,11 +111,30 @@ func TestPlanService(t *testing.T) {
 			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: "2001:db8:1::1:5"})
 		}), []*discoveryv1.EndpointSlice{slice("w1", "web", endpoint("b", nil), endpoint("a", ptr(true))), slice("w2", "web", endpoint("c", ptr(false)), endpoint("a", ptr(true)))},
 			&plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "web"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.70"), netip.MustParseAddr("2001:db8:1::1:5")},
-				Labels: map[string]string{"app": "web"}, LocalTrafficPolicy: true, ReadyNodes: []string{"a", "b"}}},
+				Labels: map[string]string{"app": "web"}, LocalTrafficPolicy: true, ReadyNodes: []string{"a", "b"}, NodePorts: true,
+				Ports: []dataplane.Port{{Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Endpoints: []dataplane.Endpoint{
+					{Addr: netip.MustParseAddr("198.51.100.130"), Port: 8080, Node: "a"}, {Addr: netip.MustParseAddr("198.51.100.130"), Port: 8080, Node: "b"}}}}}},
+		{"forwarding: ports matched by name and protocol, affinity, scheduler, no NodePorts", lbService("dns", func(s *corev1.Service) {
+			s.Annotations[AnnotationScheduler] = "sh"
+			s.Spec.AllocateLoadBalancerNodePorts = ptr(false)
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr[int32](60)}}
+			s.Spec.Ports = []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53}, {Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53}}
+		}), []*discoveryv1.EndpointSlice{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "d1", Labels: map[string]string{discoveryv1.LabelServiceName: "dns"}},
+			Ports: []discoveryv1.EndpointPort{{Name: ptr("dns"), Protocol: ptr(corev1.ProtocolUDP), Port: ptr[int32](5353)},
+				{Name: ptr("dns-tcp"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr[int32](5354)}, {Name: ptr("dns"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr[int32](1)}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.9"}, NodeName: ptr("b")}, {Addresses: []string{"10.244.1.8"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)}}},
+		}}, &plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "dns"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.70")}, Labels: map[string]string{"app": "dns"},
+			ReadyNodes: []string{"b"}, Affinity: time.Minute, Scheduler: "sh",
+			Ports: []dataplane.Port{
+				{Name: "dns", Protocol: dataplane.UDP, Port: 53, Endpoints: []dataplane.Endpoint{{Addr: netip.MustParseAddr("10.244.1.9"), Port: 5353, Node: "b"}}},
+				{Name: "dns-tcp", Protocol: dataplane.TCP, Port: 53, Endpoints: []dataplane.Endpoint{{Addr: netip.MustParseAddr("10.244.1.9"), Port: 5354, Node: "b"}}}}}},
 		{"no address yet: nothing to plan", lbService("web", func(s *corev1.Service) { s.Status.LoadBalancer.Ingress = nil }), nil, nil},
 		{"a hostname ingress is skipped", lbService("web", func(s *corev1.Service) {
 			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{Hostname: "lb.example"}, {IP: "garbage"}, {IP: "198.51.100.71"}}
-		}), nil, &plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "web"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.71")}, Labels: map[string]string{"app": "web"}}},
+		}), nil, &plan.Service{Key: types.NamespacedName{Namespace: "ns", Name: "web"}, IPs: []netip.Addr{netip.MustParseAddr("198.51.100.71")}, Labels: map[string]string{"app": "web"},
+			NodePorts: true, Ports: []dataplane.Port{{Protocol: dataplane.TCP, Port: 80, NodePort: 30080}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := PlanService(tc.svc, tc.slices, logr.Discard()); !reflect.DeepEqual(got, tc.want) {

@@ -37,8 +37,10 @@ func slimMeta(m *metav1.ObjectMeta, withLabels bool) metav1.ObjectMeta {
 }
 
 // TransformService keeps a LoadBalancer Service's name, labels, Herald's
-// annotations, type, class, traffic policy and ingress addresses. Other
-// Services become stubs: the speaker needs to see a type change, nothing else.
+// annotations, type, class, traffic policy and ingress addresses, and what
+// the dataplane forwards: ports (name, protocol, port, NodePort), session
+// affinity and allocateLoadBalancerNodePorts. Other Services become stubs:
+// the speaker needs to see a type change, nothing else.
 func TransformService(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -53,47 +55,56 @@ func TransformService(obj any) (any, error) {
 	out.Annotations = heraldAnnotations(s.Annotations)
 	out.Spec.LoadBalancerClass = s.Spec.LoadBalancerClass
 	out.Spec.ExternalTrafficPolicy = s.Spec.ExternalTrafficPolicy
+	out.Spec.SessionAffinity = s.Spec.SessionAffinity
+	out.Spec.SessionAffinityConfig = s.Spec.SessionAffinityConfig
+	out.Spec.AllocateLoadBalancerNodePorts = s.Spec.AllocateLoadBalancerNodePorts
+	out.Spec.Ports = make([]corev1.ServicePort, len(s.Spec.Ports))
+	for i, p := range s.Spec.Ports {
+		out.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort}
+	}
 	for _, ing := range s.Status.LoadBalancer.Ingress {
 		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ing.IP})
 	}
 	return out, nil
 }
 
-// TransformEndpointSlice keeps the Service an EndpointSlice belongs to and,
-// per endpoint, its node and readiness.
+// TransformEndpointSlice keeps the Service an EndpointSlice belongs to, its
+// ports and, per endpoint, its addresses, node and readiness.
 func TransformEndpointSlice(obj any) (any, error) {
 	es, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return obj, nil
 	}
-	out := &discoveryv1.EndpointSlice{ObjectMeta: slimMeta(&es.ObjectMeta, false), AddressType: es.AddressType}
+	out := &discoveryv1.EndpointSlice{ObjectMeta: slimMeta(&es.ObjectMeta, false), AddressType: es.AddressType, Ports: es.Ports}
 	if svc := es.Labels[discoveryv1.LabelServiceName]; svc != "" {
 		out.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
 	}
 	out.Endpoints = make([]discoveryv1.Endpoint, 0, len(es.Endpoints))
 	for _, e := range es.Endpoints {
-		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}})
+		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: e.Addresses, NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}})
 	}
 	return out, nil
 }
 
-// TransformNode keeps a Node's labels, its NetworkUnavailable condition
-// (type and status only: its heartbeat times would wake the speaker for
-// nothing) and its internal and external addresses (BGP's next hops and
-// router ID).
+// TransformNode keeps a Node's labels, its Ready and NetworkUnavailable
+// conditions (type and status only: their heartbeat times would wake the
+// speaker for nothing), whether it is being deleted, and its internal and
+// external addresses (BGP's next hops and router ID, the dataplane's
+// NodePort destinations).
 func TransformNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil
 	}
 	out := &corev1.Node{ObjectMeta: slimMeta(&n.ObjectMeta, true)}
+	out.DeletionTimestamp = n.DeletionTimestamp
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
 			out.Status.Addresses = append(out.Status.Addresses, a)
 		}
 	}
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeNetworkUnavailable {
+		if c.Type == corev1.NodeNetworkUnavailable || c.Type == corev1.NodeReady {
 			out.Status.Conditions = append(out.Status.Conditions, corev1.NodeCondition{Type: c.Type, Status: c.Status})
 		}
 	}
