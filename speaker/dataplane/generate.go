@@ -73,28 +73,34 @@ type Nodes struct {
 // has; an unknown or unsupported one falls back to DefaultScheduler with a
 // warning.
 func Generate(svcs []Service, nodes Nodes, supports func(Scheduler) bool) (RuleSet, []Warning) {
-	var rs RuleSet
+	var all []VirtualService
 	var warns []Warning
 	for i := range svcs {
 		vs, w := ServiceRules(&svcs[i], nodes, supports)
-		rs.Services = append(rs.Services, vs...)
+		all = append(all, vs...)
 		warns = append(warns, w...)
 	}
-	slices.SortFunc(rs.Services, func(a, b VirtualService) int {
+	rs, w := Merge(all)
+	return rs, append(warns, w...)
+}
+
+// Merge makes a RuleSet of the virtual services of several Services:
+// sorted, and when two Services claim one address, protocol and port (the
+// controller refuses such sharing), the first by name keeps it.
+func Merge(vs []VirtualService) (RuleSet, []Warning) {
+	slices.SortFunc(vs, func(a, b VirtualService) int {
 		return cmp.Or(a.Key.Compare(b.Key), compareNames(a.Service, b.Service), strings.Compare(a.PortName, b.PortName))
 	})
-	// Two Services claiming one address, protocol and port (the controller
-	// refuses such sharing): the first by name keeps it.
-	out := rs.Services[:0]
-	for _, vs := range rs.Services {
-		if n := len(out); n > 0 && out[n-1].Key == vs.Key {
-			warns = append(warns, Warning{Service: vs.Service, Message: fmt.Sprintf("%s is also a port of Service %s, which keeps it", vs.Key, out[n-1].Service)})
+	var warns []Warning
+	out := vs[:0]
+	for _, v := range vs {
+		if n := len(out); n > 0 && out[n-1].Key == v.Key {
+			warns = append(warns, Warning{Service: v.Service, Message: fmt.Sprintf("%s is also a port of Service %s, which keeps it", v.Key, out[n-1].Service)})
 			continue
 		}
-		out = append(out, vs)
+		out = append(out, v)
 	}
-	rs.Services = out
-	return rs, warns
+	return RuleSet{Services: out}, warns
 }
 
 // ServiceRules is Generate for one Service, unsorted across addresses.

@@ -49,11 +49,11 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 		r.cfg = model.Build(in)
 	}
 	if ch.Nodes {
-		nodes, err := r.tracker.Nodes(ctx)
+		nodes, healthy, err := r.tracker.Nodes(ctx)
 		if err != nil {
 			return err
 		}
-		r.nodes = nodes
+		r.nodes, r.healthy = nodes, healthy
 	}
 	peers := r.world.Peers
 	if ch.Config || ch.Nodes {
@@ -96,6 +96,9 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 		}
 	}
 	diff := r.planner.Plan()
+	// Rules first: a node that starts answering for an address forwards
+	// its traffic from the first packet.
+	r.forward(ctx, diff.Dataplane, ch.Nodes)
 	// A re-plan reports every decision it changed; only a flip of Announce
 	// changes what this node answers for without changing a decision.
 	r.apply(diff.L2, wasAnnouncing != r.live.Announce)
@@ -109,6 +112,24 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 	}
 	r.metrics.observe(scope, time.Since(start), len(r.owned))
 	return nil
+}
+
+// forward brings the dataplane in line with the plan: the Services it
+// names, and every forwarded Service when the healthy nodes changed.
+func (r *Runner) forward(ctx context.Context, keys []types.NamespacedName, nodesChanged bool) {
+	if r.fwd == nil {
+		return
+	}
+	if nodesChanged {
+		keys = append(keys, r.fwd.setNodes(r.healthy)...)
+	}
+	for _, w := range r.fwd.update(r.planner, keys) {
+		r.status.Warn(w.Service, "SchedulerFallback", "%s", w.Message)
+	}
+	if err := r.fwd.sync(ctx); err != nil {
+		// Retried by the runner's timer; the rules last programmed stay.
+		r.log.Error(err, "dataplane sync", "backend", r.fwd.backend.Name())
+	}
 }
 
 // owns is what this node answers for an address under decision d: its
@@ -337,10 +358,23 @@ func (r *Runner) handover(stopKeeper context.CancelFunc, keeperDone *sync.WaitGr
 	}
 	wg.Wait()
 	wcancel()
+	gracefulRestart := false
 	if r.bgp != nil {
 		// Routers with graceful restart keep this node's routes while the
 		// next speaker starts; the others drop them now.
 		r.bgp.Detach()
+		for _, s := range r.sessions {
+			gracefulRestart = gracefulRestart || s.GracefulRestart
+		}
+	}
+	if r.fwd != nil {
+		if gracefulRestart {
+			// The routers keep sending this node traffic until the next
+			// speaker starts, which adopts these rules.
+			r.log.Info("keeping the dataplane's rules for the next speaker: BGP peers with graceful restart still route here")
+		} else if err := r.fwd.backend.Cleanup(ctx); err != nil {
+			r.log.Error(err, "removing the dataplane's rules", "backend", r.fwd.backend.Name())
+		}
 	}
 	err := r.layer2.Close()
 	r.status.DeleteAll(ctx)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/heraldlb/herald/internal/model"
 	"github.com/heraldlb/herald/speaker/bgp"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/plan"
@@ -42,6 +43,9 @@ type Options struct {
 	MinFullInterval time.Duration
 	// Namespace is Herald's: BGP password Secrets are read there.
 	Namespace string
+	// Dataplane forwards the traffic this node receives; nil: kube-proxy
+	// does (the Services' ipMode is VIP).
+	Dataplane dataplane.Backend
 }
 
 // Layer2 is the layer-2 output (speaker/layer2.Announcer).
@@ -69,8 +73,9 @@ type Runner struct {
 	cache     client.Reader
 	planner   *plan.Planner
 	layer2    Layer2
-	bgp       BGP    // nil: none
-	gossip    Gossip // nil: none
+	bgp       BGP        // nil: none
+	fwd       *forwarder // nil: no dataplane
+	gossip    Gossip     // nil: none
 	status    *status.Reporter
 	keeper    *lease.Keeper
 	metrics   *metrics
@@ -83,6 +88,7 @@ type Runner struct {
 	// What the last pass decided and applied.
 	cfg      *model.Config
 	nodes    []election.Node
+	healthy  []dataplane.Node
 	live     liveness
 	world    plan.World
 	owned    map[netip.Addr][]string
@@ -102,6 +108,7 @@ func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, bgp BGP, gossip
 		status: reporter, keeper: keeper, metrics: newMetrics(reg), log: log,
 		started: time.Now(), ready: make(chan struct{}), joinPeers: peerList{kick: make(chan struct{}, 1)},
 		owned: map[netip.Addr][]string{},
+		fwd:   newForwarder(opts.Dataplane, opts.NodeName, reg),
 	}
 }
 
@@ -154,7 +161,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		livenessDue = false
 		if !first {
-			resetTimer(timer, r.live.Next)
+			next := r.live.Next
+			if r.fwd != nil && r.fwd.failed && (next.IsZero() || time.Until(next) > time.Second) {
+				next = time.Now().Add(time.Second)
+			}
+			resetTimer(timer, next)
 		}
 		select {
 		case <-ctx.Done():

@@ -2,9 +2,12 @@ package runner
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +26,7 @@ import (
 	"github.com/heraldlb/herald/api/v1alpha1"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/speaker/bgp"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/election"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/state"
@@ -397,5 +401,131 @@ func TestPassAnnouncesOverBGPFromEveryNode(t *testing.T) {
 	h.pass(state.Changes{Services: []types.NamespacedName{web}}, false)
 	if len(h.bgp.routes) != 0 {
 		t.Errorf("routes left after the Service went: %v", h.bgp.routes)
+	}
+}
+
+// fakeDataplane records what it was asked to program.
+type fakeDataplane struct {
+	syncs int
+	last  dataplane.RuleSet
+	fail  bool
+}
+
+func (f *fakeDataplane) Name() string                        { return "fake" }
+func (f *fakeDataplane) Supports(s dataplane.Scheduler) bool { return s == dataplane.Random }
+func (f *fakeDataplane) Cleanup(context.Context) error       { f.last = dataplane.RuleSet{}; return nil }
+func (f *fakeDataplane) Sync(_ context.Context, rs dataplane.RuleSet) (dataplane.Stats, error) {
+	f.syncs++
+	if f.fail {
+		return dataplane.Stats{}, errors.New("refused")
+	}
+	f.last = rs
+	return dataplane.Stats{Services: len(rs.Services)}, nil
+}
+
+func (f *fakeDataplane) destinations() []string {
+	var out []string
+	for _, vs := range f.last.Services {
+		for _, d := range vs.Destinations {
+			out = append(out, vs.Key.String()+" -> "+d.String())
+		}
+	}
+	return out
+}
+
+// The glue from a Service to the dataplane: the owner forwards the
+// Service's port to the other Ready nodes' NodePorts, the others forward
+// nothing; a node going NotReady leaves the destinations; an unavailable
+// scheduler is said once; a failed sync is retried.
+func TestPassForwardsOnTheOwner(t *testing.T) {
+	const ip = "198.51.100.70"
+	owner := ownerOf(ip, "a", "b", "c")
+	for _, self := range []string{"a", "b", "c"} {
+		t.Run(self, func(t *testing.T) {
+			h := newHarness(t, self)
+			dp := &fakeDataplane{}
+			h.r.fwd = newForwarder(dp, self, nil)
+			for i, n := range []string{"a", "b", "c"} {
+				h.setNode(n, corev1.ConditionTrue, fmt.Sprintf("198.51.100.%d", 11+i))
+			}
+			s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Annotations: map[string]string{state.AnnotationScheduler: "lc"}},
+				Spec:   corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080}}},
+				Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: ip}}}}}
+			if err := h.c.Create(h.ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			web := types.NamespacedName{Namespace: "ns", Name: "web"}
+			h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+			var want []string
+			for i, n := range []string{"a", "b", "c"} {
+				if self == owner && n != self {
+					want = append(want, fmt.Sprintf("%s:80/TCP -> 198.51.100.%d:30080", ip, 11+i))
+				}
+			}
+			if got := dp.destinations(); !slices.Equal(got, want) || dp.syncs != 1 {
+				t.Fatalf("after %d syncs the dataplane forwards %v, want %v (owner %s)", dp.syncs, got, want, owner)
+			}
+			if self != owner {
+				return
+			}
+			h.eventually("a SchedulerFallback event", func() bool {
+				h.rec.mu.Lock()
+				defer h.rec.mu.Unlock()
+				return slices.Contains(h.rec.events, "SchedulerFallback")
+			})
+			// Nothing changed: no sync.
+			h.pass(state.Changes{Services: []types.NamespacedName{web}}, false)
+			if dp.syncs != 1 {
+				t.Errorf("a pass that changed nothing synced the dataplane again")
+			}
+			// Another node goes NotReady: it leaves the destinations.
+			gone := "a"
+			if self == "a" {
+				gone = "b"
+			}
+			h.setNode(gone, corev1.ConditionFalse, "")
+			dp.fail = true
+			h.pass(state.Changes{Nodes: true}, false)
+			if !h.r.fwd.failed {
+				t.Fatalf("a refused sync is not marked for retry")
+			}
+			dp.fail = false
+			h.pass(state.Changes{}, true)
+			for _, d := range dp.destinations() {
+				if strings.HasSuffix(d, fmt.Sprintf(".%d:30080", 11+slices.Index([]string{"a", "b", "c"}, gone))) {
+					t.Errorf("NotReady node %s is still a destination: %v", gone, dp.destinations())
+				}
+			}
+			if len(dp.destinations()) != 1 {
+				t.Errorf("destinations %v, want the one Ready node left", dp.destinations())
+			}
+			h.rec.mu.Lock()
+			n := 0
+			for _, e := range h.rec.events {
+				if e == "SchedulerFallback" {
+					n++
+				}
+			}
+			h.rec.mu.Unlock()
+			if n != 1 {
+				t.Errorf("%d SchedulerFallback events, want 1", n)
+			}
+		})
+	}
+}
+
+// setNode sets a Node's Ready condition and, when addr is set, its internal address.
+func (h *harness) setNode(name string, ready corev1.ConditionStatus, addr string) {
+	h.t.Helper()
+	n := &corev1.Node{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Name: name}, n); err != nil {
+		h.t.Fatal(err)
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready}}
+	if addr != "" {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+	}
+	if err := h.c.Status().Update(h.ctx, n); err != nil {
+		h.t.Fatal(err)
 	}
 }

@@ -460,23 +460,47 @@ func (t *Tracker) NodeAddresses(ctx context.Context, name string) ([]netip.Addr,
 }
 
 // Nodes reads every Node as the election sees it, without what the caller
-// adds from the speakers' Leases (SpeakerLive, Interfaces, InterfaceNames).
-func (t *Tracker) Nodes(ctx context.Context) ([]election.Node, error) {
+// adds from the speakers' Leases (SpeakerLive, Interfaces, InterfaceNames),
+// and the nodes whose NodePorts the dataplane may send traffic to: Ready,
+// not excluded from load balancers, not being deleted, with their internal
+// addresses (external ones when a node has none).
+func (t *Tracker) Nodes(ctx context.Context) ([]election.Node, []dataplane.Node, error) {
 	var list corev1.NodeList
 	if err := t.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]election.Node, 0, len(list.Items))
+	var healthy []dataplane.Node
 	for _, n := range list.Items {
 		en := election.Node{Name: n.Name, Labels: n.Labels}
 		_, en.ExcludedFromLB = n.Labels[corev1.LabelNodeExcludeBalancers]
+		ready := false
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
 				en.NetworkUnavailable = true
 			}
+			ready = ready || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
 		}
 		out = append(out, en)
+		if ready && !en.ExcludedFromLB && n.DeletionTimestamp == nil {
+			if dn := (dataplane.Node{Name: n.Name, Addrs: nodeAddrs(&n, corev1.NodeInternalIP)}); len(dn.Addrs) > 0 {
+				healthy = append(healthy, dn)
+			} else if dn.Addrs = nodeAddrs(&n, corev1.NodeExternalIP); len(dn.Addrs) > 0 {
+				healthy = append(healthy, dn)
+			}
+		}
 	}
 	slices.SortFunc(out, func(a, b election.Node) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	slices.SortFunc(healthy, func(a, b dataplane.Node) int { return strings.Compare(a.Name, b.Name) })
+	return out, healthy, nil
+}
+
+func nodeAddrs(n *corev1.Node, typ corev1.NodeAddressType) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); a.Type == typ && err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
 }
