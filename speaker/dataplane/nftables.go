@@ -213,9 +213,9 @@ func (r nftRenderer) base(tx *knftables.Transaction) {
 	}
 }
 
-// staticObjects is what base adds that counts in Stats.Rules: 8 chains and
-// 11 rules.
-const nftStaticObjects = 8 + 11
+// nftStaticObjects is what base adds that counts in Stats.Rules: 9 chains
+// and 11 rules.
+const nftStaticObjects = 9 + 11
 
 func (r nftRenderer) count(rs RuleSet) int {
 	n := nftStaticObjects
