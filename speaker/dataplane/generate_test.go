@@ -42,13 +42,13 @@ func webPort(eps ...Endpoint) Port {
 	return Port{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: eps}
 }
 
-func ep(addr, node string) Endpoint {
+func endpointOn(addr, node string) Endpoint {
 	return Endpoint{Addr: netip.MustParseAddr(addr), Port: 8080, Node: node}
 }
 
 func TestDestinations(t *testing.T) {
-	onA, onB := ep("10.244.0.5", "a"), ep("10.244.1.5", "b")
-	onA6 := ep("fd00:10:244::5", "a")
+	onA, onB := endpointOn("10.244.0.5", "a"), endpointOn("10.244.1.5", "b")
+	onA6 := endpointOn("fd00:10:244::5", "a")
 	for _, tc := range []struct {
 		name string
 		svc  Service
@@ -98,7 +98,7 @@ func TestDestinations(t *testing.T) {
 		},
 		{
 			name: "an endpoint without a node name is never taken for this node's",
-			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.244.2.5", "")}}}},
+			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{endpointOn("10.244.2.5", "")}}}},
 			ip:   vip4,
 			want: "10.244.2.5:8080+masq",
 		},
@@ -119,7 +119,7 @@ func TestDestinations(t *testing.T) {
 func TestGenerateOneVirtualServicePerAddressAndPort(t *testing.T) {
 	svc := Service{
 		Key: svcKey, IPs: []netip.Addr{vip6, vip4}, NodePorts: true, Affinity: 3 * time.Hour,
-		Ports: []Port{webPort(ep("10.244.0.5", "a")), {Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053}},
+		Ports: []Port{webPort(endpointOn("10.244.0.5", "a")), {Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053}},
 	}
 	rs, warns := Generate([]Service{svc}, lanNode, allSchedulers)
 	if len(warns) != 0 {
