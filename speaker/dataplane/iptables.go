@@ -113,6 +113,10 @@ func (ipt *IPTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	defer ipt.mu.Unlock()
 	full := ipt.applied == nil
 	r := iptRenderer{opts: ipt.opts}
+	var changes []change
+	if !full {
+		changes = diff(ipt.applied, rs)
+	}
 	for _, v4 := range []bool{true, false} {
 		var input string
 		if full {
@@ -123,15 +127,22 @@ func (ipt *IPTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 			}
 			input = r.full(v4, rs, saved)
 		} else {
-			input = r.partial(v4, ipt.applied, rs)
+			input = r.partial(v4, changes)
 		}
 		if err := ipt.restore(ctx, v4, input); err != nil {
 			ipt.applied = nil
 			return Stats{Full: full}, err
 		}
 	}
-	ipt.applied = index(rs)
-	ipt.rules = r.count(rs)
+	if full {
+		ipt.applied = index(rs)
+		ipt.rules = r.count(rs)
+	} else {
+		for _, c := range changes {
+			ipt.rules += iptServiceObjects(c.New) - iptServiceObjects(c.Old)
+		}
+		apply(ipt.applied, changes)
+	}
 	return Stats{Full: full, Services: len(rs.Services), Rules: ipt.rules}, nil
 }
 
@@ -237,7 +248,7 @@ func RenderIPTables(opts IPTablesOptions, v4 bool, rs RuleSet) string {
 // RenderIPTablesPartial is the iptables-restore input of a partial sync of
 // one family from applied (what the last sync programmed) to rs.
 func RenderIPTablesPartial(opts IPTablesOptions, v4 bool, applied, rs RuleSet) string {
-	return iptRenderer{opts: opts.withDefaults()}.partial(v4, index(applied), rs)
+	return iptRenderer{opts: opts.withDefaults()}.partial(v4, diff(index(applied), rs))
 }
 
 // iptRenderer writes iptables-restore input; pure.
@@ -333,9 +344,9 @@ func (t *iptTables) section(table string) *iptSection {
 
 // partial rewrites the chains of the virtual services that differ and
 // replaces their dispatch rules.
-func (r iptRenderer) partial(v4 bool, applied map[Key]VirtualService, rs RuleSet) string {
+func (r iptRenderer) partial(v4 bool, changes []change) string {
 	var t iptTables
-	for _, c := range diff(applied, rs) {
+	for _, c := range changes {
 		if c.key().IP.Is4() != v4 {
 			continue
 		}
@@ -442,20 +453,30 @@ func (r iptRenderer) serviceRules(t *iptTables, vs *VirtualService) {
 func (r iptRenderer) count(rs RuleSet) int {
 	n := 3 + len(iptJumps) + 3 // fixed chains, jumps, postrouting rules
 	for i := range rs.Services {
-		vs := &rs.Services[i]
-		n++ // dispatch or reject
-		if len(vs.Destinations) == 0 {
-			continue
+		n += iptServiceObjects(&rs.Services[i])
+	}
+	return n
+}
+
+// iptServiceObjects is what vs takes (nil: nothing): its dispatch or reject
+// rule, and with destinations its chain and per destination a chain, a
+// scheduling rule, the DNAT, the mark and the affinity check if any.
+func iptServiceObjects(vs *VirtualService) int {
+	if vs == nil {
+		return 0
+	}
+	n := 1
+	if len(vs.Destinations) == 0 {
+		return n
+	}
+	n++
+	for _, d := range vs.Destinations {
+		n += 3
+		if d.Masquerade {
+			n++
 		}
-		n++ // service chain
-		for _, d := range vs.Destinations {
-			n += 3 // chain, scheduler rule, DNAT
-			if d.Masquerade {
-				n++
-			}
-			if vs.Affinity > 0 {
-				n++
-			}
+		if vs.Affinity > 0 {
+			n++
 		}
 	}
 	return n

@@ -36,30 +36,53 @@ type change struct {
 }
 
 // diff lists the virtual services that differ between applied and rs, in
-// key order.
+// key order. Each virtual service of rs costs one map lookup and a
+// comparison; a second pass, only when some key of applied was not found,
+// finds the removed ones.
 func diff(applied map[Key]VirtualService, rs RuleSet) []change {
 	var out []change
-	seen := make(map[Key]bool, len(rs.Services))
+	found := 0
 	for i := range rs.Services {
 		vs := &rs.Services[i]
-		seen[vs.Key] = true
 		old, ok := applied[vs.Key]
 		switch {
 		case !ok:
 			out = append(out, change{New: vs})
 		case !sameVirtualService(&old, vs):
-			out = append(out, change{Old: &old, New: vs})
+			found++
+			o := old // only the changed ones escape to the heap
+			out = append(out, change{Old: &o, New: vs})
+		default:
+			found++
 		}
 	}
-	var gone []change
-	for k, old := range applied {
-		if !seen[k] {
-			gone = append(gone, change{Old: &old})
+	if found < len(applied) {
+		want := make(map[Key]bool, len(rs.Services))
+		for i := range rs.Services {
+			want[rs.Services[i].Key] = true
 		}
+		for k, old := range applied {
+			if !want[k] {
+				o := old
+				out = append(out, change{Old: &o})
+			}
+		}
+		slices.SortFunc(out, func(a, b change) int { return a.key().Compare(b.key()) })
 	}
-	out = append(out, gone...)
-	slices.SortFunc(out, func(a, b change) int { return a.key().Compare(b.key()) })
 	return out
+}
+
+// apply records changes into applied, as a successful partial sync does.
+func apply(applied map[Key]VirtualService, changes []change) {
+	for _, c := range changes {
+		if c.New == nil {
+			delete(applied, c.Old.Key)
+			continue
+		}
+		vs := *c.New
+		vs.Destinations = slices.Clone(vs.Destinations)
+		applied[vs.Key] = vs
+	}
 }
 
 func (c change) key() Key {

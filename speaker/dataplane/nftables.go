@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -94,10 +95,12 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	r := nftRenderer{opts: n.opts}
 	tx := n.nft.NewTransaction()
 	full := n.applied == nil
+	var changes []change
 	if full {
 		r.full(tx, rs)
 	} else {
-		r.partial(tx, n.applied, rs)
+		changes = diff(n.applied, rs)
+		r.partial(tx, changes)
 	}
 	if tx.NumOperations() > 0 {
 		if err := n.nft.Run(ctx, tx); err != nil {
@@ -105,8 +108,15 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 			return Stats{Full: full}, fmt.Errorf("nftables: table %s: %w", n.opts.Table, err)
 		}
 	}
-	n.applied = index(rs)
-	n.objects = r.count(rs)
+	if full {
+		n.applied = index(rs)
+		n.objects = r.count(rs)
+	} else {
+		for _, c := range changes {
+			n.objects += nftServiceObjects(c.New) - nftServiceObjects(c.Old)
+		}
+		apply(n.applied, changes)
+	}
 	return Stats{Full: full, Services: len(rs.Services), Rules: n.objects}, nil
 }
 
@@ -138,7 +148,7 @@ func RenderNFTables(opts NFTablesOptions, rs RuleSet) string {
 func RenderNFTablesPartial(opts NFTablesOptions, applied, rs RuleSet) string {
 	opts = opts.withDefaults()
 	tx := knftables.NewFake(knftables.InetFamily, opts.Table).NewTransaction()
-	nftRenderer{opts: opts}.partial(tx, index(applied), rs)
+	nftRenderer{opts: opts}.partial(tx, diff(index(applied), rs))
 	return tx.String()
 }
 
@@ -225,10 +235,13 @@ func (r nftRenderer) count(rs RuleSet) int {
 	return n
 }
 
-// nftServiceObjects: the map element, and with destinations the service
+// nftServiceObjects (nil: nothing): the map element, and with destinations the service
 // chain with one rule per affinity set plus the dispatch rule, and per
 // destination a chain with its rules.
 func nftServiceObjects(vs *VirtualService) int {
+	if vs == nil {
+		return 0
+	}
 	n := 1
 	if len(vs.Destinations) == 0 {
 		return n
@@ -252,8 +265,7 @@ func nftServiceObjects(vs *VirtualService) int {
 // every old chain is flushed (dropping their references to sets and other
 // chains), then what is no longer wanted is deleted, then the new state is
 // added.
-func (r nftRenderer) partial(tx *knftables.Transaction, applied map[Key]VirtualService, rs RuleSet) {
-	changes := diff(applied, rs)
+func (r nftRenderer) partial(tx *knftables.Transaction, changes []change) {
 	for _, c := range changes {
 		if c.Old != nil && (c.New == nil || len(c.Old.Destinations) == 0 != (len(c.New.Destinations) == 0)) {
 			tx.Delete(nftElement(c.Old))
@@ -302,65 +314,71 @@ func (r nftRenderer) partial(tx *knftables.Transaction, applied map[Key]VirtualS
 // key (nil: nothing), whose element is kept when it still fits.
 func (r nftRenderer) addService(tx *knftables.Transaction, vs, old *VirtualService) {
 	if len(vs.Destinations) > 0 {
+		svc := nftServiceChain(vs.Key)
+		// Each destination's chain name, computed once: they appear in
+		// several rules.
+		dests := make([]string, len(vs.Destinations))
+		for i, d := range vs.Destinations {
+			dests[i] = nftDestinationChainOf(svc, d)
+		}
 		for _, s := range nftSets(vs) {
 			tx.Add(s)
 		}
-		svc := nftServiceChain(vs.Key)
 		tx.Add(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(vs.comment())})
-		for _, d := range vs.Destinations {
-			tx.Add(&knftables.Chain{Name: nftDestinationChain(vs.Key, d)})
+		for _, ch := range dests {
+			tx.Add(&knftables.Chain{Name: ch})
 		}
-		r.serviceRules(tx, vs)
+		r.serviceRules(tx, vs, svc, dests)
 	}
 	if old == nil || len(old.Destinations) == 0 != (len(vs.Destinations) == 0) {
 		tx.Add(nftElement(vs))
 	}
 }
 
-func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService) {
+func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService, svc string, dests []string) {
 	ipf := ipFamily(vs.IP.Is4())
-	svc := nftServiceChain(vs.Key)
 	if vs.Affinity > 0 {
-		for _, d := range vs.Destinations {
-			tx.Add(&knftables.Rule{Chain: svc, Rule: ipf + " saddr @" + nftAffinitySet(vs.Key, d) + " goto " + nftDestinationChain(vs.Key, d)})
+		for _, ch := range dests {
+			tx.Add(&knftables.Rule{Chain: svc, Rule: ipf + " saddr @" + nftAffinitySetOf(ch) + " goto " + ch})
 		}
 	}
 	n := len(vs.Destinations)
 	if n == 1 {
-		tx.Add(&knftables.Rule{Chain: svc, Rule: "goto " + nftDestinationChain(vs.Key, vs.Destinations[0])})
+		tx.Add(&knftables.Rule{Chain: svc, Rule: "goto " + dests[0]})
 	} else {
-		var pick string
+		var b strings.Builder
 		switch vs.Scheduler {
 		case RoundRobin:
-			pick = fmt.Sprintf("numgen inc mod %d", n)
+			fmt.Fprintf(&b, "numgen inc mod %d", n)
 		case SourceHash:
 			// A fixed seed keeps the mapping across syncs and restarts.
-			pick = fmt.Sprintf("jhash %s saddr mod %d seed 0x%x", ipf, n, nftHashSeed)
+			fmt.Fprintf(&b, "jhash %s saddr mod %d seed 0x%x", ipf, n, nftHashSeed)
 		default:
-			pick = fmt.Sprintf("numgen random mod %d", n)
+			fmt.Fprintf(&b, "numgen random mod %d", n)
 		}
-		var b strings.Builder
-		b.WriteString(pick + " vmap { ")
-		for i, d := range vs.Destinations {
+		b.WriteString(" vmap { ")
+		for i, ch := range dests {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "%d : goto %s", i, nftDestinationChain(vs.Key, d))
+			b.WriteString(strconv.Itoa(i))
+			b.WriteString(" : goto ")
+			b.WriteString(ch)
 		}
 		b.WriteString(" }")
 		tx.Add(&knftables.Rule{Chain: svc, Rule: b.String()})
 	}
-	mark := fmt.Sprintf("0x%x", r.opts.MasqueradeMark)
-	for _, d := range vs.Destinations {
-		ch := nftDestinationChain(vs.Key, d)
+	mark := "0x" + strconv.FormatUint(uint64(r.opts.MasqueradeMark), 16)
+	dnat := "meta l4proto " + vs.Protocol.lower() + " dnat " + ipf + " to "
+	for i, d := range vs.Destinations {
+		ch := dests[i]
 		if d.Masquerade {
 			tx.Add(&knftables.Rule{Chain: ch, Rule: "meta mark set meta mark | " + mark})
 		}
 		if vs.Affinity > 0 {
-			tx.Add(&knftables.Rule{Chain: ch, Rule: "update @" + nftAffinitySet(vs.Key, d) + " { " + ipf + " saddr }"})
+			tx.Add(&knftables.Rule{Chain: ch, Rule: "update @" + nftAffinitySetOf(ch) + " { " + ipf + " saddr }"})
 		}
-		to := d.String() // 203.0.113.1:80, [2001:db8::1]:80
-		tx.Add(&knftables.Rule{Chain: ch, Rule: "meta l4proto " + vs.Protocol.lower() + " dnat " + ipf + " to " + to})
+		tx.Add(&knftables.Rule{Chain: ch, Rule: dnat + d.String()}) // 203.0.113.1:80, [2001:db8::1]:80
 	}
 }
 
@@ -423,15 +441,24 @@ func nftSets(vs *VirtualService) []*knftables.Set {
 // "/-_." only, so an IPv6 address's colons become underscores.
 
 func nftServiceChain(k Key) string {
-	return "svc-" + nftName(k.IP.String()) + "-" + k.Protocol.lower() + "-" + fmt.Sprint(k.Port)
+	return "svc-" + nftName(k.IP.String()) + "-" + k.Protocol.lower() + "-" + strconv.Itoa(int(k.Port))
 }
 
 func nftDestinationChain(k Key, d Destination) string {
-	return nftServiceChain(k) + "-to-" + nftName(d.Addr.String()) + "-" + fmt.Sprint(d.Port)
+	return nftDestinationChainOf(nftServiceChain(k), d)
+}
+
+func nftDestinationChainOf(svc string, d Destination) string {
+	return svc + "-to-" + nftName(d.Addr.String()) + "-" + strconv.Itoa(int(d.Port))
 }
 
 func nftAffinitySet(k Key, d Destination) string {
-	return "affinity-" + strings.TrimPrefix(nftDestinationChain(k, d), "svc-")
+	return nftAffinitySetOf(nftDestinationChain(k, d))
+}
+
+// nftAffinitySetOf names the affinity set of a destination chain.
+func nftAffinitySetOf(destChain string) string {
+	return "affinity-" + strings.TrimPrefix(destChain, "svc-")
 }
 
 func nftName(s string) string { return strings.ReplaceAll(s, ":", "_") }

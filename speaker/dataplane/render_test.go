@@ -269,3 +269,22 @@ func TestNFTablesGoldenIsValidNFT(t *testing.T) {
 		}
 	}
 }
+
+// A partial sync keeps Stats.Rules by difference; it must land where a
+// count of the whole new RuleSet does.
+func TestPartialSyncRulesCountEqualsAFullCount(t *testing.T) {
+	before, after := partialCase()
+	old, _ := Generate(before, nodes, func(Scheduler) bool { return true })
+	rs, _ := Generate(after, nodes, func(Scheduler) bool { return true })
+	nft, ipt := (nftRenderer{}).count(old), (iptRenderer{}).count(old)
+	for _, c := range diff(index(old), rs) {
+		nft += nftServiceObjects(c.New) - nftServiceObjects(c.Old)
+		ipt += iptServiceObjects(c.New) - iptServiceObjects(c.Old)
+	}
+	if want := (nftRenderer{}).count(rs); nft != want {
+		t.Errorf("nftables: %d after the partial sync, %d counted", nft, want)
+	}
+	if want := (iptRenderer{}).count(rs); ipt != want {
+		t.Errorf("iptables: %d after the partial sync, %d counted", ipt, want)
+	}
+}

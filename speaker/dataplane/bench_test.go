@@ -1,0 +1,149 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/knftables"
+
+	"github.com/heraldlb/herald/internal/netnstest"
+)
+
+// benchRuleSet is n virtual services as a node of a large cluster has them:
+// each with an endpoint on this node and the NodePorts of two other nodes.
+// Addresses: 198.51.100.0/24 and 203.0.113.0/24 times ports, so that even
+// 10,000 stay in documentation ranges.
+func benchRuleSet(n int) RuleSet {
+	var rs RuleSet
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{198, 51, 100, byte(i / 100)})
+		if i/100 > 255 {
+			ip = netip.AddrFrom4([4]byte{203, 0, 113, byte(i/100 - 256)})
+		}
+		port := uint16(1000 + i%100)
+		rs.Services = append(rs.Services, VirtualService{
+			Key:      Key{IP: ip, Protocol: TCP, Port: port},
+			Service:  types.NamespacedName{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)},
+			PortName: "http",
+			Destinations: []Destination{
+				{Addr: netip.AddrFrom4([4]byte{203, 0, 113, 1 + byte(i%200)}), Port: 8080},
+				{Addr: netip.MustParseAddr("203.0.113.221"), Port: 30000 + uint16(i%2000), Masquerade: true},
+				{Addr: netip.MustParseAddr("203.0.113.222"), Port: 30000 + uint16(i%2000), Masquerade: true},
+			},
+			Scheduler: Random,
+		})
+	}
+	return rs
+}
+
+// oneChanged is rs with the destinations of one virtual service changed.
+func oneChanged(rs RuleSet) RuleSet {
+	out := RuleSet{Services: append([]VirtualService(nil), rs.Services...)}
+	vs := &out.Services[len(out.Services)/2]
+	vs.Destinations = append([]Destination(nil), vs.Destinations[:2]...)
+	return out
+}
+
+func BenchmarkNFTablesRenderFull10k(b *testing.B) {
+	rs := benchRuleSet(10000)
+	b.ReportMetric(float64((nftRenderer{}).count(rs)), "rules")
+	for b.Loop() {
+		_ = RenderNFTables(NFTablesOptions{}, rs)
+	}
+}
+
+func BenchmarkIPTablesRenderFull10k(b *testing.B) {
+	rs := benchRuleSet(10000)
+	b.ReportMetric(float64((iptRenderer{}).count(rs)), "rules")
+	for b.Loop() {
+		_ = RenderIPTables(IPTablesOptions{}, true, rs)
+		_ = RenderIPTables(IPTablesOptions{}, false, rs)
+	}
+}
+
+// The partial renders include finding what changed among the 10,000.
+func BenchmarkNFTablesRenderPartial1of10k(b *testing.B) {
+	rs := benchRuleSet(10000)
+	applied, next := index(rs), oneChanged(rs)
+	r := nftRenderer{opts: NFTablesOptions{}.withDefaults()}
+	nft := knftables.NewFake(knftables.InetFamily, "herald")
+	for b.Loop() {
+		tx := nft.NewTransaction()
+		r.partial(tx, diff(applied, next))
+		_ = tx.String()
+	}
+}
+
+func BenchmarkIPTablesRenderPartial1of10k(b *testing.B) {
+	rs := benchRuleSet(10000)
+	applied, next := index(rs), oneChanged(rs)
+	r := iptRenderer{opts: IPTablesOptions{}.withDefaults()}
+	for b.Loop() {
+		changes := diff(applied, next)
+		_ = r.partial(true, changes)
+		_ = r.partial(false, changes)
+	}
+}
+
+// The kernel benchmarks program 10,000 virtual services into a fresh
+// namespace: one full sync (what a restart costs), then a partial sync of
+// one. Root only; run with -benchtime=1x.
+
+func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error)) {
+	needRoot(b, tools...)
+	ns := fmt.Sprintf("%s%d-bench", leftoverPrefix, os.Getpid())
+	netnstest.Run(b, "ip", "netns", "add", ns)
+	b.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	var be Backend
+	if err := inNS(ns, func() (err error) { be, err = newBackend(); return err }); err != nil {
+		b.Fatal(err)
+	}
+	rs := benchRuleSet(10000)
+	next := oneChanged(rs)
+	ctx := context.Background()
+	var full, partial time.Duration
+	var st Stats
+	for b.Loop() {
+		err := inNS(ns, func() error {
+			if err := be.Cleanup(ctx); err != nil {
+				return err
+			}
+			start := time.Now()
+			var err error
+			if st, err = be.Sync(ctx, rs); err != nil {
+				return err
+			}
+			full += time.Since(start)
+			start = time.Now()
+			if _, err := be.Sync(ctx, next); err != nil {
+				return err
+			}
+			partial += time.Since(start)
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(full.Milliseconds())/float64(b.N), "full-sync-ms")
+	b.ReportMetric(float64(partial.Milliseconds())/float64(b.N), "partial-sync-ms")
+	b.ReportMetric(float64(st.Rules), "rules")
+}
+
+func BenchmarkNFTablesKernelSync10k(b *testing.B) {
+	benchKernel(b, []string{"nft"}, func() (Backend, error) { return NewNFTables(NFTablesOptions{}) })
+}
+
+func BenchmarkIPTablesLegacyKernelSync10k(b *testing.B) {
+	benchKernel(b, []string{"iptables-legacy-restore"}, func() (Backend, error) { return NewIPTables(IPTablesOptions{Binary: "iptables-legacy"}) })
+}
+
+func BenchmarkIPTablesNFTKernelSync10k(b *testing.B) {
+	benchKernel(b, []string{"iptables-nft-restore"}, func() (Backend, error) { return NewIPTables(IPTablesOptions{Binary: "iptables-nft"}) })
+}
