@@ -28,6 +28,7 @@ import (
 
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/speaker/bgp"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/layer2"
 	"github.com/heraldlb/herald/speaker/lease"
 	"github.com/heraldlb/herald/speaker/membership"
@@ -46,6 +47,7 @@ type flags struct {
 	leaseDuration, handover  time.Duration
 	statusQPS                float64
 	bgpStatusInterval        time.Duration
+	dataplane, iptables      string
 }
 
 func main() {
@@ -65,6 +67,8 @@ func main() {
 	flag.DurationVar(&f.bgpStatusInterval, "bgp-status-interval", 2*time.Second, "how often BGPSession objects are refreshed (written only when they change); session up/down refreshes them at once")
 	flag.Float64Var(&f.statusQPS, "status-qps", 20, "API writes per second for Announcements (burst: twice that); the Lease has a budget of its own")
 	zapOpts := zap.Options{}
+	flag.StringVar(&f.dataplane, "dataplane", "nftables", "what forwards the traffic this node receives for LoadBalancer addresses: nftables, iptables, ipvs, or off (kube-proxy does, with the Services' ipMode VIP)")
+	flag.StringVar(&f.iptables, "iptables", "iptables", "the iptables command of --dataplane=iptables: iptables (whatever the alternative points at), iptables-legacy or iptables-nft")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -154,8 +158,12 @@ func run(f flags) error {
 	})); err != nil {
 		return err
 	}
+	dp, err := openDataplane(f.dataplane, f.iptables)
+	if err != nil {
+		return err
+	}
 	sp := runner.New(tracker, mgr.GetCache(), ann, bgpOut, gossip, reporter, keeper, runner.Options{
-		NodeName: f.node, HandoverTimeout: f.handover, Namespace: f.namespace,
+		NodeName: f.node, HandoverTimeout: f.handover, Namespace: f.namespace, Dataplane: dp,
 	}, metrics.Registry, log)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
@@ -209,4 +217,24 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// openDataplane returns the backend --dataplane names; nil for off.
+func openDataplane(name, iptables string) (dataplane.Backend, error) {
+	var b dataplane.Backend
+	var err error
+	switch name {
+	case "off":
+		return nil, nil
+	case "nftables":
+		b, err = dataplane.NewNFTables(dataplane.NFTablesOptions{})
+	case "iptables":
+		b, err = dataplane.NewIPTables(dataplane.IPTablesOptions{Binary: iptables})
+	default:
+		return nil, fmt.Errorf("--dataplane %q: want nftables, iptables, ipvs or off", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--dataplane %s: %w", name, err)
+	}
+	return b, nil
 }
