@@ -71,17 +71,17 @@ var valueSets = []valueSet{
 	},
 	{
 		name: "dataplaneIptables", release: "herald", namespace: "herald-system",
-		set: []string{"dataplane.backend=iptables"},
+		set:   []string{"dataplane.backend=iptables"},
 		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "iptables", "Proxy") },
 	},
 	{
 		name: "dataplaneIPVS", release: "herald", namespace: "herald-system",
-		set: []string{"dataplane.backend=ipvs"},
+		set:   []string{"dataplane.backend=ipvs"},
 		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "ipvs", "Proxy") },
 	},
 	{
 		name: "dataplaneOff", release: "herald", namespace: "herald-system",
-		set: []string{"dataplane.backend=off"},
+		set:   []string{"dataplane.backend=off"},
 		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "VIP") },
 	},
 	{
