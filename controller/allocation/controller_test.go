@@ -46,6 +46,29 @@ func TestServiceGetsTheLowestAddressInOneWriteWithOneEvent(t *testing.T) {
 	}
 }
 
+// TestIPModeSwitchReachesAServiceWhoseRequestFails: a Service whose new
+// request is refused keeps its address, and its ipMode still follows the
+// controller's mode after a restart with the dataplane switched on.
+func TestIPModeSwitchReachesAServiceWhoseRequestFails(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "shop"))
+	h.mustReconcile("web", "shop")
+	svc := h.service("web", "shop")
+	svc.Annotations = map[string]string{v1alpha1.AnnotationLoadBalancerIPs: "not-an-address"}
+	if err := h.client.Update(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	// The controller restarted with --ip-mode=Proxy.
+	h.c = newController(h.client, h.events, Options{IPMode: corev1.LoadBalancerIPModeProxy})
+	h.mustReconcile("web", "shop")
+	h.wantIPs("web", "shop", "198.51.100.10")
+	if c := h.condition("web", "shop"); c.Status != metav1.ConditionFalse {
+		t.Errorf("condition %+v, want False: the request is invalid", c)
+	}
+	if in := h.service("web", "shop").Status.LoadBalancer.Ingress[0]; in.IPMode == nil || *in.IPMode != corev1.LoadBalancerIPModeProxy {
+		t.Errorf("ipMode %v, want Proxy", in.IPMode)
+	}
+}
+
 func TestFailureIsTheConditionAndOneWarningUntilItChanges(t *testing.T) {
 	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10"), lbService("web", "a"), lbService("web", "b"))
 	h.mustReconcile("web", "a")
