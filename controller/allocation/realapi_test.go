@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -19,7 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/internal/apiservertest"
+	"github.com/heraldlb/herald/controller/kubeproxy"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
 
@@ -30,7 +35,9 @@ import (
 var (
 	apiOnce   sync.Once
 	apiServer *apiservertest.Server
-	apiErr    error
+	// asController acts as the chart's controller ServiceAccount.
+	asController *rest.Config
+	apiErr       error
 )
 
 func TestMain(m *testing.M) {
@@ -41,18 +48,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// realAPI starts the shared API server on first use; the test is skipped
-// when the lab's binaries are not built.
-func realAPI(t *testing.T) *rest.Config {
+// realAPI starts the shared API server on first use and returns a config
+// for the test (admin) and one for the controller (the chart's RBAC); the
+// test is skipped when the lab's binaries or helm are missing.
+func realAPI(t *testing.T) (admin, controller *rest.Config) {
 	t.Helper()
-	apiOnce.Do(func() { apiServer, apiErr = apiservertest.Start() })
-	if errors.Is(apiErr, apiservertest.ErrNoBinaries) {
+	apiOnce.Do(func() {
+		if apiServer, apiErr = apiservertest.Start(); apiErr == nil {
+			asController, apiErr = apiServer.AsChartController()
+		}
+	})
+	if errors.Is(apiErr, apiservertest.ErrNoBinaries) || errors.Is(apiErr, apiservertest.ErrNoHelm) {
 		t.Skip(apiErr)
 	}
 	if apiErr != nil {
 		t.Fatal(apiErr)
 	}
-	return rest.CopyConfig(apiServer.Config)
+	return rest.CopyConfig(apiServer.Config), rest.CopyConfig(asController)
 }
 
 var skipNameValidation = true
@@ -152,13 +164,13 @@ func modeOf(in corev1.LoadBalancerIngress) string {
 // kube-proxy then leaves the address to Herald's dataplane without a gap
 // longer than that write.
 func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
-	cfg := realAPI(t)
+	cfg, ctlCfg := realAPI(t)
 	c := adminClient(t, cfg)
 	const ns = "ipmode-switch"
 	mustCreate(t, c, namespace(ns, nil), testPool("ipmode-switch", 0, "203.0.113.16/29"), lbService(ns, "web"), lbService(ns, "api"))
 	names := []string{"web", "api"}
 
-	stop := runController(t, cfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	stop := runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
 	assigned := map[string]string{}
 	for _, name := range names {
 		eventually(t, name+" gets an address with ipMode VIP", func() (bool, string) {
@@ -184,7 +196,7 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 	}
 	defer w.Stop()
 
-	runController(t, cfg, Options{IPMode: corev1.LoadBalancerIPModeProxy})
+	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeProxy})
 	for _, name := range names {
 		eventually(t, name+" gets ipMode Proxy", func() (bool, string) {
 			in := ingressOf(t, c, ns, name)
@@ -214,5 +226,111 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 		if writes[name] != 1 {
 			t.Errorf("%s written %d times after the switch, want exactly 1", name, writes[name])
 		}
+	}
+}
+
+// eventsAbout lists the events recorded about a cluster-scoped object with
+// the given reason.
+func eventsAbout(t *testing.T, cs kubernetes.Interface, name, reason string) []eventsv1.Event {
+	t.Helper()
+	l, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range l.Items {
+		if e.Regarding.Name == name && e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func kubeProxyConfigMap(conf string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: kubeproxy.ConfigMapNamespace, Name: kubeproxy.ConfigMapName},
+		Data:       map[string]string{kubeproxy.ConfigKey: conf},
+	}
+}
+
+// TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce: with the
+// dataplane off and kube-proxy in IPVS mode without strictARP, every
+// L2Advertisement says so in a condition, with one warning however often
+// the configuration is judged again; setting strictARP takes the condition
+// away.
+func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T) {
+	cfg, ctlCfg := realAPI(t)
+	c := adminClient(t, cfg)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
+	cm := kubeProxyConfigMap(head + "ipvs:\n  scheduler: rr\n")
+	ads := []string{"strictarp-lan", "strictarp-dmz"}
+	mustCreate(t, c, cm, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ads[0]}}, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ads[1]}})
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, cm)
+		for _, name := range ads {
+			_ = c.Delete(ctx, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		}
+	})
+	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+
+	condition := func(name string) *metav1.Condition {
+		var ad v1alpha1.L2Advertisement
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, &ad); err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(ad.Status.Conditions, v1alpha1.ConditionKubeProxyStrictARP)
+	}
+	for _, name := range ads {
+		eventually(t, name+" says strictARP is off", func() (bool, string) {
+			cond := condition(name)
+			return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubeproxy.ReasonStrictARPDisabled, fmt.Sprint(cond)
+		})
+		if msg := condition(name).Message; !strings.Contains(msg, "kubectl edit configmap -n kube-system kube-proxy") {
+			t.Errorf("%s: message %q does not say how to fix it", name, msg)
+		}
+		eventually(t, name+" has its warning", func() (bool, string) {
+			n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPDisabled))
+			return n >= 1, fmt.Sprintf("%d events", n)
+		})
+	}
+
+	// Judged again (kube-proxy's ConfigMap changed, the problem stays; a new
+	// pool): no second warning.
+	cm.Data[kubeproxy.ConfigKey] = head + "ipvs:\n  scheduler: lc\n"
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, c, testPool("strictarp", 0, "203.0.113.40/30"))
+	t.Cleanup(func() { _ = c.Delete(ctx, testPool("strictarp", 0)) })
+	eventually(t, "the pool is judged", func() (bool, string) {
+		var p v1alpha1.IPAddressPool
+		if err := c.Get(ctx, client.ObjectKey{Name: "strictarp"}, &p); err != nil {
+			return false, err.Error()
+		}
+		return meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted) != nil, fmt.Sprint(p.Status.Conditions)
+	})
+	time.Sleep(time.Second) // events are written off the deciding path
+	for _, name := range ads {
+		if n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPDisabled)); n != 1 {
+			t.Errorf("%s: %d %s events, want exactly 1", name, n, kubeproxy.ReasonStrictARPDisabled)
+		}
+	}
+
+	// The fix: strictARP true.
+	cm.Data[kubeproxy.ConfigKey] = head + "ipvs:\n  scheduler: lc\n  strictARP: true\n"
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range ads {
+		eventually(t, name+" no longer says strictARP is off", func() (bool, string) {
+			cond := condition(name)
+			return cond == nil, fmt.Sprint(cond)
+		})
+		eventually(t, name+" has one event saying it is resolved", func() (bool, string) {
+			n := len(eventsAbout(t, cs, name, ReasonStrictARPResolved))
+			return n == 1, fmt.Sprintf("%d events", n)
+		})
 	}
 }

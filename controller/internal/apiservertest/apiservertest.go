@@ -17,11 +17,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -293,3 +295,74 @@ func repoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// AsChartController returns a config that acts as the controller's
+// ServiceAccount holding exactly the permissions the chart grants it (the
+// controller's ClusterRole, Roles and bindings of `helm template`,
+// release herald in herald-system), so a permission the chart lacks fails
+// the test. It needs helm ($HELM, else bin/helm of the repository): the
+// error wraps ErrNoHelm when it is missing. Call it once per Server.
+func (s *Server) AsChartController() (*rest.Config, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		helm = filepath.Join(root, "bin", "helm")
+	}
+	if _, err := exec.LookPath(helm); err != nil {
+		return nil, fmt.Errorf("%w: %s (make helm)", ErrNoHelm, helm)
+	}
+	const ns, sa = "herald-system", "herald-controller"
+	out, err := exec.Command(helm, "template", "herald", filepath.Join(root, "charts", "herald"), "--namespace", ns,
+		"--kube-version", "1.31.0", "--set", "speaker.gossip.secret.create=false", "--set", "speaker.gossip.secret.name=unused").Output()
+	if err != nil {
+		return nil, fmt.Errorf("helm template: %w", err)
+	}
+	c, err := client.New(s.Config, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	for _, o := range []map[string]any{
+		{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}},
+		{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": sa, "namespace": ns}},
+	} {
+		if err := c.Create(ctx, &unstructured.Unstructured{Object: o}); err != nil {
+			return nil, err
+		}
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	granted := 0
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, fmt.Errorf("helm template output: %w", err)
+		}
+		switch u.GetKind() {
+		case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+		default:
+			continue
+		}
+		if !strings.HasPrefix(u.GetName(), sa) {
+			continue
+		}
+		if err := c.Create(ctx, u); err != nil {
+			return nil, fmt.Errorf("create %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		granted++
+	}
+	if granted == 0 {
+		return nil, errors.New("helm template rendered no RBAC for " + sa)
+	}
+	cfg := rest.CopyConfig(s.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
+	return cfg, nil
+}
+
+// ErrNoHelm: the pinned helm is not installed.
+var ErrNoHelm = errors.New("helm is not installed")
