@@ -250,46 +250,32 @@ func (c *Controller) strictARPFinding(ctx context.Context) (kubeproxy.Finding, e
 func (c *Controller) dataplaneOn() bool { return c.opts.IPMode == corev1.LoadBalancerIPModeProxy }
 
 // conditionChange is one condition to set, or with remove its type to take
-// away, and the event to record when its status or reason flips.
+// away, and the event to record when its status or reason flips (or it goes
+// away).
 type conditionChange struct {
-	cond   metav1.Condition
-	remove bool
-	// event is the event's type, reason and action for the new condition,
-	// or for the removal.
-	event func(metav1.Condition) (typ, reason, action string)
+	cond                           metav1.Condition
+	remove                         bool
+	eventType, eventReason, action string
 }
 
 func acceptedChange(cond metav1.Condition) conditionChange {
-	return conditionChange{cond: cond, event: func(c metav1.Condition) (string, string, string) {
-		if c.Status == metav1.ConditionFalse {
-			return corev1.EventTypeWarning, "ConfigRefused", "Validate"
-		}
-		return corev1.EventTypeNormal, "ConfigAccepted", "Validate"
-	}}
+	if cond.Status == metav1.ConditionFalse {
+		return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: "ConfigRefused", action: "Validate"}
+	}
+	return conditionChange{cond: cond, eventType: corev1.EventTypeNormal, eventReason: "ConfigAccepted", action: "Validate"}
 }
 
-// strictARPChange sets KubeProxyStrictARP while there is a finding, and
-// removes it, with a Normal event, once there is none.
+// strictARPChange sets KubeProxyStrictARP while there is a finding, with a
+// warning named by its reason, and removes it, with a Normal event, once
+// there is none.
 func strictARPChange(f kubeproxy.Finding, generation int64) conditionChange {
-	ch := conditionChange{
-		cond: metav1.Condition{Type: v1alpha1.ConditionKubeProxyStrictARP, Status: f.Status, Reason: f.Reason, Message: f.Message, ObservedGeneration: generation},
-		event: func(metav1.Condition) (string, string, string) {
-			return corev1.EventTypeWarning, f.Reason, "CheckKubeProxy"
-		},
-	}
+	cond := metav1.Condition{Type: v1alpha1.ConditionKubeProxyStrictARP, Status: f.Status, Reason: f.Reason, Message: f.Message, ObservedGeneration: generation}
 	if !f.Problem() {
-		ch.remove = true
-		ch.cond.Message = "kube-proxy no longer answers ARP for Herald's addresses on every node"
-		ch.event = func(metav1.Condition) (string, string, string) {
-			return corev1.EventTypeNormal, ReasonStrictARPResolved, "CheckKubeProxy"
-		}
+		cond.Message = "kube-proxy no longer answers ARP for Herald's addresses on every node"
+		return conditionChange{cond: cond, remove: true, eventType: corev1.EventTypeNormal, eventReason: kubeproxy.ReasonStrictARPResolved, action: "CheckKubeProxy"}
 	}
-	return ch
+	return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: f.Reason, action: "CheckKubeProxy"}
 }
-
-// ReasonStrictARPResolved: the KubeProxyStrictARP condition went away
-// (strictARP set, kube-proxy out of IPVS mode, or the dataplane on).
-const ReasonStrictARPResolved = "StrictARPResolved"
 
 // setConditions applies the changes to obj's status.conditions and writes
 // the status once if any changed, with an event for each condition whose
@@ -297,8 +283,7 @@ const ReasonStrictARPResolved = "StrictARPResolved"
 // on every change of, say, a pool's warnings).
 func (c *Controller) setConditions(ctx context.Context, obj client.Object, changes ...conditionChange) error {
 	conds := conditionsOf(obj)
-	type event struct{ typ, reason, action, note string }
-	var events []event
+	var events []conditionChange
 	changed := false
 	for _, ch := range changes {
 		old := meta.FindStatusCondition(*conds, ch.cond.Type)
@@ -306,8 +291,7 @@ func (c *Controller) setConditions(ctx context.Context, obj client.Object, chang
 			if old != nil {
 				meta.RemoveStatusCondition(conds, ch.cond.Type)
 				changed = true
-				typ, reason, action := ch.event(ch.cond)
-				events = append(events, event{typ, reason, action, ch.cond.Message})
+				events = append(events, ch)
 			}
 			continue
 		}
@@ -317,8 +301,7 @@ func (c *Controller) setConditions(ctx context.Context, obj client.Object, chang
 		}
 		changed = true
 		if old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
-			typ, reason, action := ch.event(cond)
-			events = append(events, event{typ, reason, action, cond.Message})
+			events = append(events, ch)
 		}
 		meta.SetStatusCondition(conds, cond)
 	}
@@ -329,7 +312,7 @@ func (c *Controller) setConditions(ctx context.Context, obj client.Object, chang
 		return client.IgnoreNotFound(err)
 	}
 	for _, e := range events {
-		c.recorder.Eventf(obj, nil, e.typ, e.reason, e.action, "%s", e.note)
+		c.recorder.Eventf(obj, nil, e.eventType, e.eventReason, e.action, "%s", e.cond.Message)
 	}
 	return nil
 }

@@ -329,7 +329,7 @@ func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T)
 			return cond == nil, fmt.Sprint(cond)
 		})
 		eventually(t, name+" has one event saying it is resolved", func() (bool, string) {
-			n := len(eventsAbout(t, cs, name, ReasonStrictARPResolved))
+			n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPResolved))
 			return n == 1, fmt.Sprintf("%d events", n)
 		})
 	}

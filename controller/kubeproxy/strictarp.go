@@ -37,6 +37,9 @@ const (
 	// ReasonConfigUnreadable: the ConfigMap exists but its configuration
 	// cannot be read, so Herald cannot tell.
 	ReasonConfigUnreadable = "KubeProxyConfigUnreadable"
+	// ReasonStrictARPResolved names the event when a finding goes away
+	// (strictARP set, kube-proxy out of IPVS mode, or the dataplane on).
+	ReasonStrictARPResolved = "StrictARPResolved"
 )
 
 // The fix, as a person would type it.
