@@ -41,7 +41,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.namespace, "namespace", envOr("HERALD_NAMESPACE", "herald-system"), "namespace of Herald's own objects (leader-election lease, webhook Secret)")
 	flag.StringVar(&o.lbClass, "load-balancer-class", "", "the spec.loadBalancerClass to handle; empty: Services without a class")
-	flag.StringVar(&o.ipMode, "ip-mode", string(corev1.LoadBalancerIPModeVIP), "ipMode written on ingress entries: VIP (kube-proxy handles the address) or Proxy (Herald's dataplane does)")
+	flag.StringVar(&o.ipMode, "ip-mode", string(corev1.LoadBalancerIPModeVIP), "ipMode written on ingress entries: VIP (kube-proxy handles the address) or Proxy (the speakers' dataplane does, and kube-proxy keeps out); "+
+		"the chart sets it from dataplane.backend. With VIP, L2Advertisements warn when kube-proxy runs in IPVS mode without strictARP")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint; 0 disables it")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":7473", "address of /healthz and /readyz")
 	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of the Go profiler's /debug/pprof endpoints; empty disables them")

@@ -64,10 +64,20 @@ type L2AdvertisementSpec struct {
 	PreferredNodes []string `json:"preferredNodes,omitempty"`
 }
 
+// ConditionKubeProxyStrictARP is present on every L2Advertisement while
+// kube-proxy keeps layer 2 from working as announced: False (reason
+// StrictARPDisabled) when kube-proxy runs in IPVS mode without
+// ipvs.strictARP and Herald's dataplane is off, so every node answers ARP
+// for every LoadBalancer address; Unknown when kube-proxy's ConfigMap
+// (kube-system/kube-proxy) cannot be read. It is removed once that is fixed.
+const ConditionKubeProxyStrictARP = "KubeProxyStrictARP"
+
 // L2AdvertisementStatus reports whether the advertisement is in force.
 type L2AdvertisementStatus struct {
 	// conditions: Accepted is False, with a reason and message, when the
-	// advertisement cannot be used as written.
+	// advertisement cannot be used as written. KubeProxyStrictARP is False
+	// while kube-proxy, in IPVS mode without strictARP, makes every node
+	// answer ARP for every LoadBalancer address.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/controller/kubeproxy"
 	"github.com/heraldlb/herald/internal/model"
 )
 
@@ -50,6 +52,10 @@ func setupConfig(mgr manager.Manager, c *Controller) error {
 		b = b.Watches(o, all, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
 	b = b.Watches(&corev1.Node{}, all, builder.WithPredicates(nodeAddressesChanged))
+	// kube-proxy's ConfigMap (the only one cached, see CacheOptions) decides
+	// the KubeProxyStrictARP condition of L2Advertisements. ConfigMaps have
+	// no generation: every change passes.
+	b = b.Watches(&corev1.ConfigMap{}, all)
 	return b.Complete(reconcile.TypedFunc[configRequest](func(ctx context.Context, _ configRequest) (reconcile.Result, error) {
 		return reconcile.Result{}, c.reconcileConfig(ctx)
 	}))
@@ -171,12 +177,17 @@ func fingerprint(pools []v1alpha1.IPAddressPool) string {
 }
 
 // writeVerdicts sets the Accepted condition of every Herald object whose
-// verdict changed.
+// verdict changed, and the KubeProxyStrictARP condition of every
+// L2Advertisement: one status write per object whose conditions changed.
 func (c *Controller) writeVerdicts(ctx context.Context) error {
 	c.mu.Lock()
 	verdicts := c.cfg.Verdicts
 	inForce := maps.Clone(c.pools)
 	c.mu.Unlock()
+	arp, err := c.strictARPFinding(ctx)
+	if err != nil {
+		return err
+	}
 	lists := map[string]client.ObjectList{
 		model.KindIPAddressPool: &v1alpha1.IPAddressPoolList{}, model.KindL2Advertisement: &v1alpha1.L2AdvertisementList{},
 		model.KindBGPPeer: &v1alpha1.BGPPeerList{}, model.KindBGPAdvertisement: &v1alpha1.BGPAdvertisementList{},
@@ -206,7 +217,11 @@ func (c *Controller) writeVerdicts(ctx context.Context) error {
 			if len(v.Warnings) > 0 {
 				cond.Message += "; warning: " + fmt.Sprint(v.Warnings)
 			}
-			if err := c.setCondition(ctx, obj, cond); err != nil {
+			changes := []conditionChange{acceptedChange(cond)}
+			if kind == model.KindL2Advertisement {
+				changes = append(changes, strictARPChange(arp, obj.GetGeneration()))
+			}
+			if err := c.setConditions(ctx, obj, changes...); err != nil {
 				return err
 			}
 		}
@@ -214,29 +229,90 @@ func (c *Controller) writeVerdicts(ctx context.Context) error {
 	return nil
 }
 
-// setCondition writes cond into obj's status.conditions if it changed, with
-// an event when the Accepted status flips.
-func (c *Controller) setCondition(ctx context.Context, obj client.Object, cond metav1.Condition) error {
+// strictARPFinding judges kube-proxy's ConfigMap, from the cache. Herald's
+// dataplane is on when the controller writes ipMode Proxy: the chart sets
+// --ip-mode from the same value (dataplane.backend) as the speaker's
+// --dataplane, and kube-proxy leaves Proxy addresses alone.
+func (c *Controller) strictARPFinding(ctx context.Context) (kubeproxy.Finding, error) {
+	var cm corev1.ConfigMap
+	err := c.client.Get(ctx, types.NamespacedName{Namespace: kubeproxy.ConfigMapNamespace, Name: kubeproxy.ConfigMapName}, &cm)
+	if apierrors.IsNotFound(err) {
+		return kubeproxy.CheckStrictARP(nil, c.dataplaneOn()), nil
+	}
+	if err != nil {
+		return kubeproxy.Finding{}, err
+	}
+	return kubeproxy.CheckStrictARP(&cm, c.dataplaneOn()), nil
+}
+
+// dataplaneOn reports whether the speakers forward Herald's addresses
+// themselves (see strictARPFinding).
+func (c *Controller) dataplaneOn() bool { return c.opts.IPMode == corev1.LoadBalancerIPModeProxy }
+
+// conditionChange is one condition to set, or with remove its type to take
+// away, and the event to record when its status or reason flips (or it goes
+// away).
+type conditionChange struct {
+	cond                           metav1.Condition
+	remove                         bool
+	eventType, eventReason, action string
+}
+
+func acceptedChange(cond metav1.Condition) conditionChange {
+	if cond.Status == metav1.ConditionFalse {
+		return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: "ConfigRefused", action: "Validate"}
+	}
+	return conditionChange{cond: cond, eventType: corev1.EventTypeNormal, eventReason: "ConfigAccepted", action: "Validate"}
+}
+
+// strictARPChange sets KubeProxyStrictARP while there is a finding, with a
+// warning named by its reason, and removes it, with a Normal event, once
+// there is none.
+func strictARPChange(f kubeproxy.Finding, generation int64) conditionChange {
+	cond := metav1.Condition{Type: v1alpha1.ConditionKubeProxyStrictARP, Status: f.Status, Reason: f.Reason, Message: f.Message, ObservedGeneration: generation}
+	if !f.Problem() {
+		cond.Message = "kube-proxy no longer answers ARP for Herald's addresses on every node"
+		return conditionChange{cond: cond, remove: true, eventType: corev1.EventTypeNormal, eventReason: kubeproxy.ReasonStrictARPResolved, action: "CheckKubeProxy"}
+	}
+	return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: f.Reason, action: "CheckKubeProxy"}
+}
+
+// setConditions applies the changes to obj's status.conditions and writes
+// the status once if any changed, with an event for each condition whose
+// status or reason flipped (not for a new message alone: that would repeat
+// on every change of, say, a pool's warnings).
+func (c *Controller) setConditions(ctx context.Context, obj client.Object, changes ...conditionChange) error {
 	conds := conditionsOf(obj)
-	old := meta.FindStatusCondition(*conds, cond.Type)
-	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message && old.ObservedGeneration == cond.ObservedGeneration {
+	var events []conditionChange
+	changed := false
+	for _, ch := range changes {
+		old := meta.FindStatusCondition(*conds, ch.cond.Type)
+		if ch.remove {
+			if old != nil {
+				meta.RemoveStatusCondition(conds, ch.cond.Type)
+				changed = true
+				events = append(events, ch)
+			}
+			continue
+		}
+		cond := ch.cond
+		if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message && old.ObservedGeneration == cond.ObservedGeneration {
+			continue
+		}
+		changed = true
+		if old == nil || old.Status != cond.Status || old.Reason != cond.Reason {
+			events = append(events, ch)
+		}
+		meta.SetStatusCondition(conds, cond)
+	}
+	if !changed {
 		return nil
 	}
-	var oldStatus metav1.ConditionStatus
-	var oldReason string
-	if old != nil {
-		oldStatus, oldReason = old.Status, old.Reason
-	}
-	meta.SetStatusCondition(conds, cond)
 	if err := c.client.Status().Update(ctx, obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if old == nil || oldStatus != cond.Status || oldReason != cond.Reason {
-		typ, reason := corev1.EventTypeNormal, "ConfigAccepted"
-		if cond.Status == metav1.ConditionFalse {
-			typ, reason = corev1.EventTypeWarning, "ConfigRefused"
-		}
-		c.recorder.Eventf(obj, nil, typ, reason, "Validate", "%s", cond.Message)
+	for _, e := range events {
+		c.recorder.Eventf(obj, nil, e.eventType, e.eventReason, e.action, "%s", e.cond.Message)
 	}
 	return nil
 }

@@ -394,7 +394,7 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 			reason, msg = string(ae.Reason), ae.Message
 		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, msg
-		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs)
+		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs, c.opts.IPMode)
 	} else {
 		desired.Status.LoadBalancer.Ingress = ingressFor(a.IPs, svc.Status.LoadBalancer.Ingress, c.opts.IPMode)
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonIPAllocated
@@ -462,7 +462,10 @@ func (c *Controller) clearStatus(ctx context.Context, svc *corev1.Service) error
 }
 
 // ingressFor builds the ingress list, keeping fields another party may have
-// set on entries whose address is unchanged.
+// set on entries whose address is unchanged. ipMode is always mode: a
+// controller restarted with another --ip-mode rewrites it on every Service
+// (equalStatus sees the difference), one write each, without moving an
+// address.
 func ingressFor(ips []netip.Addr, old []corev1.LoadBalancerIngress, mode corev1.LoadBalancerIPMode) []corev1.LoadBalancerIngress {
 	out := make([]corev1.LoadBalancerIngress, 0, len(ips))
 	for _, ip := range ips {
@@ -480,11 +483,15 @@ func ingressFor(ips []netip.Addr, old []corev1.LoadBalancerIngress, mode corev1.
 }
 
 // heldIngress keeps the ingress entries whose address is in held, as they
-// are; nil when none is.
-func heldIngress(old []corev1.LoadBalancerIngress, held []netip.Addr) []corev1.LoadBalancerIngress {
+// are but for their ipMode, which follows mode even then: after a switch of
+// the dataplane, an address still served must not keep telling kube-proxy
+// the opposite of what the nodes do. nil when no entry is held.
+func heldIngress(old []corev1.LoadBalancerIngress, held []netip.Addr, mode corev1.LoadBalancerIPMode) []corev1.LoadBalancerIngress {
 	var out []corev1.LoadBalancerIngress
 	for _, in := range old {
 		if ip, err := netip.ParseAddr(in.IP); err == nil && slices.Contains(held, ip) {
+			m := mode
+			in.IPMode = &m
 			out = append(out, in)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/controller/kubeproxy"
 	"github.com/heraldlb/herald/internal/model"
 )
 
@@ -43,6 +44,29 @@ func TestServiceGetsTheLowestAddressInOneWriteWithOneEvent(t *testing.T) {
 	h.mustReconcile("web", "shop")
 	if got := h.events.take(); len(got) != 0 || h.statusWrites != 1 {
 		t.Errorf("a second reconcile wrote %d times and recorded %v", h.statusWrites-1, got)
+	}
+}
+
+// TestIPModeSwitchReachesAServiceWhoseRequestFails: a Service whose new
+// request is refused keeps its address, and its ipMode still follows the
+// controller's mode after a restart with the dataplane switched on.
+func TestIPModeSwitchReachesAServiceWhoseRequestFails(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "shop"))
+	h.mustReconcile("web", "shop")
+	svc := h.service("web", "shop")
+	svc.Annotations = map[string]string{v1alpha1.AnnotationLoadBalancerIPs: "not-an-address"}
+	if err := h.client.Update(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	// The controller restarted with --ip-mode=Proxy.
+	h.c = newController(h.client, h.events, Options{IPMode: corev1.LoadBalancerIPModeProxy})
+	h.mustReconcile("web", "shop")
+	h.wantIPs("web", "shop", "198.51.100.10")
+	if c := h.condition("web", "shop"); c.Status != metav1.ConditionFalse {
+		t.Errorf("condition %+v, want False: the request is invalid", c)
+	}
+	if in := h.service("web", "shop").Status.LoadBalancer.Ingress[0]; in.IPMode == nil || *in.IPMode != corev1.LoadBalancerIPModeProxy {
+		t.Errorf("ipMode %v, want Proxy", in.IPMode)
 	}
 }
 
@@ -394,4 +418,75 @@ func TestDeletedPoolTakesItsAddressOffTheServiceBeforeItIsReused(t *testing.T) {
 	h.mustReconcile("next", "web")
 	h.wantIPs("next", "web", "198.51.100.88")
 	h.wantIPs("gone", "web")
+}
+
+// TestStrictARPConditionFollowsTheDataplaneAndKubeProxy: the controller's
+// mode decides whether kube-proxy's IPVS mode matters; the Accepted
+// condition and the strictARP one are written together, once.
+func TestStrictARPConditionFollowsTheDataplaneAndKubeProxy(t *testing.T) {
+	ipvs := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: kubeproxy.ConfigMapNamespace, Name: kubeproxy.ConfigMapName},
+		Data:       map[string]string{kubeproxy.ConfigKey: "kind: KubeProxyConfiguration\nmode: ipvs\n"},
+	}
+	ad := &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan", Generation: 1}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		mode   corev1.LoadBalancerIPMode
+		cm     *corev1.ConfigMap
+		status metav1.ConditionStatus // "": no condition
+	}{
+		{"dataplane off, IPVS without strictARP", corev1.LoadBalancerIPModeVIP, ipvs, metav1.ConditionFalse},
+		{"dataplane on, IPVS without strictARP", corev1.LoadBalancerIPModeProxy, ipvs, ""},
+		{"dataplane off, no kube-proxy ConfigMap", corev1.LoadBalancerIPModeVIP, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := []client.Object{ad.DeepCopy()}
+			if tc.cm != nil {
+				objs = append(objs, tc.cm.DeepCopy())
+			}
+			writes := 0
+			h := newHarness(t, interceptor.Funcs{SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				writes++
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			}}, objs...)
+			h.c = newController(h.client, h.events, Options{IPMode: tc.mode})
+			for range 2 {
+				if err := h.c.reconcileConfig(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got v1alpha1.L2Advertisement
+			if err := h.client.Get(ctx, client.ObjectKey{Name: "lan"}, &got); err != nil {
+				t.Fatal(err)
+			}
+			cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionKubeProxyStrictARP)
+			var status metav1.ConditionStatus
+			if cond != nil {
+				status = cond.Status
+			}
+			if status != tc.status {
+				t.Errorf("KubeProxyStrictARP %+v, want status %q", cond, tc.status)
+			}
+			if meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionAccepted) == nil {
+				t.Error("no Accepted condition")
+			}
+			if writes != 1 {
+				t.Errorf("%d status writes, want 1 (both conditions at once, nothing on the second pass)", writes)
+			}
+			var warnings []recorded
+			for _, e := range h.events.take() {
+				if e.reason == kubeproxy.ReasonStrictARPDisabled {
+					warnings = append(warnings, e)
+				}
+			}
+			want := 0
+			if tc.status != "" {
+				want = 1
+			}
+			if len(warnings) != want {
+				t.Errorf("%d %s events, want %d", len(warnings), kubeproxy.ReasonStrictARPDisabled, want)
+			}
+		})
+	}
 }

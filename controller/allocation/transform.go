@@ -5,14 +5,29 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/heraldlb/herald/controller/kubeproxy"
 )
 
 // CacheOptions makes the manager's cache keep only what the controller
-// reads: at 10,000 Services the cached objects are most of its memory.
+// reads: at 10,000 Services the cached objects are most of its memory. Of
+// ConfigMaps it keeps only kube-proxy's, which is also all that RBAC lets
+// it read (a watch with a metadata.name field selector is authorized by
+// resourceNames).
 func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: Transform}
+	return cache.Options{
+		DefaultTransform: Transform,
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {
+				Namespaces: map[string]cache.Config{kubeproxy.ConfigMapNamespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", kubeproxy.ConfigMapName),
+			},
+		},
+	}
 }
 
 // Transform trims an object before the cache stores it. Every object loses

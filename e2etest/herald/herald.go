@@ -50,6 +50,10 @@ type Options struct {
 	// SpeakerLogLevel is the speakers' --zap-log-level; default 1 (gossip
 	// membership changes with exact times, for failover analysis).
 	SpeakerLogLevel string
+	// Dataplane is the speakers' --dataplane (nftables, iptables, ipvs,
+	// off); default off. As the chart's dataplane.backend does, it also
+	// sets the controller's --ip-mode: Proxy unless off, then VIP.
+	Dataplane string
 }
 
 // Herald is an installed Herald.
@@ -84,6 +88,9 @@ func InstallWith(ctx context.Context, l *lab.Lab, opts Options, log func(string,
 	}
 	if opts.SpeakerLogLevel == "" {
 		opts.SpeakerLogLevel = "1"
+	}
+	if opts.Dataplane == "" {
+		opts.Dataplane = "off"
 	}
 	h := &Herald{lab: l, repo: repo, binDir: filepath.Join(l.Dir, "herald-bin"), speakers: map[string]*Process{}, log: log, opts: opts}
 	// The lab's own Lease: short, so tests that wait for a Lease to expire
@@ -332,6 +339,7 @@ func (h *Herald) StartController(extra ...string) error {
 		"--webhook-port", fmt.Sprint(WebhookPort),
 		"--webhook-extra-dns-names", "localhost",
 		"--webhook-cert-dir", filepath.Join(h.lab.Dir, "webhook-certs"),
+		"--ip-mode", h.ipMode(),
 	}, extra...)
 	p, err := h.start("herald-controller", "", argv, httpReady(http.DefaultClient, "http://"+ControllerProbes+"/readyz"))
 	if err != nil {
@@ -339,6 +347,15 @@ func (h *Herald) StartController(extra ...string) error {
 	}
 	h.ctl = p
 	return nil
+}
+
+// ipMode is the controller's --ip-mode for the speakers' dataplane, as the
+// chart derives it.
+func (h *Herald) ipMode() string {
+	if h.opts.Dataplane == "off" {
+		return "VIP"
+	}
+	return "Proxy"
 }
 
 // Controller is the running controller.
@@ -365,6 +382,7 @@ func (h *Herald) startSpeaker(n lab.Node) (*Process, error) {
 		"--health-probe-bind-address", "127.0.0.1:7475",
 		"--zap-log-level", h.opts.SpeakerLogLevel,
 		"--zap-time-encoding", "rfc3339nano",
+		"--dataplane", h.opts.Dataplane,
 	}, h.speakerTimings...)
 	return h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(SpeakerHTTPClient(n), "http://127.0.0.1:7475/readyz"))
 }

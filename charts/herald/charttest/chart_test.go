@@ -66,7 +66,23 @@ var valueSets = []valueSet{
 				t.Errorf("gossip key of %d bytes, want 32", len(key))
 			}
 			r.checkWebhooksMatchConfig(t)
+			r.checkDataplane(t, "nftables", "Proxy")
 		},
+	},
+	{
+		name: "dataplaneIptables", release: "herald", namespace: "herald-system",
+		set:   []string{"dataplane.backend=iptables"},
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "iptables", "Proxy") },
+	},
+	{
+		name: "dataplaneIPVS", release: "herald", namespace: "herald-system",
+		set:   []string{"dataplane.backend=ipvs"},
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "ipvs", "Proxy") },
+	},
+	{
+		name: "dataplaneOff", release: "herald", namespace: "herald-system",
+		set:   []string{"dataplane.backend=off"},
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "VIP") },
 	},
 	{
 		name: "loadBalancerClass", release: "herald", namespace: "herald-system",
@@ -236,7 +252,10 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 		{[]string{"speaker.terminationGracePeriodSeconds=5"}, "must exceed speaker.handoverTimeout"},
 		{[]string{"speaker.handoverTimeout=10s"}, "must exceed speaker.handoverTimeout"},
 		{[]string{"webhook.failurePolicy=Sometimes"}, "failurePolicy"},
-		{[]string{"controller.ipMode=NAT"}, "ipMode"},
+		{[]string{"dataplane.backend=ebpf"}, "backend"},
+		// The controller's mode follows dataplane.backend; a second knob
+		// could only disagree with it.
+		{[]string{"controller.ipMode=VIP"}, "ipMode"},
 		{[]string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, "serviceMonitor.enabled needs metrics.enabled"},
 		{[]string{"speaker.gossip.secret.create=false"}, "needs speaker.gossip.secret.name"},
 		{[]string{"controller.image.digest=latest"}, "digest"},
@@ -470,10 +489,26 @@ func (r *rendering) checkSpeaker(t *testing.T) {
 	if pod.HostPID || pod.HostIPC {
 		t.Error("speaker shares the host's PID or IPC namespace")
 	}
+	// The one host path: the xtables lock, which iptables-restore takes so
+	// that the speaker's rule writes never interleave with kube-proxy's.
+	var hostPaths []string
 	for _, v := range pod.Volumes {
-		if v.HostPath != nil {
-			t.Errorf("speaker mounts host path %s", v.HostPath.Path)
+		if v.HostPath == nil {
+			continue
 		}
+		hostPaths = append(hostPaths, v.HostPath.Path)
+		if v.HostPath.Path != "/run/xtables.lock" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFileOrCreate {
+			t.Errorf("speaker mounts host path %s (type %s); want only /run/xtables.lock, FileOrCreate", v.HostPath.Path, show(v.HostPath.Type))
+			continue
+		}
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == v.Name && m.MountPath == "/run/xtables.lock" && m.SubPath == ""
+		}) {
+			t.Errorf("host path /run/xtables.lock is not mounted at /run/xtables.lock: iptables would lock a file of its own")
+		}
+	}
+	if !slices.Equal(hostPaths, []string{"/run/xtables.lock"}) {
+		t.Errorf("speaker host paths %v, want exactly [/run/xtables.lock]", hostPaths)
 	}
 	wantEnv := map[string]string{"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP", "HERALD_NAMESPACE": "metadata.namespace"}
 	for _, e := range c.Env {
@@ -611,6 +646,33 @@ func (r *rendering) checkController(t *testing.T) {
 	if allowed(role, "", "secrets", "update", "someone-elses-secret") || allowed(role, "", "secrets", "delete", f["webhook-secret-name"]) {
 		t.Errorf("Role %s lets the controller change other Secrets, or delete", ctrlName)
 	}
+	// kube-proxy's ConfigMap, for the strictARP check: read, and nothing else
+	// in kube-system.
+	kp := namespaced["kube-system/"+ctrlName+"-kube-proxy-config"]
+	for _, verb := range []string{"get", "list", "watch"} {
+		if !allowed(kp, "", "configmaps", verb, "kube-proxy") {
+			t.Errorf("the controller cannot %s ConfigMap kube-system/kube-proxy", verb)
+		}
+	}
+	for _, rule := range kp {
+		if !slices.Equal(rule.Resources, []string{"configmaps"}) || !slices.Equal(rule.ResourceNames, []string{"kube-proxy"}) ||
+			slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" }) {
+			t.Errorf("Role kube-system/%s-kube-proxy-config grants more than reading ConfigMap kube-proxy: %+v", ctrlName, rule)
+		}
+	}
+}
+
+// checkDataplane: one value, dataplane.backend, sets both sides, so the
+// controller never tells kube-proxy to leave an address (ipMode Proxy) that
+// no speaker forwards, nor the reverse.
+func (r *rendering) checkDataplane(t *testing.T, backend, ipMode string) {
+	t.Helper()
+	if got := flags(r.speakerContainer(t))["dataplane"]; got != backend {
+		t.Errorf("speaker --dataplane=%q, want %q", got, backend)
+	}
+	if got := flags(r.controllerContainer(t))["ip-mode"]; got != ipMode {
+		t.Errorf("controller --ip-mode=%q with dataplane.backend=%s, want %q", got, backend, ipMode)
+	}
 }
 
 func checkProbes(t *testing.T, component string, c *corev1.Container, healthAddr string) {
@@ -745,6 +807,9 @@ func (r *rendering) checkNamespaces(t *testing.T) {
 			if u.GetNamespace() != "" {
 				t.Errorf("cluster-scoped %s %s has namespace %s", u.GetKind(), u.GetName(), u.GetNamespace())
 			}
+		} else if u.GetNamespace() == "kube-system" && (u.GetKind() == "Role" || u.GetKind() == "RoleBinding") &&
+			u.GetName() == r.controller(t).GetName()+"-kube-proxy-config" {
+			// The one exception: reading kube-proxy's ConfigMap (checkController).
 		} else if u.GetNamespace() != r.namespace {
 			t.Errorf("%s %s in namespace %q, want the release namespace %s", u.GetKind(), u.GetName(), u.GetNamespace(), r.namespace)
 		}

@@ -1,0 +1,336 @@
+package allocation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/controller/internal/apiservertest"
+	"github.com/heraldlb/herald/controller/kubeproxy"
+	heraldscheme "github.com/heraldlb/herald/internal/scheme"
+)
+
+// The tests of this file run the controller, as main runs it, against a real
+// kube-apiserver (package apiservertest); one server serves them all, each
+// test in its own namespace.
+
+var (
+	apiOnce   sync.Once
+	apiServer *apiservertest.Server
+	// asController acts as the chart's controller ServiceAccount.
+	asController *rest.Config
+	apiErr       error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if apiServer != nil {
+		apiServer.Stop()
+	}
+	os.Exit(code)
+}
+
+// realAPI starts the shared API server on first use and returns a config
+// for the test (admin) and one for the controller (the chart's RBAC); the
+// test is skipped when the lab's binaries or helm are missing.
+func realAPI(t *testing.T) (admin, controller *rest.Config) {
+	t.Helper()
+	apiOnce.Do(func() {
+		if apiServer, apiErr = apiservertest.Start(); apiErr == nil {
+			asController, apiErr = apiServer.AsChartController()
+		}
+	})
+	if errors.Is(apiErr, apiservertest.ErrNoBinaries) || errors.Is(apiErr, apiservertest.ErrNoHelm) {
+		t.Skip(apiErr)
+	}
+	if apiErr != nil {
+		t.Fatal(apiErr)
+	}
+	return rest.CopyConfig(apiServer.Config), rest.CopyConfig(asController)
+}
+
+var skipNameValidation = true
+
+// runController runs the controller with opts until the test ends or stop
+// is called, and waits until it has rebuilt its state.
+func runController(t *testing.T, cfg *rest.Config, opts Options) (stop func()) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 heraldscheme.New(),
+		Cache:                  CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// One process runs the controller several times (a restart).
+		Controller: config.Controller{SkipNameValidation: &skipNameValidation},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(mgr, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("controller stopped: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-c.Ready():
+	case err := <-done:
+		t.Fatalf("controller stopped before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("controller not ready after 60s")
+	}
+	return stop
+}
+
+func adminClient(t *testing.T, cfg *rest.Config) client.Client {
+	t.Helper()
+	c, err := client.New(cfg, client.Options{Scheme: heraldscheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mustCreate(t *testing.T, c client.Client, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := c.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+// eventually polls cond every 50ms until it holds or 30s passed.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var ok bool
+		if ok, last = cond(); ok {
+			return
+		}
+	}
+	t.Fatalf("%s: not after 30s; last: %s", what, last)
+}
+
+func ingressOf(t *testing.T, c client.Client, ns, name string) []corev1.LoadBalancerIngress {
+	t.Helper()
+	var svc corev1.Service
+	if err := c.Get(context.Background(), nn(ns, name), &svc); err != nil {
+		t.Fatal(err)
+	}
+	return svc.Status.LoadBalancer.Ingress
+}
+
+func modeOf(in corev1.LoadBalancerIngress) string {
+	if in.IPMode == nil {
+		return "<none>"
+	}
+	return string(*in.IPMode)
+}
+
+// TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress: the controller
+// restarted with another --ip-mode (the dataplane switched on) rewrites
+// ipMode on every Service it manages, one write each, and no address moves:
+// kube-proxy then leaves the address to Herald's dataplane without a gap
+// longer than that write.
+func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
+	cfg, ctlCfg := realAPI(t)
+	c := adminClient(t, cfg)
+	const ns = "ipmode-switch"
+	mustCreate(t, c, namespace(ns, nil), testPool("ipmode-switch", 0, "203.0.113.16/29"), lbService(ns, "web"), lbService(ns, "api"))
+	names := []string{"web", "api"}
+
+	stop := runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	assigned := map[string]string{}
+	for _, name := range names {
+		eventually(t, name+" gets an address with ipMode VIP", func() (bool, string) {
+			in := ingressOf(t, c, ns, name)
+			if len(in) != 1 || modeOf(in[0]) != "VIP" {
+				return false, fmt.Sprint(in)
+			}
+			assigned[name] = in[0].IP
+			return true, ""
+		})
+	}
+	stop()
+
+	// Every write of the Services from here on, as the API server sees it.
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	list, err := cs.CoreV1().Services(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().Services(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeProxy})
+	for _, name := range names {
+		eventually(t, name+" gets ipMode Proxy", func() (bool, string) {
+			in := ingressOf(t, c, ns, name)
+			return len(in) == 1 && modeOf(in[0]) == "Proxy", fmt.Sprint(in)
+		})
+		if in := ingressOf(t, c, ns, name); in[0].IP != assigned[name] {
+			t.Errorf("%s: EXTERNAL-IP %s after the switch, was %s", name, in[0].IP, assigned[name])
+		}
+	}
+	// Collect what came, until the watch is quiet for 2s.
+	writes := map[string]int{}
+	for quiet := time.After(2 * time.Second); ; {
+		select {
+		case ev := <-w.ResultChan():
+			if ev.Type != watch.Modified {
+				t.Errorf("unexpected %s of %v", ev.Type, ev.Object)
+				continue
+			}
+			writes[ev.Object.(*corev1.Service).Name]++
+			quiet = time.After(2 * time.Second)
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	for _, name := range names {
+		if writes[name] != 1 {
+			t.Errorf("%s written %d times after the switch, want exactly 1", name, writes[name])
+		}
+	}
+}
+
+// eventsAbout lists the events recorded about a cluster-scoped object with
+// the given reason.
+func eventsAbout(t *testing.T, cs kubernetes.Interface, name, reason string) []eventsv1.Event {
+	t.Helper()
+	l, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range l.Items {
+		if e.Regarding.Name == name && e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func kubeProxyConfigMap(conf string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: kubeproxy.ConfigMapNamespace, Name: kubeproxy.ConfigMapName},
+		Data:       map[string]string{kubeproxy.ConfigKey: conf},
+	}
+}
+
+// TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce: with the
+// dataplane off and kube-proxy in IPVS mode without strictARP, every
+// L2Advertisement says so in a condition, with one warning however often
+// the configuration is judged again; setting strictARP takes the condition
+// away.
+func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T) {
+	cfg, ctlCfg := realAPI(t)
+	c := adminClient(t, cfg)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
+	cm := kubeProxyConfigMap(head + "ipvs:\n  scheduler: rr\n")
+	ads := []string{"strictarp-lan", "strictarp-dmz"}
+	mustCreate(t, c, cm, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ads[0]}}, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ads[1]}})
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, cm)
+		for _, name := range ads {
+			_ = c.Delete(ctx, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		}
+	})
+	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+
+	condition := func(name string) *metav1.Condition {
+		var ad v1alpha1.L2Advertisement
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, &ad); err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(ad.Status.Conditions, v1alpha1.ConditionKubeProxyStrictARP)
+	}
+	for _, name := range ads {
+		eventually(t, name+" says strictARP is off", func() (bool, string) {
+			cond := condition(name)
+			return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubeproxy.ReasonStrictARPDisabled, fmt.Sprint(cond)
+		})
+		if msg := condition(name).Message; !strings.Contains(msg, "kubectl edit configmap -n kube-system kube-proxy") {
+			t.Errorf("%s: message %q does not say how to fix it", name, msg)
+		}
+		eventually(t, name+" has its warning", func() (bool, string) {
+			n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPDisabled))
+			return n >= 1, fmt.Sprintf("%d events", n)
+		})
+	}
+
+	// Judged again (kube-proxy's ConfigMap changed, the problem stays; a new
+	// pool): no second warning.
+	cm.Data[kubeproxy.ConfigKey] = head + "ipvs:\n  scheduler: lc\n"
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, c, testPool("strictarp", 0, "203.0.113.40/30"))
+	t.Cleanup(func() { _ = c.Delete(ctx, testPool("strictarp", 0)) })
+	eventually(t, "the pool is judged", func() (bool, string) {
+		var p v1alpha1.IPAddressPool
+		if err := c.Get(ctx, client.ObjectKey{Name: "strictarp"}, &p); err != nil {
+			return false, err.Error()
+		}
+		return meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted) != nil, fmt.Sprint(p.Status.Conditions)
+	})
+	time.Sleep(time.Second) // events are written off the deciding path
+	for _, name := range ads {
+		if n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPDisabled)); n != 1 {
+			t.Errorf("%s: %d %s events, want exactly 1", name, n, kubeproxy.ReasonStrictARPDisabled)
+		}
+	}
+
+	// The fix: strictARP true.
+	cm.Data[kubeproxy.ConfigKey] = head + "ipvs:\n  scheduler: lc\n  strictARP: true\n"
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range ads {
+		eventually(t, name+" no longer says strictARP is off", func() (bool, string) {
+			cond := condition(name)
+			return cond == nil, fmt.Sprint(cond)
+		})
+		eventually(t, name+" has one event saying it is resolved", func() (bool, string) {
+			n := len(eventsAbout(t, cs, name, kubeproxy.ReasonStrictARPResolved))
+			return n == 1, fmt.Sprintf("%d events", n)
+		})
+	}
+}
