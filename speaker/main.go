@@ -140,6 +140,9 @@ func run(f flags) error {
 		Gossip: gossipAddr, Local: layer2.LocalSubnets, Log: log.WithName("lease"),
 	}
 	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
+	if err := reporter.Register(context.Background(), mgr.GetCache()); err != nil {
+		return err
+	}
 	// GoBGP starts with the first BGPPeer that applies to this node.
 	sessionChanged := make(chan struct{}, 1)
 	sessions := status.NewSessions(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("bgp-status"))

@@ -51,8 +51,8 @@ type Options struct {
 	// membership changes with exact times, for failover analysis).
 	SpeakerLogLevel string
 	// Dataplane is the speakers' --dataplane (nftables, iptables, ipvs,
-	// off); default off. As the chart's dataplane.backend does, it also
-	// sets the controller's --ip-mode: Proxy unless off, then VIP.
+	// off); default nftables, the chart's. As the chart's dataplane.backend
+	// does, it also sets the controller's --ip-mode: Proxy unless off, then VIP.
 	Dataplane string
 }
 
@@ -90,7 +90,7 @@ func InstallWith(ctx context.Context, l *lab.Lab, opts Options, log func(string,
 		opts.SpeakerLogLevel = "1"
 	}
 	if opts.Dataplane == "" {
-		opts.Dataplane = "off"
+		opts.Dataplane = "nftables"
 	}
 	h := &Herald{lab: l, repo: repo, binDir: filepath.Join(l.Dir, "herald-bin"), speakers: map[string]*Process{}, log: log, opts: opts}
 	// The lab's own Lease: short, so tests that wait for a Lease to expire
@@ -398,6 +398,28 @@ func SpeakerHTTPClient(n lab.Node) *http.Client {
 
 // Speaker is node's running speaker.
 func (h *Herald) Speaker(node string) *Process { return h.speakers[node] }
+
+// Dataplane is the speakers' --dataplane.
+func (h *Herald) Dataplane() string { return h.opts.Dataplane }
+
+// SetDataplane switches the speakers to another --dataplane, one node at a
+// time (each hands its addresses over and removes its rules as it stops),
+// then restarts the controller with the matching --ip-mode.
+func (h *Herald) SetDataplane(backend string) error {
+	h.opts.Dataplane = backend
+	for _, n := range h.lab.Nodes {
+		if p := h.speakers[n.Name]; p != nil {
+			p.Stop()
+		}
+		if err := h.StartSpeaker(n); err != nil {
+			return err
+		}
+	}
+	if h.ctl != nil {
+		h.ctl.Stop()
+	}
+	return h.StartController()
+}
 
 // Stop stops every component (SIGTERM), speakers first.
 func (h *Herald) Stop() {

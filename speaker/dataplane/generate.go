@@ -107,11 +107,14 @@ func Merge(vs []VirtualService) (RuleSet, []Warning) {
 //
 // Where a connection goes: this node's own ready endpoints directly (a
 // connection gets one DNAT per netfilter hook, so this node's NodePort could
-// not be the target; directly also keeps the client's address), and the
-// NodePorts of the other healthy nodes (with externalTrafficPolicy Local,
-// only those running a ready endpoint), masqueraded so that the reply comes
-// back through this node. Without NodePorts, every ready endpoint directly,
-// those on other nodes masqueraded.
+// not be the target; directly also keeps the client's address), and, with
+// externalTrafficPolicy Cluster, the NodePorts of the other healthy nodes,
+// masqueraded so that the reply comes back through this node. With Local,
+// only this node's endpoints, so every pod sees the client's address; a
+// node without one (the plan elects nodes with one, so only for a moment)
+// forwards to the NodePorts of the healthy nodes that have one rather than
+// drop the traffic. Without NodePorts, every ready endpoint directly, those
+// on other nodes masqueraded.
 func ServiceRules(s *Service, nodes Nodes, supports func(Scheduler) bool) ([]VirtualService, []Warning) {
 	var warns []Warning
 	sched := DefaultScheduler
@@ -142,28 +145,34 @@ func ServiceRules(s *Service, nodes Nodes, supports func(Scheduler) bool) ([]Vir
 }
 
 func destinations(s *Service, p *Port, v4 bool, nodes Nodes) []Destination {
-	var out []Destination
+	var local, remote []Destination
 	withEndpoints := map[string]bool{}
 	for _, e := range p.Endpoints {
 		if e.Addr.Is4() != v4 {
 			continue
 		}
 		withEndpoints[e.Node] = true
-		local := e.Node == nodes.Self && e.Node != ""
-		if local || !s.NodePorts || p.NodePort == 0 {
-			out = append(out, Destination{Addr: e.Addr, Port: e.Port, Masquerade: !local})
+		switch {
+		case e.Node == nodes.Self && e.Node != "":
+			local = append(local, Destination{Addr: e.Addr, Port: e.Port})
+		case !s.NodePorts || p.NodePort == 0:
+			remote = append(remote, Destination{Addr: e.Addr, Port: e.Port, Masquerade: true})
 		}
 	}
-	if s.NodePorts && p.NodePort != 0 {
+	if s.NodePorts && p.NodePort != 0 && !(s.Local && len(local) > 0) {
 		for _, n := range nodes.Healthy {
 			if n.Name == nodes.Self || (s.Local && !withEndpoints[n.Name]) {
 				continue
 			}
 			if a, ok := firstOfFamily(n.Addrs, v4); ok {
-				out = append(out, Destination{Addr: a, Port: p.NodePort, Masquerade: true})
+				remote = append(remote, Destination{Addr: a, Port: p.NodePort, Masquerade: true})
 			}
 		}
 	}
+	if s.Local && len(local) > 0 {
+		remote = nil
+	}
+	out := append(local, remote...)
 	slices.SortFunc(out, Destination.Compare)
 	return slices.CompactFunc(out, func(a, b Destination) bool { return a.Compare(b) == 0 })
 }

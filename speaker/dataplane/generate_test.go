@@ -68,10 +68,22 @@ func TestDestinations(t *testing.T) {
 			want: "198.51.100.12:30080+masq 198.51.100.13:30080+masq",
 		},
 		{
-			name: "Local: only the nodes running a ready endpoint",
+			name: "Local with an endpoint here: only this node's, so pods see the client's address",
 			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onA, onB)}},
 			ip:   vip4,
-			want: "10.244.0.5:8080 198.51.100.12:30080+masq",
+			want: "10.244.0.5:8080",
+		},
+		{
+			name: "Local without an endpoint here: the NodePorts of the nodes running one",
+			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onB)}},
+			ip:   vip4,
+			want: "198.51.100.12:30080+masq",
+		},
+		{
+			name: "Local without NodePorts: this node's endpoints only",
+			svc:  Service{Local: true, Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onA, onB}}}},
+			ip:   vip4,
+			want: "10.244.0.5:8080",
 		},
 		{
 			name: "Local with no endpoint anywhere: nothing, so the connection is refused",

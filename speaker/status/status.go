@@ -19,8 +19,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
@@ -143,6 +145,35 @@ func (r *Reporter) Prune(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Register makes the Reporter rewrite an Announcement of this node that
+// someone else deleted while the node still announces it: a speaker taking
+// an address over removes the Announcements of the nodes it saw dead, and
+// a node that restarted at that moment may already own the address again.
+// Call it before the cache starts.
+func (r *Reporter) Register(ctx context.Context, c cache.Cache) error {
+	inf, err := c.GetInformer(ctx, &v1alpha1.Announcement{})
+	if err != nil {
+		return err
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		a, ok := o.(*v1alpha1.Announcement)
+		if !ok || a.Spec.Node != r.node {
+			return
+		}
+		k := key{types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.Service}, a.Spec.Mode}
+		r.mu.Lock()
+		want := r.want[k] != nil
+		r.mu.Unlock()
+		if want {
+			r.queue.Add(k)
+		}
+	}})
+	return err
 }
 
 // Warn records a warning event on a Service, off the deciding path.
