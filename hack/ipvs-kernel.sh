@@ -16,7 +16,11 @@ if compgen -G "$dir/boot/vmlinuz-*" >/dev/null; then
 fi
 # linux-image-amd64 is the metapackage; its dependency names the current
 # kernel package (linux-image-6.1.0-NN-amd64 on Debian 12).
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+pkg=$(kernel_pkg)
+if [ -z "$pkg" ]; then
+  apt-get update -qq >&2 && pkg=$(kernel_pkg)
+fi
 if [ -z "$pkg" ]; then
   echo "ipvs-kernel: apt-cache knows no linux-image-amd64 (apt-get update?)" >&2; exit 1
 fi
