@@ -4,9 +4,9 @@
 // the case needs, runs the binary, prints its exit status on the serial
 // console and powers off; the host reads the console.
 //
-// A host test uses it in three steps: Kernel (find the unpacked kernel
-// package, fetching it with hack/ipvs-kernel.sh when apt-get can), Initrd
-// (pack busybox, the modules with their dependencies, and the binary), Boot.
+// A host test uses it in three steps: FindKernel (the unpacked kernel
+// package, fetched with hack/ipvs-kernel.sh when apt-get can), Initrd.Write
+// (busybox, the modules with their dependencies, and the binary), Boot.
 package qemutest
 
 import (
@@ -33,7 +33,7 @@ type Kernel struct {
 	Modules string
 }
 
-// Kernel returns the kernel the VM tests boot: $HERALD_QEMU_KERNEL, else
+// FindKernel returns the kernel the VM tests boot: $HERALD_QEMU_KERNEL, else
 // $LAB_DIR/ipvs-kernel, else .lab/ipvs-kernel at the module's root; when
 // none is there and apt-get is available, hack/ipvs-kernel.sh fetches it.
 // The test is skipped, saying why, when that is not possible or qemu or
@@ -232,8 +232,8 @@ func shellQuote(words []string) string {
 	return strings.Join(q, " ")
 }
 
-// Write packs the initrd into path: a gzipped newc cpio, as the kernel
-// unpacks into its rootfs.
+// Write packs the initrd into path: a newc cpio, which the kernel unpacks
+// into its rootfs.
 func (r *Initrd) Write(path string) error {
 	a := newCpio()
 	for _, d := range []string{"bin", "proc", "sys", "tmp", "dev", "run", "lib"} {
@@ -254,7 +254,7 @@ func (r *Initrd) Write(path string) error {
 		mods = append(mods, name)
 	}
 	a.bytes("init", []byte(r.initScript(mods)), 0o755)
-	return a.writeGzip(path)
+	return a.write(path)
 }
 
 // Result is what a boot printed and how the binary ended.

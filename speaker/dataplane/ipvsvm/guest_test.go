@@ -170,6 +170,9 @@ func TestGuestIPVSBackend(t *testing.T) {
 	checkKernel(t, rs)
 
 	// A restart: a new backend adopts what the old one left, with no gap.
+	// Had it recreated a service, the kernel's connection counter of that
+	// service would have started again from zero.
+	before := connections(t, vip4, 80)
 	b2, err := dataplane.NewIPVS(dataplane.IPVSOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +181,9 @@ func TestGuestIPVSBackend(t *testing.T) {
 		t.Fatalf("Sync after restart: %+v, %v; want a full sync", st, err)
 	}
 	checkKernel(t, rs)
+	if after := connections(t, vip4, 80); before == 0 || after < before {
+		t.Errorf("connections counted by %s:80: %d before the restart, %d after; want the service kept, not recreated", vip4, before, after)
+	}
 	g.names(t, client4, vip4, 80, 2)
 
 	if err := b2.Cleanup(ctx); err != nil {
@@ -270,6 +276,16 @@ func checkKernel(t *testing.T, rs dataplane.RuleSet) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("kernel IPVS services (destinations each):\n%v\nwant\n%v", got, want)
 	}
+}
+
+// connections is the kernel's count of connections the service took.
+func connections(t *testing.T, vip netip.Addr, port uint16) uint64 {
+	t.Helper()
+	c, err := ipvs.New()
+	must(t, err)
+	s, err := c.Service(ipvs.Service{Address: vip, Port: port, Protocol: ipvs.TCP, Family: ipvs.INET})
+	must(t, err, fmt.Sprintf("IPVS service %s:%d", vip, port))
+	return max(s.Stats.Connections, s.Stats64.Connections)
 }
 
 // addForeignService makes what kube-proxy would have: a dummy link
@@ -384,7 +400,9 @@ func (g *guest) checkNoNeighbourAnswer(t *testing.T) {
 		if vip.Is6() {
 			src = client6
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		// A node answering would connect in milliseconds; 1.5 s of
+		// silence is the kernel still asking.
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		c, err := g.dial(ctx, src, netip.AddrPortFrom(vip, 80).String())
 		cancel()
 		if err == nil {

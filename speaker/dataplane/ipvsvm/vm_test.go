@@ -48,7 +48,7 @@ func TestIPVSBackendInVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd := filepath.Join(dir, "initrd.gz")
+	initrd := filepath.Join(dir, "initrd.cpio")
 	r := qemutest.Initrd{
 		Modules: mods, Binary: bin, Env: []string{guestEnv + "=1"},
 		Args: []string{"-test.v", "-test.run", "^TestGuest", "-test.timeout", "5m"},
