@@ -109,15 +109,15 @@ func (b *IPVS) fullSync(ctx context.Context, rs RuleSet) error {
 	if err != nil {
 		return err
 	}
-	if err := b.apply(ctx, planIPVS(rs.Services, addrsOf(rs.Services), cur)); err != nil {
-		return err
-	}
+	// The masquerade elements go in before IPVS sends anything to a new
+	// destination: the source NAT of a connection is decided on its first
+	// packet, and one that passed without a match stays unmasqueraded.
 	elems := masqElems(rs.Services)
 	if err := b.masq.Replace(elems); err != nil {
 		return err
 	}
 	b.lastMasq = elems
-	return nil
+	return b.apply(ctx, planIPVS(rs.Services, addrsOf(rs.Services), cur))
 }
 
 // owned lists the IPVS services for the addresses on the link, with their
@@ -172,13 +172,17 @@ func (b *IPVS) partialSync(ctx context.Context, rs RuleSet) error {
 	for a := range b.lastAddr {
 		cur.Addrs = append(cur.Addrs, a)
 	}
-	ops := planIPVS(desired, addrsOf(rs.Services), cur)
-	if err := b.apply(ctx, ops); err != nil {
-		return err
-	}
+	// New masquerade elements before the destinations they are for (see
+	// fullSync), stale ones only after IPVS stopped using them.
 	elems := masqElems(rs.Services)
 	add, del := diffMasq(b.lastMasq, elems)
-	if err := b.masq.Update(add, del); err != nil {
+	if err := b.masq.Update(add, nil); err != nil {
+		return err
+	}
+	if err := b.apply(ctx, planIPVS(desired, addrsOf(rs.Services), cur)); err != nil {
+		return err
+	}
+	if err := b.masq.Update(nil, del); err != nil {
 		return err
 	}
 	b.lastMasq = elems

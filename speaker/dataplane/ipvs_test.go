@@ -136,14 +136,27 @@ type fakeMasq struct {
 	elems    []masqElem
 	replaced int
 	exists   bool
+	// log, when set, gets the changes, interleaved with IPVS's calls.
+	log *[]string
 }
 
 func (m *fakeMasq) Replace(e []masqElem) error {
 	m.elems, m.exists = slices.Clone(e), true
 	m.replaced++
+	if m.log != nil {
+		*m.log = append(*m.log, fmt.Sprintf("masq = %v", e))
+	}
 	return nil
 }
 func (m *fakeMasq) Update(add, del []masqElem) error {
+	if m.log != nil {
+		for _, e := range add {
+			*m.log = append(*m.log, fmt.Sprintf("masq + %v", e))
+		}
+		for _, e := range del {
+			*m.log = append(*m.log, fmt.Sprintf("masq - %v", e))
+		}
+	}
 	m.elems = slices.DeleteFunc(m.elems, func(x masqElem) bool { return slices.Contains(del, x) })
 	m.elems = append(m.elems, add...)
 	slices.SortFunc(m.elems, compareMasq)
@@ -294,6 +307,28 @@ func TestIPVSCleanupRemovesOnlyOurs(t *testing.T) {
 	}
 	if st := n.sync(t, sampleRuleSet()); !st.Full {
 		t.Error("the sync after Cleanup was partial")
+	}
+}
+
+// TestMasqueradeCoversADestinationForItsWholeLife: IPVS sends no
+// connection to a masqueraded destination before its element is in the
+// set (the source NAT is decided on a connection's first packet), and the
+// element leaves only after the destination.
+func TestMasqueradeCoversADestinationForItsWholeLife(t *testing.T) {
+	n := newFakeNode()
+	n.masq.log = &n.ipvs.calls
+	one := func(d Destination) RuleSet {
+		return RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, d)}}
+	}
+	n.sync(t, one(dest(ep1, 80, true)))
+	want := []string{"list", "masq = [203.0.113.10:80/TCP -> 10.1.0.1:80]", "add 203.0.113.10:80/TCP", "add 203.0.113.10:80/TCP -> 10.1.0.1:80", "add-addr 203.0.113.10"}
+	if !slices.Equal(n.ipvs.calls, want) {
+		t.Errorf("first sync:\n%s\nwant:\n%s", strings.Join(n.ipvs.calls, "\n"), strings.Join(want, "\n"))
+	}
+	n.sync(t, one(dest(ep2, 80, true)))
+	want = []string{"masq + 203.0.113.10:80/TCP -> 10.1.0.2:80", "add 203.0.113.10:80/TCP -> 10.1.0.2:80", "del 203.0.113.10:80/TCP -> 10.1.0.1:80", "masq - 203.0.113.10:80/TCP -> 10.1.0.1:80"}
+	if !slices.Equal(n.ipvs.calls, want) {
+		t.Errorf("destination replaced:\n%s\nwant:\n%s", strings.Join(n.ipvs.calls, "\n"), strings.Join(want, "\n"))
 	}
 }
 
