@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/cloudflare/ipvs"
 )
@@ -28,6 +27,8 @@ type IPVSOptions struct {
 // IPVS has no transactions: a full sync diffs against what the kernel holds
 // and changes only that, so a restart leaves no gap in service. Operations
 // run in the order of ipvsOpKind (see there why).
+//
+// One caller at a time: Sync and Cleanup are not safe to run concurrently.
 type IPVS struct {
 	client ipvs.Client
 	link   vipLink
@@ -124,12 +125,16 @@ func (b *IPVS) fullSync(ctx context.Context, rs RuleSet) error {
 // destinations. Services for any other address are left alone.
 func (b *IPVS) owned(addrs []netip.Addr) (ipvsState, error) {
 	st := ipvsState{Addrs: addrs}
+	ours := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		ours[a] = true
+	}
 	all, err := b.client.Services()
 	if err != nil {
 		return st, fmt.Errorf("ipvs: list services: %w", err)
 	}
 	for _, s := range all {
-		if s.FWMark != 0 || !slices.Contains(addrs, s.Address) {
+		if s.FWMark != 0 || !ours[s.Address] {
 			continue
 		}
 		ds, err := b.client.Destinations(s.Service)
