@@ -149,6 +149,16 @@ func TestGuestIPVSBackend(t *testing.T) {
 			}
 		}
 	})
+	t.Run("UDP: rr across the backends, masquerade for b1", func(t *testing.T) {
+		seen := map[string]string{}
+		for range 4 {
+			name, src := g.udp(t, client4, vip4, 53)
+			seen[name] = src
+		}
+		if seen["b1"] != g.backends[0].node4.String() || seen["b2"] != client4.String() {
+			t.Errorf("UDP sources seen %v; want b1 to see the node's %s, b2 the client's %s", seen, g.backends[0].node4, client4)
+		}
+	})
 	t.Run("IPv6 VIP serves", func(t *testing.T) {
 		g.names(t, client6, vip6, 80, 2)
 	})
@@ -228,6 +238,10 @@ func ruleSet(bs []*backend) dataplane.RuleSet {
 	svc := func(vip netip.Addr, port uint16, s dataplane.Scheduler, aff time.Duration, d []dataplane.Destination) dataplane.VirtualService {
 		return dataplane.VirtualService{Key: dataplane.Key{IP: vip, Protocol: dataplane.TCP, Port: port}, Scheduler: s, Affinity: aff, Destinations: d}
 	}
+	udp := func(vs dataplane.VirtualService) dataplane.VirtualService {
+		vs.Protocol = dataplane.UDP
+		return vs
+	}
 	none := map[string]bool{}
 	all := []string{"b1", "b2", "b3"}
 	rs := dataplane.RuleSet{Services: []dataplane.VirtualService{
@@ -241,6 +255,7 @@ func ruleSet(bs []*backend) dataplane.RuleSet {
 		svc(vip4, 87, dataplane.Random, time.Minute, dests(none, false, all...)),
 		svc(vip4, 88, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, false, "b1", "b2")),
 		svc(vip6, 80, dataplane.RoundRobin, 0, dests(none, true, "b1", "b2")),
+		udp(svc(vip4, 53, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, false, "b1", "b2"))),
 		svc(vip6, 88, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, true, "b1", "b2")),
 	}}
 	slices.SortFunc(rs.Services, func(a, b dataplane.VirtualService) int { return a.Key.Compare(b.Key) })
@@ -363,6 +378,27 @@ func (g *guest) dial(ctx context.Context, src netip.Addr, address string) (net.C
 	return c, err
 }
 
+// udp sends one datagram from the client's address src to vip:port and
+// returns the answering backend's name and the source address it saw.
+func (g *guest) udp(t *testing.T, src, vip netip.Addr, port uint16) (name, seen string) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	inNS(g.client, func() {
+		c, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, port)))
+	})
+	must(t, err)
+	defer c.Close()
+	must(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Write([]byte("who?"))
+	must(t, err)
+	buf := make([]byte, 100)
+	n, err := c.Read(buf)
+	must(t, err, fmt.Sprintf("UDP %s:%d from %s", vip, port, src))
+	name, seen, _ = strings.Cut(strings.TrimSpace(string(buf[:n])), " ")
+	return name, seen
+}
+
 // hold opens a connection to vip:port, does one request on it and keeps it
 // open; it returns the connection and the backend holding it.
 func (g *guest) hold(t *testing.T, src, vip netip.Addr, port uint16) (net.Conn, string) {
@@ -473,8 +509,8 @@ func (g *guest) link(t *testing.T, name string, ns netns.NsHandle, nodeAddrs, fa
 	}
 }
 
-// serve runs the backend's HTTP server: it answers with its name and the
-// source address it sees.
+// serve runs the backend's HTTP server and UDP echo: both answer with the
+// backend's name and the source address it sees.
 func (b *backend) serve(t *testing.T) {
 	var ln net.Listener
 	var err error
@@ -486,6 +522,21 @@ func (b *backend) serve(t *testing.T) {
 		fmt.Fprintf(w, "%s %s\n", b.name, a.Unmap())
 	})}
 	go b.httpServer.Serve(ln)
+
+	var pc net.PacketConn
+	inNS(b.ns, func() { pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", backendPort)) })
+	must(t, err)
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			a := from.(*net.UDPAddr).AddrPort().Addr().Unmap()
+			pc.WriteTo([]byte(fmt.Sprintf("%s %s\n", b.name, a)), from)
+		}
+	}()
 }
 
 // newNS makes a network namespace and returns a handle to it, leaving the
