@@ -58,7 +58,6 @@ type backend struct {
 }
 
 type guest struct {
-	t        *testing.T
 	client   netns.NsHandle
 	backends []*backend
 }
@@ -167,8 +166,13 @@ func TestGuestIPVSBackend(t *testing.T) {
 	})
 	present(t, kube, true)
 
-	// A partial sync: one destination goes from one service.
-	rs.Services[0].Destinations = rs.Services[0].Destinations[:2]
+	// A partial sync: b3 goes from the rr service on port 80.
+	i := slices.IndexFunc(rs.Services, func(vs dataplane.VirtualService) bool {
+		return vs.Key == dataplane.Key{IP: vip4, Protocol: dataplane.TCP, Port: 80}
+	})
+	rs.Services[i].Destinations = slices.DeleteFunc(rs.Services[i].Destinations, func(d dataplane.Destination) bool {
+		return d.Addr == g.backends[2].addr4
+	})
 	if st, err := b.Sync(ctx, rs); err != nil || st.Full {
 		t.Fatalf("partial Sync: %+v, %v; want a partial sync", st, err)
 	}
@@ -505,7 +509,7 @@ func (g *guest) checkNoNeighbourAnswer(t *testing.T) {
 
 // setUp builds the namespaces, links, addresses, routes and backends.
 func setUp(t *testing.T) *guest {
-	g := &guest{t: t}
+	g := &guest{}
 	writeSysctl(t, "net/ipv4/ip_forward", "1")
 	writeSysctl(t, "net/ipv6/conf/all/forwarding", "1")
 	g.client = newNS(t)
