@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/cloudflare/ipvs"
 )
@@ -89,6 +90,9 @@ func (b *IPVS) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	b.last = make(map[Key]VirtualService, len(rs.Services))
 	b.lastAddr = map[netip.Addr]bool{}
 	for _, vs := range rs.Services {
+		// A copy: the caller may reuse the slice's array for its next
+		// RuleSet, and this record must stay what the kernel holds.
+		vs.Destinations = slices.Clone(vs.Destinations)
 		b.last[vs.Key] = vs
 		b.lastAddr[vs.IP] = true
 	}

@@ -266,6 +266,20 @@ func TestIPVSPartialSyncTouchesOnlyWhatChanged(t *testing.T) {
 	}
 }
 
+// TestIPVSKeepsItsOwnRecord: a caller editing its RuleSet in place after a
+// Sync (found in the VM: slices.DeleteFunc on the destinations) must not
+// change what the backend believes the kernel holds.
+func TestIPVSKeepsItsOwnRecord(t *testing.T) {
+	n := newFakeNode()
+	rs := RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80, false), dest(ep2, 80, false))}}
+	n.sync(t, rs)
+	rs.Services[0].Destinations = slices.DeleteFunc(rs.Services[0].Destinations, func(d Destination) bool { return d.Addr == ep1 })
+	n.sync(t, rs)
+	if want := []string{"del 203.0.113.10:80/TCP -> 10.1.0.1:80"}; !slices.Equal(n.ipvs.calls, want) {
+		t.Errorf("calls %v, want %v", n.ipvs.calls, want)
+	}
+}
+
 func TestIPVSFailedSyncMakesTheNextOneFull(t *testing.T) {
 	n := newFakeNode()
 	rs := sampleRuleSet()
