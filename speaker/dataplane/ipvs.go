@@ -241,8 +241,9 @@ func (b *IPVS) apply(ctx context.Context, ops []ipvsOp) error {
 }
 
 // Cleanup removes the IPVS services of the addresses on the link, the link
-// with its addresses, and the masquerade tables. The sysctls stay (see
-// setIPVSSysctls).
+// with its addresses, and the masquerade tables. The link goes last: the
+// addresses on it are how the backend knows its services, so a Cleanup that
+// failed half-way can be run again. The sysctls stay (see setIPVSSysctls).
 func (b *IPVS) Cleanup(ctx context.Context) error {
 	b.last = nil
 	addrs, err := b.link.Addrs()
@@ -259,6 +260,8 @@ func (b *IPVS) Cleanup(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("ipvs: remove %s: %w", serviceName(s.Service), err))
 		}
 	}
-	errs = append(errs, b.link.Delete(), b.masq.Cleanup())
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return errors.Join(b.masq.Cleanup(), b.link.Delete())
 }
