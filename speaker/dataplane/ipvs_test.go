@@ -346,6 +346,22 @@ func TestMasqueradeCoversADestinationForItsWholeLife(t *testing.T) {
 	}
 }
 
+func TestIPVSCleanupCanBeRetried(t *testing.T) {
+	n := newFakeNode()
+	n.sync(t, sampleRuleSet())
+	n.ipvs.fail = "del 203.0.113.11:81/TCP"
+	if err := n.b.Cleanup(context.Background()); err == nil {
+		t.Fatal("Cleanup: no error")
+	}
+	n.ipvs.fail = ""
+	if err := n.b.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(n.ipvs.svcs) != 0 || n.link.exists {
+		t.Errorf("after the retried Cleanup: %d services, link %v", len(n.ipvs.svcs), n.link.exists)
+	}
+}
+
 // TestMasqKeyLayout: each part of the concatenated key starts on a 4-byte
 // register boundary, as the rule loads it (masqRule).
 func TestMasqKeyLayout(t *testing.T) {
