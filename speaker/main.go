@@ -233,6 +233,8 @@ func openDataplane(name, iptables string) (dataplane.Backend, error) {
 		b, err = dataplane.NewNFTables(dataplane.NFTablesOptions{})
 	case "iptables":
 		b, err = dataplane.NewIPTables(dataplane.IPTablesOptions{Binary: iptables})
+	case "ipvs":
+		b, err = dataplane.NewIPVS(dataplane.IPVSOptions{})
 	default:
 		return nil, fmt.Errorf("--dataplane %q: want nftables, iptables, ipvs or off", name)
 	}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -96,6 +97,12 @@ type VirtualService struct {
 	// Affinity: ClientIP session affinity with this timeout; 0: none.
 	Affinity  time.Duration
 	Scheduler Scheduler
+}
+
+// Equal reports whether v and o program the same thing.
+func (v *VirtualService) Equal(o *VirtualService) bool {
+	return v.Key == o.Key && v.Service == o.Service && v.PortName == o.PortName &&
+		v.Affinity == o.Affinity && v.Scheduler == o.Scheduler && slices.Equal(v.Destinations, o.Destinations)
 }
 
 // RuleSet is everything the dataplane programs: virtual services sorted by Key,

@@ -14,8 +14,8 @@ import (
 
 var (
 	svcKey  = types.NamespacedName{Namespace: "demo", Name: "web"}
-	vip4    = netip.MustParseAddr("192.0.2.10")
-	vip6    = netip.MustParseAddr("2001:db8::10")
+	genVIP4 = netip.MustParseAddr("192.0.2.10")
+	genVIP6 = netip.MustParseAddr("2001:db8::10")
 	lanNode = Nodes{Self: "a", Healthy: []Node{
 		{Name: "a", Addrs: []netip.Addr{netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("2001:db8:1::11")}},
 		{Name: "b", Addrs: []netip.Addr{netip.MustParseAddr("198.51.100.12"), netip.MustParseAddr("2001:db8:1::12")}},
@@ -58,60 +58,60 @@ func TestDestinations(t *testing.T) {
 		{
 			name: "Cluster: own endpoint directly, the other healthy nodes' NodePorts masqueraded",
 			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onB)}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.0.5:8080 198.51.100.12:30080+masq 198.51.100.13:30080+masq",
 		},
 		{
 			name: "Cluster without an endpoint here: every other healthy node",
 			svc:  Service{NodePorts: true, Ports: []Port{webPort(onB)}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "198.51.100.12:30080+masq 198.51.100.13:30080+masq",
 		},
 		{
 			name: "Local with an endpoint here: only this node's, so pods see the client's address",
 			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onA, onB)}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.0.5:8080",
 		},
 		{
 			name: "Local without an endpoint here: the NodePorts of the nodes running one",
 			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onB)}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "198.51.100.12:30080+masq",
 		},
 		{
 			name: "Local without NodePorts: this node's endpoints only",
 			svc:  Service{Local: true, Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onA, onB}}}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.0.5:8080",
 		},
 		{
 			name: "Local with no endpoint anywhere: nothing, so the connection is refused",
 			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort()}},
-			ip:   vip4,
+			ip:   genVIP4,
 		},
 		{
 			name: "IPv6 address: IPv6 endpoints and the nodes that have an IPv6 address",
 			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onA6, onB)}},
-			ip:   vip6,
+			ip:   genVIP6,
 			want: "[2001:db8:1::12]:30080+masq [fd00:10:244::5]:8080",
 		},
 		{
 			name: "allocateLoadBalancerNodePorts false: every endpoint directly, other nodes' masqueraded",
 			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onA, onB}}}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.0.5:8080 10.244.1.5:8080+masq",
 		},
 		{
 			name: "a port without a NodePort goes to endpoints even when others have one",
 			svc:  Service{NodePorts: true, Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onB}}}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.1.5:8080+masq",
 		},
 		{
 			name: "an endpoint without a node name is never taken for this node's",
 			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{endpointOn("10.244.2.5", "")}}}},
-			ip:   vip4,
+			ip:   genVIP4,
 			want: "10.244.2.5:8080+masq",
 		},
 	} {
@@ -130,7 +130,7 @@ func TestDestinations(t *testing.T) {
 
 func TestGenerateOneVirtualServicePerAddressAndPort(t *testing.T) {
 	svc := Service{
-		Key: svcKey, IPs: []netip.Addr{vip6, vip4}, NodePorts: true, Affinity: 3 * time.Hour,
+		Key: svcKey, IPs: []netip.Addr{genVIP6, genVIP4}, NodePorts: true, Affinity: 3 * time.Hour,
 		Ports: []Port{webPort(endpointOn("10.244.0.5", "a")), {Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053}},
 	}
 	rs, warns := Generate([]Service{svc}, lanNode, allSchedulers)
@@ -151,11 +151,11 @@ func TestGenerateOneVirtualServicePerAddressAndPort(t *testing.T) {
 }
 
 func TestSharedAddressKeepsEachServicesPorts(t *testing.T) {
-	web := Service{Key: svcKey, IPs: []netip.Addr{vip4}, NodePorts: true, Ports: []Port{webPort()}}
-	dns := Service{Key: types.NamespacedName{Namespace: "demo", Name: "dns"}, IPs: []netip.Addr{vip4}, NodePorts: true,
+	web := Service{Key: svcKey, IPs: []netip.Addr{genVIP4}, NodePorts: true, Ports: []Port{webPort()}}
+	dns := Service{Key: types.NamespacedName{Namespace: "demo", Name: "dns"}, IPs: []netip.Addr{genVIP4}, NodePorts: true,
 		Ports: []Port{{Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053}}}
 	// A third Service claiming web's port (the controller refuses such sharing).
-	clash := Service{Key: types.NamespacedName{Namespace: "demo", Name: "zz"}, IPs: []netip.Addr{vip4}, NodePorts: true, Ports: []Port{webPort()}}
+	clash := Service{Key: types.NamespacedName{Namespace: "demo", Name: "zz"}, IPs: []netip.Addr{genVIP4}, NodePorts: true, Ports: []Port{webPort()}}
 	rs, warns := Generate([]Service{clash, web, dns}, lanNode, allSchedulers)
 	var got []string
 	for _, vs := range rs.Services {
@@ -183,7 +183,7 @@ func TestSchedulerFallsBackWithAWarning(t *testing.T) {
 		{"lc", Random, `scheduler "lc" is not available`},
 		{"round-robin", Random, `scheduler "round-robin" is not one of`},
 	} {
-		svc := Service{Key: svcKey, IPs: []netip.Addr{vip4}, Scheduler: tc.annotation, Ports: []Port{webPort()}}
+		svc := Service{Key: svcKey, IPs: []netip.Addr{genVIP4}, Scheduler: tc.annotation, Ports: []Port{webPort()}}
 		vs, warns := ServiceRules(&svc, lanNode, netfilter)
 		if vs[0].Scheduler != tc.want {
 			t.Errorf("%q: scheduler %s, want %s", tc.annotation, vs[0].Scheduler, tc.want)
@@ -214,7 +214,7 @@ func TestGenerateProperties(t *testing.T) {
 			s := Service{Key: types.NamespacedName{Namespace: "ns", Name: fmt.Sprint("s", i)},
 				Local: rapid.Bool().Draw(t, "local"), NodePorts: rapid.Bool().Draw(t, "nodeports")}
 			for range rapid.IntRange(1, 2).Draw(t, "ips") {
-				s.IPs = append(s.IPs, rapid.SampledFrom([]netip.Addr{vip4, vip6, netip.MustParseAddr("192.0.2.11")}).Draw(t, "ip"))
+				s.IPs = append(s.IPs, rapid.SampledFrom([]netip.Addr{genVIP4, genVIP6, netip.MustParseAddr("192.0.2.11")}).Draw(t, "ip"))
 			}
 			for j := range rapid.IntRange(1, 2).Draw(t, "ports") {
 				p := Port{Name: fmt.Sprint("p", j), Protocol: rapid.SampledFrom([]Protocol{TCP, UDP}).Draw(t, "proto"),

@@ -21,13 +21,6 @@ import (
 // where it is not.
 const DefaultMasqueradeMark uint32 = 0x1000
 
-// sameVirtualService reports whether a and b program the same rules.
-func sameVirtualService(a, b *VirtualService) bool {
-	return a.Key == b.Key && a.Service == b.Service && a.PortName == b.PortName &&
-		a.Affinity == b.Affinity && a.Scheduler == b.Scheduler &&
-		slices.Equal(a.Destinations, b.Destinations)
-}
-
 // change is one virtual service a partial sync rewrites: what the last
 // successful sync programmed (Old) and what is wanted (New); either may be
 // nil (added, removed).
@@ -48,7 +41,7 @@ func diff(applied map[Key]VirtualService, rs RuleSet) []change {
 		switch {
 		case !ok:
 			out = append(out, change{New: vs})
-		case !sameVirtualService(&old, vs):
+		case !old.Equal(vs):
 			found++
 			o := old // only the changed ones escape to the heap
 			out = append(out, change{Old: &o, New: vs})

@@ -68,7 +68,7 @@ func (f *forwarder) update(p *plan.Planner, keys []types.NamespacedName) []datap
 			continue
 		}
 		vs, warns := dataplane.ServiceRules(&svc, f.nodes, f.backend.Supports)
-		if !slices.EqualFunc(vs, f.vs[k], sameVirtualService) {
+		if !slices.EqualFunc(vs, f.vs[k], func(a, b dataplane.VirtualService) bool { return a.Equal(&b) }) {
 			f.vs[k] = vs
 			f.pending = true
 		}
@@ -105,11 +105,6 @@ func (f *forwarder) sync(ctx context.Context) error {
 		f.pending = false
 	}
 	return err
-}
-
-func sameVirtualService(a, b dataplane.VirtualService) bool {
-	return a.Key == b.Key && a.Service == b.Service && a.PortName == b.PortName && a.Affinity == b.Affinity &&
-		a.Scheduler == b.Scheduler && slices.Equal(a.Destinations, b.Destinations)
 }
 
 type dataplaneMetrics struct {
