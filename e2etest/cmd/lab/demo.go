@@ -50,6 +50,30 @@ func demo(l *lab.Lab) error {
 	if err != nil {
 		return err
 	}
+	// The traffic goes through Herald's dataplane on the announcing node:
+	// ipMode Proxy keeps kube-proxy out, and the node's nftables map has
+	// the address.
+	mode, err := kubectl("get", "svc", "web", "-o", "jsonpath={.status.loadBalancer.ingress[0].ipMode}")
+	if err != nil {
+		return err
+	}
+	if mode != "Proxy" {
+		return fmt.Errorf("demo: ipMode %q, want Proxy: the chart's default dataplane forwards the traffic", mode)
+	}
+	owner, err := kubectl("get", "announcements", "-o", "jsonpath={.items[?(@.spec.mode==\"layer2\")].spec.node}")
+	if err != nil {
+		return err
+	}
+	n, ok := l.Node(owner)
+	if !ok {
+		return fmt.Errorf("demo: no lab node %q announces %s", owner, ip)
+	}
+	fmt.Printf("%s$ nft list map inet herald services-ip4\n", owner)
+	out, err := exec.Command("ip", "netns", "exec", n.Netns, "nft", "list", "map", "inet", "herald", "services-ip4").CombinedOutput()
+	fmt.Print(string(out))
+	if err != nil || !strings.Contains(string(out), ip) {
+		return fmt.Errorf("demo: %s's Herald nftables map has no %s: %v", owner, ip, err)
+	}
 	fmt.Println()
 	url := fmt.Sprintf("http://%s/", ip)
 	pods, err := curlLoop(context.Background(), url, 12)
@@ -57,7 +81,7 @@ func demo(l *lab.Lab) error {
 		return err
 	}
 	if len(pods) < 2 {
-		return fmt.Errorf("demo: only %v answered %s; kube-proxy should spread requests over the pods", pods, url)
+		return fmt.Errorf("demo: only %v answered %s; Herald's dataplane should spread requests over the pods", pods, url)
 	}
 	fmt.Printf("\n%d different pods answered through the EXTERNAL-IP %s: %s\n", len(pods), ip, strings.Join(pods, ", "))
 	return nil
