@@ -432,7 +432,20 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 	// rules are a pure function of the RuleSet: a restarted backend, doing
 	// a full sync over what the last one left, must write the same.
 	final := append(moved[:1:1], moved[2:]...)
-	sync(b, final, false)
+	t.Run("AFailedSyncChangesNothingAndMakesTheNextFull", func(t *testing.T) {
+		rs, _ := Generate(final, labNodes, b.Supports)
+		rs.Services[0].Protocol = "BOGUS" // refused by nft and iptables alike
+		l.inNode(func() error {
+			if _, err := b.Sync(ctx, rs); err == nil {
+				return errors.New("a sync with protocol BOGUS succeeded")
+			}
+			return nil
+		})
+		if got := sawBy(l.gets(clientV4, vipWeb, 443, 10)); got["pod2"] == nil && got["remote"] == nil {
+			t.Errorf("after the failed sync, web:443 reached %v; want the rules of the last good sync", got)
+		}
+	})
+	sync(b, final, true)
 	before := sortedLines(kb.ours(l))
 	var b2 Backend
 	l.inNode(func() (err error) { b2, err = kb.new(); return err })
@@ -452,6 +465,8 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 			t.Errorf("foreign rules changed:\n%s\nwere:\n%s", got, foreign)
 		}
 	})
+	l.inNode(func() error { return b2.Cleanup(ctx) })
+	// Again, with nothing left to remove: still no error.
 	l.inNode(func() error { return b2.Cleanup(ctx) })
 	t.Run("CleanupLeavesNothingOfOurs", func(t *testing.T) {
 		if got := kb.ours(l); got != "" {
