@@ -37,6 +37,13 @@ import (
 // which also adopts whatever a previous run left. Its cost: the affinity sets
 // start empty. A partial sync changes only the map elements, chains and
 // sets of the virtual services that differ.
+//
+// Measured (BenchmarkNFTablesKernelSync10k, kernel 6.18, nft 1.0.6, 2
+// shared cores): 10,000 virtual services of 3 destinations each (130,020
+// objects) take 2.9 s for a full sync and 0.36 s for a partial sync of one.
+// The partial sync's cost is nft's, not the transaction's: before running
+// even a one-line transaction, nft 1.0.6 loads its cache of the table
+// (add rule 0.2 s, add or delete element 0.4-0.5 s at that size).
 
 // NFTablesOptions configures the nftables backend.
 type NFTablesOptions struct {
