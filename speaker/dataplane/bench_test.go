@@ -93,7 +93,11 @@ func BenchmarkIPTablesRenderPartial1of10k(b *testing.B) {
 
 // The kernel benchmarks program 10,000 virtual services into a fresh
 // namespace: one full sync (what a restart costs), then a partial sync of
-// one. Root only; run with -benchtime=1x.
+// one. Root only:
+//
+//	go test ./speaker/dataplane -run '^$' -bench KernelSync10k -benchtime=1x -timeout 30m
+//
+// (iptables-nft alone takes about 11 minutes; see iptables.go.)
 
 func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error)) {
 	needRoot(b, tools...)

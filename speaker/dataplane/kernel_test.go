@@ -37,6 +37,10 @@ import (
 //	   +-- pod2   203.0.113.12  2001:db8:2::12
 //	   +-- remote 203.0.113.21  2001:db8:2::21  (another node: its NodePorts)
 //
+// Run them as root: go test ./speaker/dataplane -run InKernel -v (about 20 s
+// for the three backends: nftables, iptables-legacy, iptables-nft); without
+// root, or without the tools, they skip and say why.
+//
 // Each server namespace runs a small HTTP server, started by the test
 // process on a socket opened in that namespace, that answers with its name
 // and the client address it saw. Namespaces are named hb-dp-<pid>-...; a
