@@ -41,6 +41,17 @@ import (
 // still swaps the whole nat table in the kernel on every restore, which is
 // the cost of that variant, not of the input size.
 //
+// Measured (BenchmarkIPTables*KernelSync10k, kernel 6.18, iptables 1.8.9,
+// 2 shared cores), 10,000 virtual services of 3 destinations each (40,003
+// chains, 130,012 objects): iptables-legacy 3.0 s for a full sync and 0.7 s
+// for a partial sync of one (legacy swaps the whole nat table blob each
+// time); iptables-nft 641 s full and 0.11 s partial. iptables-nft-restore
+// 1.8.9 looks a rule's chain up by a linear walk over the table's chains
+// (strcmp is half the profile), so a full restore is O(rules x chains):
+// 2,000 services (8,000 chains) take 5.3 s, 1,000 take 1.2 s. kube-proxy's
+// iptables mode has the same shape; on such nodes, prefer the nftables
+// backend.
+//
 // Source hashing (sh) has no iptables match: Supports says so and Generate
 // falls back to random with a warning.
 

@@ -37,6 +37,10 @@ import (
 //	   +-- pod2   203.0.113.12  2001:db8:2::12
 //	   +-- remote 203.0.113.21  2001:db8:2::21  (another node: its NodePorts)
 //
+// Run them as root: go test ./speaker/dataplane -run InKernel -v (about 20 s
+// for the three backends: nftables, iptables-legacy, iptables-nft); without
+// root, or without the tools, they skip and say why.
+//
 // Each server namespace runs a small HTTP server, started by the test
 // process on a socket opened in that namespace, that answers with its name
 // and the client address it saw. Namespaces are named hb-dp-<pid>-...; a
@@ -432,14 +436,33 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 	// rules are a pure function of the RuleSet: a restarted backend, doing
 	// a full sync over what the last one left, must write the same.
 	final := append(moved[:1:1], moved[2:]...)
+	t.Run("AFailedSyncChangesNothingAndMakesTheNextFull", func(t *testing.T) {
+		rs, _ := Generate(final, labNodes, b.Supports)
+		rs.Services[0].Protocol = "BOGUS" // refused by nft and iptables alike
+		l.inNode(func() error {
+			if _, err := b.Sync(ctx, rs); err == nil {
+				return errors.New("a sync with protocol BOGUS succeeded")
+			}
+			return nil
+		})
+		if got := sawBy(l.gets(clientV4, vipWeb, 443, 10)); got["pod2"] == nil && got["remote"] == nil {
+			t.Errorf("after the failed sync, web:443 reached %v; want the rules of the last good sync", got)
+		}
+	})
+	sync(b, final, true)
+	// What partial syncs leave for web alone, and for final: a full sync
+	// by a restarted backend must write the same (sorted: the kernel lists
+	// objects in creation order, which partial syncs change; duplicates
+	// would still show).
+	small := final[:1]
+	sync(b, small, false)
+	wantSmall := sortedLines(kb.ours(l))
 	sync(b, final, false)
 	before := sortedLines(kb.ours(l))
 	var b2 Backend
 	l.inNode(func() (err error) { b2, err = kb.new(); return err })
 	sync(b2, final, true)
 	t.Run("RestartAdoptsWithoutDuplicates", func(t *testing.T) {
-		// Sorted: the kernel lists objects in creation order, which a
-		// partial sync changes; duplicates would still show.
 		if after := sortedLines(kb.ours(l)); after != before {
 			t.Errorf("our rules after a restart:\n%s\nbefore:\n%s", after, before)
 		}
@@ -447,11 +470,23 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 			t.Errorf("after the restart, web reached %v; pod1 is no longer a destination", got)
 		}
 	})
+	l.inNode(func() (err error) { b2, err = kb.new(); return err })
+	sync(b2, small, true)
+	t.Run("RestartRemovesWhatIsNoLongerWanted", func(t *testing.T) {
+		if got := sortedLines(kb.ours(l)); got != wantSmall {
+			t.Errorf("our rules after a restart with fewer services:\n%s\nwant:\n%s", got, wantSmall)
+		}
+		if _, err := get(l.http[clientV4], vipRR, 80); err == nil {
+			t.Errorf("GET %s answered after its Service went", vipRR)
+		}
+	})
 	t.Run("ForeignRulesUntouched", func(t *testing.T) {
 		if got := kb.foreign(l); got != foreign {
 			t.Errorf("foreign rules changed:\n%s\nwere:\n%s", got, foreign)
 		}
 	})
+	l.inNode(func() error { return b2.Cleanup(ctx) })
+	// Again, with nothing left to remove: still no error.
 	l.inNode(func() error { return b2.Cleanup(ctx) })
 	t.Run("CleanupLeavesNothingOfOurs", func(t *testing.T) {
 		if got := kb.ours(l); got != "" {

@@ -37,6 +37,13 @@ import (
 // which also adopts whatever a previous run left. Its cost: the affinity sets
 // start empty. A partial sync changes only the map elements, chains and
 // sets of the virtual services that differ.
+//
+// Measured (BenchmarkNFTablesKernelSync10k, kernel 6.18, nft 1.0.6, 2
+// shared cores): 10,000 virtual services of 3 destinations each (130,020
+// objects) take 2.9 s for a full sync and 0.36 s for a partial sync of one.
+// The partial sync's cost is nft's, not the transaction's: before running
+// even a one-line transaction, nft 1.0.6 loads its cache of the table
+// (add rule 0.2 s, add or delete element 0.4-0.5 s at that size).
 
 // NFTablesOptions configures the nftables backend.
 type NFTablesOptions struct {
@@ -235,9 +242,9 @@ func (r nftRenderer) count(rs RuleSet) int {
 	return n
 }
 
-// nftServiceObjects (nil: nothing): the map element, and with destinations the service
-// chain with one rule per affinity set plus the dispatch rule, and per
-// destination a chain with its rules.
+// nftServiceObjects (nil: nothing): the map element, and with destinations
+// the service chain with one rule per affinity set and one per destination,
+// and per destination a chain with its rules.
 func nftServiceObjects(vs *VirtualService) int {
 	if vs == nil {
 		return 0
@@ -246,9 +253,9 @@ func nftServiceObjects(vs *VirtualService) int {
 	if len(vs.Destinations) == 0 {
 		return n
 	}
-	n += 2 // chain, dispatch rule
+	n++ // service chain
 	for _, d := range vs.Destinations {
-		n += 2 // chain, dnat
+		n += 3 // its scheduling rule, its chain, the dnat
 		if d.Masquerade {
 			n++
 		}
@@ -342,32 +349,31 @@ func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService,
 			tx.Add(&knftables.Rule{Chain: svc, Rule: ipf + " saddr @" + nftAffinitySetOf(ch) + " goto " + ch})
 		}
 	}
+	// The scheduler is a cascade of rules, the last one taking what the
+	// others left: with N destinations, rule i takes 1/(N-i) of what
+	// reaches it (numgen random), or every (N-i)th (numgen inc, whose
+	// counter belongs to the rule), or the sources whose hash is i (jhash,
+	// the same in every rule). Not a vmap { 0 : goto ..., } as kube-proxy
+	// writes: each such inline map is an anonymous set, and the kernel
+	// names and binds each new anonymous set by walking the table's sets
+	// and the whole transaction, so a full sync of 10,000 services took
+	// 89 s (6.18; 2,000: 1.7 s; quadratic). The price of the cascade: a
+	// new connection evaluates up to N-1 rules instead of one lookup.
 	n := len(vs.Destinations)
-	if n == 1 {
-		tx.Add(&knftables.Rule{Chain: svc, Rule: "goto " + dests[0]})
-	} else {
-		var b strings.Builder
+	for i, ch := range dests[:n-1] {
+		var cond string
 		switch vs.Scheduler {
 		case RoundRobin:
-			fmt.Fprintf(&b, "numgen inc mod %d", n)
+			cond = "numgen inc mod " + strconv.Itoa(n-i) + " == 0"
 		case SourceHash:
 			// A fixed seed keeps the mapping across syncs and restarts.
-			fmt.Fprintf(&b, "jhash %s saddr mod %d seed 0x%x", ipf, n, nftHashSeed)
+			cond = fmt.Sprintf("jhash %s saddr mod %d seed 0x%x == %d", ipf, n, nftHashSeed, i)
 		default:
-			fmt.Fprintf(&b, "numgen random mod %d", n)
+			cond = "numgen random mod " + strconv.Itoa(n-i) + " == 0"
 		}
-		b.WriteString(" vmap { ")
-		for i, ch := range dests {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(strconv.Itoa(i))
-			b.WriteString(" : goto ")
-			b.WriteString(ch)
-		}
-		b.WriteString(" }")
-		tx.Add(&knftables.Rule{Chain: svc, Rule: b.String()})
+		tx.Add(&knftables.Rule{Chain: svc, Rule: cond + " goto " + ch})
 	}
+	tx.Add(&knftables.Rule{Chain: svc, Rule: "goto " + dests[n-1]})
 	mark := "0x" + strconv.FormatUint(uint64(r.opts.MasqueradeMark), 16)
 	dnat := "meta l4proto " + vs.Protocol.lower() + " dnat " + ipf + " to "
 	for i, d := range vs.Destinations {
