@@ -144,8 +144,8 @@ func TestServiceGetsLowestAddressOfARangeWithConditionAndEvent(t *testing.T) {
 	})
 	var svc corev1.Service
 	_ = crClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "web"}, &svc)
-	if m := svc.Status.LoadBalancer.Ingress[0].IPMode; m == nil || *m != corev1.LoadBalancerIPModeVIP {
-		t.Errorf("ipMode %v, want VIP while kube-proxy handles the address", m)
+	if m := svc.Status.LoadBalancer.Ingress[0].IPMode; m == nil || *m != corev1.LoadBalancerIPModeProxy {
+		t.Errorf("ipMode %v, want Proxy: the speakers' dataplane (the chart's default) handles the address", m)
 	}
 }
 
