@@ -137,7 +137,7 @@ func run(f flags) error {
 	}
 	keeper := &lease.Keeper{
 		Client: leaseClient, Namespace: f.namespace, Node: f.node, Duration: f.leaseDuration,
-		Gossip: gossipAddr, Local: layer2.LocalSubnets, Log: log.WithName("lease"),
+		Gossip: gossipAddr, Dataplane: f.dataplane, Local: layer2.LocalSubnets, Log: log.WithName("lease"),
 	}
 	reporter := status.NewReporter(statusClient, mgr.GetCache(), mgr.GetEventRecorder("herald-speaker"), f.node, log.WithName("status"))
 	if err := reporter.Register(context.Background(), mgr.GetCache()); err != nil {

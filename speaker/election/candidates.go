@@ -33,6 +33,9 @@ type Node struct {
 	// InterfaceNames: every interface the speaker may announce on, with or
 	// without an address; an advertisement's interfaces are matched against it.
 	InterfaceNames []string
+	// Forwards: the node's speaker runs Herald's dataplane, so it forwards
+	// what it receives itself; else only kube-proxy does.
+	Forwards bool
 }
 
 // Advertisement is an L2Advertisement that covers the Service's pool and
@@ -58,6 +61,11 @@ type ServiceInfo struct {
 	// NodesWithReadyEndpoints: node names with at least one ready endpoint of
 	// the Service (EndpointSlice endpoints with conditions.ready and nodeName).
 	NodesWithReadyEndpoints map[string]bool
+	// NeedsForwarding: the address's ipMode is Proxy, so kube-proxy leaves it
+	// alone and only a node whose speaker forwards (Node.Forwards) can serve
+	// it. While the dataplane is switched on or off across the nodes, this
+	// keeps every address on a node that serves it.
+	NeedsForwarding bool
 }
 
 // Candidates returns the nodes that may announce svc.IP (sorted by name), the
@@ -121,7 +129,7 @@ func (n *Node) Excluded() bool {
 
 // eligible applies the rules that do not depend on an advertisement.
 func eligible(n *Node, svc ServiceInfo) bool {
-	if !n.SpeakerLive || n.Excluded() {
+	if !n.SpeakerLive || n.Excluded() || (svc.NeedsForwarding && !n.Forwards) {
 		return false
 	}
 	return !svc.LocalTrafficPolicy || svc.NodesWithReadyEndpoints[n.Name]

@@ -23,6 +23,8 @@ type Keeper struct {
 	Duration  time.Duration
 	// Gossip is where this speaker's gossip listens; invalid: none.
 	Gossip netip.AddrPort
+	// Dataplane is the speaker's --dataplane.
+	Dataplane string
 	// Local reads this node's subnets per interface and its interface names.
 	Local func() (map[netip.Prefix][]string, []string, error)
 	Log   logr.Logger
@@ -57,7 +59,7 @@ func (k *Keeper) Renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ann := Annotations(subnets, ifs, k.Gossip)
+	ann := Annotations(subnets, ifs, k.Gossip, k.Dataplane)
 	now := metav1.NewMicroTime(time.Now())
 	dur := int32(k.Duration / time.Second)
 	for attempt := 0; ; attempt++ {

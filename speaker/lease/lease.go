@@ -33,6 +33,15 @@ const (
 	// AnnotationGossip: the address:port the speaker's gossip listens on;
 	// absent when it runs without gossip.
 	AnnotationGossip = "herald.dev/memberlist"
+	// AnnotationDataplane: the speaker's --dataplane (nftables, iptables,
+	// ipvs, or off). Absent on speakers older than the dataplane, which
+	// count as off. The controller writes ipMode Proxy only while every
+	// live speaker forwards, and the planner gives a node the addresses of
+	// a Service with ipMode Proxy only if it forwards.
+	AnnotationDataplane = "herald.dev/dataplane"
+	// DataplaneOff is the AnnotationDataplane value of a speaker whose node
+	// leaves forwarding to kube-proxy.
+	DataplaneOff = "off"
 )
 
 // Info is one speaker's Lease, decoded.
@@ -41,6 +50,7 @@ type Info struct {
 	Subnets    map[netip.Prefix][]string // interfaces per subnet, each sorted
 	Interfaces []string                  // sorted
 	Gossip     netip.AddrPort            // invalid: the speaker runs without gossip
+	Dataplane  string                    // AnnotationDataplane; "" when absent
 	RenewTime  time.Time
 	Duration   time.Duration
 }
@@ -54,16 +64,21 @@ func (i Info) Expiry() time.Time { return i.RenewTime.Add(i.Duration) }
 // Fresh reports whether the Lease is fresh at now.
 func (i Info) Fresh(now time.Time) bool { return now.Before(i.Expiry()) }
 
+// Forwards reports whether the speaker's dataplane forwards the traffic its
+// node receives (else kube-proxy does, and only for ipMode VIP).
+func (i Info) Forwards() bool { return i.Dataplane != "" && i.Dataplane != DataplaneOff }
+
 // SameAnnouncement reports whether two Infos of one speaker say the same
 // except when they were renewed: a renewal alone changes no decision.
 func (i Info) SameAnnouncement(o Info) bool {
-	return i.Node == o.Node && i.Gossip == o.Gossip && i.Duration == o.Duration &&
+	return i.Node == o.Node && i.Gossip == o.Gossip && i.Duration == o.Duration && i.Dataplane == o.Dataplane &&
 		slices.Equal(i.Interfaces, o.Interfaces) &&
 		maps.EqualFunc(i.Subnets, o.Subnets, slices.Equal[[]string])
 }
 
-// Annotations encodes what a speaker publishes; gossip may be invalid.
-func Annotations(subnets map[netip.Prefix][]string, interfaces []string, gossip netip.AddrPort) map[string]string {
+// Annotations encodes what a speaker publishes; gossip may be invalid,
+// dataplane empty (not said).
+func Annotations(subnets map[netip.Prefix][]string, interfaces []string, gossip netip.AddrPort, dataplane string) map[string]string {
 	var parts []string
 	for p, ifs := range subnets {
 		for _, i := range ifs {
@@ -78,6 +93,9 @@ func Annotations(subnets map[netip.Prefix][]string, interfaces []string, gossip 
 	}
 	if gossip.IsValid() {
 		ann[AnnotationGossip] = gossip.String()
+	}
+	if dataplane != "" {
+		ann[AnnotationDataplane] = dataplane
 	}
 	return ann
 }
@@ -123,7 +141,11 @@ func Decode(l *coordinationv1.Lease) (Info, error) {
 			return info, fmt.Errorf("Lease %s/%s annotation %s: %w", l.Namespace, l.Name, AnnotationGossip, err)
 		}
 	}
-	info.Subnets, info.Interfaces, info.Gossip = subnets, ifs, gossip
+	dp := l.Annotations[AnnotationDataplane]
+	if dp != "" && strings.Trim(dp, "abcdefghijklmnopqrstuvwxyz") != "" {
+		return info, fmt.Errorf("Lease %s/%s annotation %s: %q is not a dataplane name", l.Namespace, l.Name, AnnotationDataplane, dp)
+	}
+	info.Subnets, info.Interfaces, info.Gossip, info.Dataplane = subnets, ifs, gossip, dp
 	return info, nil
 }
 

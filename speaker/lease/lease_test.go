@@ -28,7 +28,7 @@ func TestAnnotationsRoundTrip(t *testing.T) {
 		netip.MustParsePrefix("2001:db8:1::/64"): {"eth0"},
 	}
 	gossip := netip.MustParseAddrPort("198.51.100.11:7947")
-	info, err := lease.Decode(speakerLease("herald-speaker-node-1", lease.Annotations(subnets, []string{"eth1", "eth0"}, gossip)))
+	info, err := lease.Decode(speakerLease("herald-speaker-node-1", lease.Annotations(subnets, []string{"eth1", "eth0"}, gossip, "nftables")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +40,7 @@ func TestAnnotationsRoundTrip(t *testing.T) {
 		},
 		Interfaces: []string{"eth0", "eth1"},
 		Gossip:     gossip,
+		Dataplane:  "nftables",
 		RenewTime:  time.Unix(1000, 0),
 		Duration:   15 * time.Second,
 	}
@@ -50,9 +51,12 @@ func TestAnnotationsRoundTrip(t *testing.T) {
 		t.Errorf("a 15 s Lease renewed at 1000 must be fresh at 1014 and not at 1015")
 	}
 	// Without gossip: no annotation, an invalid address.
-	info, err = lease.Decode(speakerLease("herald-speaker-node-1", lease.Annotations(nil, nil, netip.AddrPort{})))
+	info, err = lease.Decode(speakerLease("herald-speaker-node-1", lease.Annotations(nil, nil, netip.AddrPort{}, "")))
 	if err != nil || info.Gossip.IsValid() || len(info.Subnets) != 0 {
 		t.Errorf("a speaker without gossip or subnets decodes as %+v, %v", info, err)
+	}
+	if !lease.Info.Forwards(want) || info.Forwards() {
+		t.Errorf("a speaker saying nftables must forward, one saying nothing (older than the dataplane) must not")
 	}
 }
 
@@ -67,6 +71,7 @@ func TestDecodeRefusesGarbageNamingTheAnnotation(t *testing.T) {
 		{"a subnet that is no prefix", speakerLease("herald-speaker-a", map[string]string{lease.AnnotationSubnets: "eth0=198.51.100.300/25"}), lease.AnnotationSubnets},
 		{"an interface name too long", speakerLease("herald-speaker-a", map[string]string{lease.AnnotationInterfaces: "eth0,averyverylonginterfacename"}), lease.AnnotationInterfaces},
 		{"a gossip address without a port", speakerLease("herald-speaker-a", map[string]string{lease.AnnotationGossip: "198.51.100.11"}), lease.AnnotationGossip},
+		{"a dataplane that is no name", speakerLease("herald-speaker-a", map[string]string{lease.AnnotationDataplane: "nft tables"}), lease.AnnotationDataplane},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			info, err := lease.Decode(tc.lease)

@@ -153,7 +153,7 @@ func (p *Planner) decideBGP(ip netip.Addr, pool string) BGP {
 			continue
 		}
 		out.Services = append(out.Services, k)
-		if !mine || (svc.LocalTrafficPolicy && !p.selfReady(svc)) {
+		if !mine || (svc.LocalTrafficPolicy && !p.selfReady(svc)) || (svc.ProxyMode && (p.self == nil || !p.self.Forwards)) {
 			blocked = true
 		}
 	}

@@ -200,6 +200,10 @@ func TestPropertyRoutesReachOnlyOwnSessionsForAllowedAddresses(t *testing.T) {
 						if svc.LocalTrafficPolicy && !slices.Contains(svc.ReadyNodes, sc.self) {
 							t.Fatalf("%s announced though %s is Local with no endpoint on %s", a, k, sc.self)
 						}
+						i := slices.IndexFunc(sc.nodes, func(n election.Node) bool { return n.Name == sc.self })
+						if svc.ProxyMode && (i < 0 || !sc.nodes[i].Forwards) {
+							t.Fatalf("%s announced though %s has ipMode Proxy and %s does not forward", a, k, sc.self)
+						}
 					}
 				}
 			}

@@ -107,17 +107,18 @@ type class struct {
 // re-plan computes candidates a handful of times, not once per address.
 type classKey struct {
 	ads, subnets, ready string
+	proxy               bool
 }
 
 func (p *Planner) class(ip netip.Addr, svc *Service, adNames []string, mask string) *class {
-	key := classKey{ads: strings.Join(adNames, ","), subnets: mask}
+	key := classKey{ads: strings.Join(adNames, ","), subnets: mask, proxy: svc.ProxyMode}
 	if svc.LocalTrafficPolicy {
 		key.ready = "local:" + strings.Join(svc.ReadyNodes, ",")
 	}
 	if c := p.classes[key]; c != nil {
 		return c
 	}
-	info := election.ServiceInfo{IP: ip, LocalTrafficPolicy: svc.LocalTrafficPolicy}
+	info := election.ServiceInfo{IP: ip, LocalTrafficPolicy: svc.LocalTrafficPolicy, NeedsForwarding: svc.ProxyMode}
 	if svc.LocalTrafficPolicy {
 		info.NodesWithReadyEndpoints = map[string]bool{}
 		for _, n := range svc.ReadyNodes {

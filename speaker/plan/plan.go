@@ -43,6 +43,9 @@ type Service struct {
 	LocalTrafficPolicy bool
 	// ReadyNodes are the nodes running a ready endpoint, sorted.
 	ReadyNodes []string
+	// ProxyMode: an ingress entry has ipMode Proxy, so only nodes whose
+	// speaker forwards may receive its traffic (election.ServiceInfo).
+	ProxyMode bool
 
 	// What the dataplane forwards (see dataplane.Service).
 	Ports     []dataplane.Port
@@ -331,7 +334,7 @@ func compareKeys(a, b types.NamespacedName) int {
 func (s *Service) equal(o *Service) bool {
 	return s.Key == o.Key && slices.Equal(s.IPs, o.IPs) && maps.Equal(s.Labels, o.Labels) &&
 		s.LocalTrafficPolicy == o.LocalTrafficPolicy && slices.Equal(s.ReadyNodes, o.ReadyNodes) &&
-		s.NodePorts == o.NodePorts && s.Affinity == o.Affinity && s.Scheduler == o.Scheduler &&
+		s.ProxyMode == o.ProxyMode && s.NodePorts == o.NodePorts && s.Affinity == o.Affinity && s.Scheduler == o.Scheduler &&
 		slices.EqualFunc(s.Ports, o.Ports, func(a, b dataplane.Port) bool {
 			return a.Name == b.Name && a.Protocol == b.Protocol && a.Port == b.Port && a.NodePort == b.NodePort &&
 				slices.Equal(a.Endpoints, b.Endpoints)

@@ -120,6 +120,10 @@ func TestL2Decisions(t *testing.T) {
 			plan.World{Config: config(pools, all), Nodes: nodes},
 			[]*plan.Service{{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.70")}, LocalTrafficPolicy: true, ReadyNodes: []string{"b"}}},
 			"198.51.100.70", plan.L2{Owner: "b", Interfaces: []string{"eth0"}, Services: []types.NamespacedName{key("web")}}},
+		{"ipMode Proxy: the node whose speaker forwards, whatever the ranking",
+			plan.World{Config: config(pools, all), Nodes: []election.Node{node("a"), node("b", func(n *election.Node) { n.Forwards = true }), node("c")}},
+			[]*plan.Service{{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.70")}, ProxyMode: true}},
+			"198.51.100.70", plan.L2{Owner: "b", Interfaces: []string{"eth0"}, Services: []types.NamespacedName{key("web")}}},
 		{"Local policy without ready endpoints: no owner",
 			plan.World{Config: config(pools, all), Nodes: nodes},
 			[]*plan.Service{{Key: key("web"), IPs: []netip.Addr{ip("198.51.100.70")}, LocalTrafficPolicy: true}},
@@ -288,6 +292,7 @@ func nodeGen() *rapid.Generator[election.Node] {
 			Interfaces:  map[netip.Prefix][]string{},
 		}
 		n.NetworkUnavailable = rapid.Float64Range(0, 1).Draw(t, "nu") < 0.1
+		n.Forwards = rapid.Float64Range(0, 1).Draw(t, "forwards") < 0.7
 		for _, pfx := range []netip.Prefix{lan4, lan6, dmz4} {
 			if rapid.Bool().Draw(t, "has "+pfx.String()) {
 				n.Interfaces[pfx] = []string{rapid.SampledFrom([]string{"eth0", "eth1"}).Draw(t, "iface")}
@@ -323,6 +328,7 @@ func serviceGen(i int) *rapid.Generator[*plan.Service] {
 			IPs:                rapid.SliceOfNDistinct(rapid.SampledFrom(addrs), 0, 2, netip.Addr.String).Draw(t, "ips"),
 			Labels:             map[string]string{"team": rapid.SampledFrom([]string{"a", "b"}).Draw(t, "team")},
 			LocalTrafficPolicy: rapid.Bool().Draw(t, "local"),
+			ProxyMode:          rapid.Float64Range(0, 1).Draw(t, "proxy") < 0.3,
 		}
 		s.ReadyNodes = rapid.SliceOfNDistinct(rapid.SampledFrom(nodeNames), 0, 3, func(s string) string { return s }).Draw(t, "ready")
 		slices.Sort(s.ReadyNodes)
@@ -387,7 +393,7 @@ func TestPropertyOwnerIsACandidateOfEverySharingService(t *testing.T) {
 				for _, n := range svc.ReadyNodes {
 					ready[n] = true
 				}
-				cands, _, ifaces := election.Candidates(election.ServiceInfo{IP: addr, LocalTrafficPolicy: svc.LocalTrafficPolicy, NodesWithReadyEndpoints: ready}, ads, sc.nodes)
+				cands, _, ifaces := election.Candidates(election.ServiceInfo{IP: addr, LocalTrafficPolicy: svc.LocalTrafficPolicy, NodesWithReadyEndpoints: ready, NeedsForwarding: svc.ProxyMode}, ads, sc.nodes)
 				if d.Owner != "" {
 					for _, i := range d.Interfaces {
 						if !slices.Contains(ifaces[d.Owner], i) {

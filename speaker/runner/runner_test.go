@@ -171,7 +171,7 @@ func newHarness(t *testing.T, self string) *harness {
 		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
 		objs = append(objs, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: lease.Name(n),
-				Annotations: lease.Annotations(map[netip.Prefix][]string{lan: {"eth0"}}, []string{"eth0"}, gossip(i+1))},
+				Annotations: lease.Annotations(map[netip.Prefix][]string{lan: {"eth0"}}, []string{"eth0"}, gossip(i+1), "nftables")},
 			Spec: coordinationv1.LeaseSpec{RenewTime: ptr(metav1.NewMicroTime(now)), LeaseDurationSeconds: ptr(int32(60))},
 		})
 	}

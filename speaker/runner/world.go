@@ -79,7 +79,7 @@ func worldNodes(nodes []election.Node, leases map[string]lease.Info, live []stri
 	for i, n := range nodes {
 		info := leases[n.Name]
 		n.SpeakerLive = slices.Contains(live, n.Name)
-		n.Interfaces, n.InterfaceNames = info.Subnets, info.Interfaces
+		n.Interfaces, n.InterfaceNames, n.Forwards = info.Subnets, info.Interfaces, info.Forwards()
 		out[i] = n
 	}
 	return out

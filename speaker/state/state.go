@@ -355,6 +355,7 @@ func PlanService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, log logr
 		if ing.IP == "" {
 			continue
 		}
+		out.ProxyMode = out.ProxyMode || ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy
 		ip, err := netip.ParseAddr(ing.IP)
 		if err != nil {
 			log.Info("Service ingress is not an address; skipped", "service", out.Key.String(), "ip", ing.IP)

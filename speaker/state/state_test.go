@@ -222,3 +222,21 @@ func TestLeaseEventsWakeOnlyOnNews(t *testing.T) {
 		t.Error("a deleted Lease is forgotten, and wakes the runner")
 	}
 }
+
+// An address with ipMode Proxy is one kube-proxy leaves alone: the planner
+// must know, so that only forwarding nodes take it (and the slim cache must
+// keep it).
+func TestPlanServiceReadsIPModeProxy(t *testing.T) {
+	svc := lbService("web", func(s *corev1.Service) {
+		s.Status.LoadBalancer.Ingress[0].IPMode = ptr(corev1.LoadBalancerIPModeProxy)
+	})
+	slim, _ := TransformService(svc)
+	for _, s := range []*corev1.Service{svc, slim.(*corev1.Service)} {
+		if p := PlanService(s, nil, logr.Discard()); p == nil || !p.ProxyMode {
+			t.Errorf("PlanService = %+v, want ProxyMode", p)
+		}
+	}
+	if p := PlanService(lbService("web"), nil, logr.Discard()); p.ProxyMode {
+		t.Errorf("ipMode VIP planned as Proxy")
+	}
+}

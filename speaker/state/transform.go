@@ -37,7 +37,8 @@ func slimMeta(m *metav1.ObjectMeta, withLabels bool) metav1.ObjectMeta {
 }
 
 // TransformService keeps a LoadBalancer Service's name, labels, Herald's
-// annotations, type, class, traffic policy and ingress addresses, and what
+// annotations, type, class, traffic policy and ingress addresses with their
+// ipMode, and what
 // the dataplane forwards: ports (name, protocol, port, NodePort), session
 // affinity and allocateLoadBalancerNodePorts. Other Services become stubs:
 // the speaker needs to see a type change, nothing else.
@@ -63,7 +64,7 @@ func TransformService(obj any) (any, error) {
 		out.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort}
 	}
 	for _, ing := range s.Status.LoadBalancer.Ingress {
-		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ing.IP})
+		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ing.IP, IPMode: ing.IPMode})
 	}
 	return out, nil
 }
