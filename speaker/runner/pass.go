@@ -274,6 +274,9 @@ func (r *Runner) reportUnannounced(changes []plan.Change) {
 			if svc := r.planner.Service(k); svc != nil && svc.LocalTrafficPolicy {
 				why += ", and externalTrafficPolicy Local needs such a node with a ready endpoint"
 			}
+			if svc := r.planner.Service(k); svc != nil && svc.ProxyMode {
+				why += ", and ipMode Proxy needs such a node whose speaker runs a dataplane (--dataplane not off)"
+			}
 			r.status.Warn(k, status.ReasonAnnounceFailed, "no node can announce %s: %s", c.IP, why)
 		}
 	}
