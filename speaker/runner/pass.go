@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/heraldlb/herald/internal/model"
+	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/plan"
 	"github.com/heraldlb/herald/speaker/state"
 	"github.com/heraldlb/herald/speaker/status"
@@ -98,7 +99,7 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 	diff := r.planner.Plan()
 	// Rules first: a node that starts answering for an address forwards
 	// its traffic from the first packet.
-	r.forward(ctx, diff.Dataplane, ch.Nodes)
+	r.forward(ctx, diff.Dataplane, full)
 	// A re-plan reports every decision it changed; only a flip of Announce
 	// changes what this node answers for without changing a decision.
 	r.apply(diff.L2, wasAnnouncing != r.live.Announce)
@@ -115,13 +116,14 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 }
 
 // forward brings the dataplane in line with the plan: the Services it
-// names, and every forwarded Service when the healthy nodes changed.
-func (r *Runner) forward(ctx context.Context, keys []types.NamespacedName, nodesChanged bool) {
+// names, and every forwarded Service when the nodes that can take traffic
+// changed (full: nodes, Leases or gossip may have).
+func (r *Runner) forward(ctx context.Context, keys []types.NamespacedName, full bool) {
 	if r.fwd == nil {
 		return
 	}
-	if nodesChanged {
-		keys = append(keys, r.fwd.setNodes(r.healthy)...)
+	if full {
+		keys = append(keys, r.fwd.setNodes(r.reachable())...)
 	}
 	for _, w := range r.fwd.update(r.planner, keys) {
 		r.status.Warn(w.Service, "SchedulerFallback", "%s", w.Message)
@@ -130,6 +132,22 @@ func (r *Runner) forward(ctx context.Context, keys []types.NamespacedName, nodes
 		// Retried by the runner's timer; the rules last programmed stay.
 		r.log.Error(err, "dataplane sync", "backend", r.fwd.backend.Name())
 	}
+}
+
+// reachable are the healthy nodes (Ready, not excluded) minus those whose
+// speaker has a Lease but is not in the live set: gossip notices a dead
+// node in well under a second, while Kubernetes marks it NotReady only
+// after 40 s, and until then its NodePort would swallow connections.
+func (r *Runner) reachable() []dataplane.Node {
+	leases := r.tracker.Leases()
+	out := make([]dataplane.Node, 0, len(r.healthy))
+	for _, n := range r.healthy {
+		if _, speaker := leases[n.Name]; speaker && !slices.Contains(r.live.Live, n.Name) {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 // owns is what this node answers for an address under decision d: its

@@ -478,11 +478,25 @@ func TestPassForwardsOnTheOwner(t *testing.T) {
 			if dp.syncs != 1 {
 				t.Errorf("a pass that changed nothing synced the dataplane again")
 			}
-			// Another node goes NotReady: it leaves the destinations.
 			gone := "a"
 			if self == "a" {
 				gone = "b"
 			}
+			goneDest := fmt.Sprintf(".%d:30080", 11+slices.Index([]string{"a", "b", "c"}, gone))
+			// Its speaker dies (gossip says so long before Kubernetes marks
+			// the node NotReady): it leaves the destinations at once.
+			delete(h.gossip.alive, gone)
+			h.pass(state.Changes{}, true)
+			if d := dp.destinations(); len(d) != 1 || strings.HasSuffix(d[0], goneDest) {
+				t.Errorf("with %s's speaker dead the dataplane forwards %v, want only the other live node", gone, d)
+			}
+			h.gossip.alive[gone] = true
+			h.pass(state.Changes{}, true)
+			if len(dp.destinations()) != 2 {
+				t.Errorf("with %s's speaker back the dataplane forwards %v, want both other nodes", gone, dp.destinations())
+			}
+			syncs := dp.syncs
+			// The node goes NotReady: it leaves the destinations.
 			h.setNode(gone, corev1.ConditionFalse, "")
 			dp.fail = true
 			h.pass(state.Changes{Nodes: true}, false)
@@ -491,8 +505,11 @@ func TestPassForwardsOnTheOwner(t *testing.T) {
 			}
 			dp.fail = false
 			h.pass(state.Changes{}, true)
+			if dp.syncs != syncs+2 {
+				t.Errorf("%d syncs for a refused and a retried one, want 2", dp.syncs-syncs)
+			}
 			for _, d := range dp.destinations() {
-				if strings.HasSuffix(d, fmt.Sprintf(".%d:30080", 11+slices.Index([]string{"a", "b", "c"}, gone))) {
+				if strings.HasSuffix(d, goneDest) {
 					t.Errorf("NotReady node %s is still a destination: %v", gone, dp.destinations())
 				}
 			}
