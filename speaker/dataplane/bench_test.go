@@ -76,7 +76,7 @@ func BenchmarkNFTablesRenderPartial1of10k(b *testing.B) {
 	nft := knftables.NewFake(knftables.InetFamily, "herald")
 	for b.Loop() {
 		tx := nft.NewTransaction()
-		r.partial(tx, diff(applied, next))
+		r.partial(tx, diff(applied, next), map[string]bool{})
 		_ = tx.String()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/knftables"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -286,5 +287,36 @@ func TestPartialSyncRulesCountEqualsAFullCount(t *testing.T) {
 	}
 	if want := (iptRenderer{}).count(rs); ipt != want {
 		t.Errorf("iptables: %d after the partial sync, %d counted", ipt, want)
+	}
+}
+
+// Moving an endpoint touches no dispatch map, so the partial sync leaves
+// the old destination's chain empty instead of deleting it (a chain delete
+// makes nft read the whole table); the next sync that changes a map anyway
+// deletes it.
+func TestNFTablesPartialPutsOffChainDeletesUntilAMapChanges(t *testing.T) {
+	all := func(Scheduler) bool { return true }
+	moved := web()
+	moved.Ports[0].Endpoints[0].Addr = netip.MustParseAddr("203.0.113.13")
+	before, _ := Generate([]Service{web()}, nodes, all)
+	after, _ := Generate([]Service{moved}, nodes, all)
+	r := nftRenderer{opts: NFTablesOptions{}.withDefaults()}
+	stale := map[string]bool{}
+	render := func(from, to RuleSet) string {
+		tx := knftables.NewFake(knftables.InetFamily, "herald").NewTransaction()
+		r.partial(tx, diff(index(from), to), stale)
+		return tx.String()
+	}
+	gone := "svc-198.51.100.10-tcp-80-to-203.0.113.11-8080"
+	first := render(before, after)
+	if strings.Contains(first, "delete chain") || !strings.Contains(first, "flush chain inet herald "+gone) || !stale[gone] {
+		t.Fatalf("moving an endpoint: want %s flushed and left for later, got (stale %v):\n%s", gone, stale, first)
+	}
+	added := web()
+	added.Key.Name, added.IPs = "other", addrs("198.51.100.11")
+	withOther, _ := Generate([]Service{moved, added}, nodes, all)
+	second := render(after, withOther)
+	if !strings.Contains(second, "delete chain inet herald "+gone) || len(stale) != 0 {
+		t.Errorf("a sync adding a map element must delete the stale chain %s, got (stale %v):\n%s", gone, stale, second)
 	}
 }
