@@ -47,7 +47,7 @@ func ParseSetting(s string) (Setting, error) {
 	case VIP, Proxy:
 		return Setting(s), nil
 	}
-	return "", fmt.Errorf("ip mode %q: want auto, VIP or Proxy", s)
+	return "", fmt.Errorf("%q: want auto, VIP or Proxy", s)
 }
 
 // Speaker is what the decision reads of one speaker's Lease.
