@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -22,6 +23,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/heraldlb/herald/controller/allocation"
+	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/webhook"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
@@ -39,10 +41,10 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.namespace, "namespace", envOr("HERALD_NAMESPACE", "herald-system"), "namespace of Herald's own objects (leader-election lease, webhook Secret)")
+	flag.StringVar(&o.namespace, "namespace", envOr("HERALD_NAMESPACE", "herald-system"), "namespace of Herald's own objects (leader-election lease, webhook Secret, the speakers' Leases read by --ip-mode auto)")
 	flag.StringVar(&o.lbClass, "load-balancer-class", "", "the spec.loadBalancerClass to handle; empty: Services without a class")
-	flag.StringVar(&o.ipMode, "ip-mode", string(corev1.LoadBalancerIPModeVIP), "ipMode written on ingress entries: VIP (kube-proxy handles the address) or Proxy (the speakers' dataplane does, and kube-proxy keeps out); "+
-		"the chart sets it from dataplane.backend. With VIP, L2Advertisements warn when kube-proxy runs in IPVS mode without strictARP")
+	flag.StringVar(&o.ipMode, "ip-mode", string(ipmode.Auto), "ipMode written on ingress entries: auto follows the speakers' Leases (Proxy while every live speaker runs its dataplane, so kube-proxy keeps out; VIP otherwise, so kube-proxy forwards); "+
+		"VIP or Proxy override it. With VIP, L2Advertisements warn when kube-proxy runs in IPVS mode without strictARP")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint; 0 disables it")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":7473", "address of /healthz and /readyz")
 	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of the Go profiler's /debug/pprof endpoints; empty disables them")
@@ -70,9 +72,14 @@ func main() {
 }
 
 func run(o options) error {
-	ipMode := corev1.LoadBalancerIPMode(o.ipMode)
-	if ipMode != corev1.LoadBalancerIPModeVIP && ipMode != corev1.LoadBalancerIPModeProxy {
-		return errors.New("--ip-mode: want VIP or Proxy")
+	setting, err := ipmode.ParseSetting(o.ipMode)
+	if err != nil {
+		return fmt.Errorf("--ip-mode: %w", err)
+	}
+	// Empty: auto.
+	var ipMode corev1.LoadBalancerIPMode
+	if setting != ipmode.Auto {
+		ipMode = corev1.LoadBalancerIPMode(setting)
 	}
 	o.webhook.Namespace = o.namespace
 	if o.webhookDNSNames != "" {
@@ -94,7 +101,7 @@ func run(o options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		// The cache keeps only what the controller reads.
-		Cache:                         allocation.CacheOptions(),
+		Cache:                         allocation.CacheOptions(o.namespace),
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.probeAddr,
 		PprofBindAddress:              o.pprofAddr,
@@ -109,7 +116,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	c, err := allocation.New(mgr, allocation.Options{LoadBalancerClass: o.lbClass, IPMode: ipMode, Workers: o.workers})
+	c, err := allocation.New(mgr, allocation.Options{LoadBalancerClass: o.lbClass, IPMode: ipMode, Namespace: o.namespace, Workers: o.workers})
 	if err != nil {
 		return err
 	}

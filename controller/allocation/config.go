@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/ipam"
@@ -56,6 +57,9 @@ func setupConfig(mgr manager.Manager, c *Controller) error {
 	// the KubeProxyStrictARP condition of L2Advertisements. ConfigMaps have
 	// no generation: every change passes.
 	b = b.Watches(&corev1.ConfigMap{}, all)
+	// A switch of ipMode (auto mode) changes whether the dataplane is on.
+	b = b.WatchesRawSource(source.TypedChannel(c.configKick, handler.TypedEnqueueRequestsFromMapFunc(
+		func(context.Context, configRequest) []configRequest { return []configRequest{{}} })))
 	return b.Complete(reconcile.TypedFunc[configRequest](func(ctx context.Context, _ configRequest) (reconcile.Result, error) {
 		return reconcile.Result{}, c.reconcileConfig(ctx)
 	}))
@@ -230,9 +234,9 @@ func (c *Controller) writeVerdicts(ctx context.Context) error {
 }
 
 // strictARPFinding judges kube-proxy's ConfigMap, from the cache. Herald's
-// dataplane is on when the controller writes ipMode Proxy: the chart sets
-// --ip-mode from the same value (dataplane.backend) as the speaker's
-// --dataplane, and kube-proxy leaves Proxy addresses alone.
+// dataplane is on when the controller writes ipMode Proxy: in auto mode
+// that is when every live speaker runs its dataplane, and kube-proxy leaves
+// Proxy addresses alone.
 func (c *Controller) strictARPFinding(ctx context.Context) (kubeproxy.Finding, error) {
 	var cm corev1.ConfigMap
 	err := c.client.Get(ctx, types.NamespacedName{Namespace: kubeproxy.ConfigMapNamespace, Name: kubeproxy.ConfigMapName}, &cm)
@@ -247,7 +251,7 @@ func (c *Controller) strictARPFinding(ctx context.Context) (kubeproxy.Finding, e
 
 // dataplaneOn reports whether the speakers forward Herald's addresses
 // themselves (see strictARPFinding).
-func (c *Controller) dataplaneOn() bool { return c.opts.IPMode == corev1.LoadBalancerIPModeProxy }
+func (c *Controller) dataplaneOn() bool { return c.ipMode() == corev1.LoadBalancerIPModeProxy }
 
 // conditionChange is one condition to set, or with remove its type to take
 // away, and the event to record when its status or reason flips (or it goes

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -45,6 +46,7 @@ import (
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/eventwriter"
 	"github.com/heraldlb/herald/controller/ipam"
+	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/internal/model"
 )
 
@@ -58,9 +60,14 @@ type Options struct {
 	// Services without a class, as Kubernetes intends for the default
 	// implementation.
 	LoadBalancerClass string
-	// IPMode is written to each ingress entry: VIP when kube-proxy handles
-	// the addresses, Proxy when Herald's dataplane does.
+	// IPMode, when set (--ip-mode VIP or Proxy), is written to each ingress
+	// entry whatever the speakers run: VIP when kube-proxy handles the
+	// addresses, Proxy when Herald's dataplane does. Empty (--ip-mode auto):
+	// the controller follows the speakers' Leases in Namespace (see package
+	// ipmode), and rewrites ipMode on every Service when they switch.
 	IPMode corev1.LoadBalancerIPMode
+	// Namespace is Herald's namespace, where the speakers' Leases are.
+	Namespace string
 	// Workers is how many Services are reconciled (and written) at once.
 	Workers int
 }
@@ -78,6 +85,14 @@ type Controller struct {
 	retry *retrier
 	// usage asks the usage controller to refresh pools' usage counts.
 	usage chan usageEvent
+	// configKick has the config controller judge the configuration again.
+	configKick chan event.TypedGenericEvent[configRequest]
+
+	// modeMu guards the ipMode decision, which writeStatus reads; in auto
+	// mode only the ipmode controller (one worker) and start change it.
+	modeMu      sync.Mutex
+	mode        ipmode.Decision
+	modeDecided bool
 
 	mu    sync.Mutex
 	cfg   *model.Config
@@ -95,21 +110,27 @@ type Controller struct {
 // newController makes a Controller on a client and recorder; New wires it
 // into a manager.
 func newController(c client.Client, recorder events.EventRecorder, opts Options) *Controller {
-	if opts.IPMode == "" {
-		opts.IPMode = corev1.LoadBalancerIPModeVIP
-	}
 	if opts.Workers == 0 {
 		opts.Workers = 16
 	}
+	// Until start decides from the speakers' Leases (before any write):
+	// kube-proxy forwards.
+	mode := ipmode.Decision{Mode: corev1.LoadBalancerIPModeVIP, Reason: "not decided yet"}
+	if opts.IPMode != "" {
+		mode = ipmode.Decision{Mode: opts.IPMode, Reason: "set by --ip-mode"}
+	}
 	return &Controller{
-		opts:     opts,
-		client:   c,
-		recorder: recorder,
-		retry:    newRetrier(),
-		usage:    make(chan usageEvent, 1),
-		pools:    map[string]*model.Pool{},
-		pending:  newPendingSet(),
-		ready:    make(chan struct{}),
+		opts:        opts,
+		client:      c,
+		recorder:    recorder,
+		retry:       newRetrier(),
+		usage:       make(chan usageEvent, 1),
+		configKick:  make(chan event.TypedGenericEvent[configRequest], 1),
+		mode:        mode,
+		modeDecided: opts.IPMode != "",
+		pools:       map[string]*model.Pool{},
+		pending:     newPendingSet(),
+		ready:       make(chan struct{}),
 	}
 }
 
@@ -181,6 +202,12 @@ func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
 	if err := setupUsage(mgr, c); err != nil {
 		return nil, err
 	}
+	if err := setupIPMode(mgr, c); err != nil {
+		return nil, err
+	}
+	if !c.autoIPMode() {
+		setIPModeGauge(c.opts.IPMode)
+	}
 	return c, nil
 }
 
@@ -200,6 +227,11 @@ func (c *Controller) start(ctx context.Context) error {
 	}
 	if _, err := c.loadConfigLocked(ctx); err != nil {
 		return err
+	}
+	if c.autoIPMode() {
+		if _, _, err := c.decideIPMode(ctx); err != nil {
+			return err
+		}
 	}
 	var list corev1.ServiceList
 	// The cached objects are only read here: copying 10,000 Services would
@@ -385,6 +417,9 @@ func (c *Controller) retryPending() {
 // status is forwarded by kube-proxy to either one's pods.
 func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipam.Assignment, allocErr error) error {
 	desired := svc.DeepCopy()
+	// Read once per write; a switch that happens meanwhile requeues this
+	// Service, which is then written again with the new mode.
+	mode := c.ipMode()
 	cond := metav1.Condition{Type: v1alpha1.ConditionIPAllocated, ObservedGeneration: svc.Generation}
 	if allocErr != nil {
 		var ae *ipam.AllocationError
@@ -394,9 +429,9 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 			reason, msg = string(ae.Reason), ae.Message
 		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, msg
-		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs, c.opts.IPMode)
+		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs, mode)
 	} else {
-		desired.Status.LoadBalancer.Ingress = ingressFor(a.IPs, svc.Status.LoadBalancer.Ingress, c.opts.IPMode)
+		desired.Status.LoadBalancer.Ingress = ingressFor(a.IPs, svc.Status.LoadBalancer.Ingress, mode)
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonIPAllocated
 		cond.Message = fmt.Sprintf("%s from pool %s", joinAddrs(a.IPs), a.Pool)
 	}
@@ -462,10 +497,11 @@ func (c *Controller) clearStatus(ctx context.Context, svc *corev1.Service) error
 }
 
 // ingressFor builds the ingress list, keeping fields another party may have
-// set on entries whose address is unchanged. ipMode is always mode: a
-// controller restarted with another --ip-mode rewrites it on every Service
-// (equalStatus sees the difference), one write each, without moving an
-// address.
+// set on entries whose address is unchanged. ipMode is always mode: when
+// the decision changes (the speakers switched their dataplane, or the
+// controller restarted with another --ip-mode) it is rewritten on every
+// Service (equalStatus sees the difference), one write each, without moving
+// an address.
 func ingressFor(ips []netip.Addr, old []corev1.LoadBalancerIngress, mode corev1.LoadBalancerIPMode) []corev1.LoadBalancerIngress {
 	out := make([]corev1.LoadBalancerIngress, 0, len(ips))
 	for _, ip := range ips {

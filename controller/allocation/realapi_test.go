@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/internal/apiservertest"
+	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/kubeproxy"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 )
@@ -75,7 +78,7 @@ func runController(t *testing.T, cfg *rest.Config, opts Options) (stop func()) {
 	t.Helper()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 heraldscheme.New(),
-		Cache:                  CacheOptions(),
+		Cache:                  CacheOptions("herald-system"),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// One process runs the controller several times (a restart).
@@ -185,16 +188,7 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 	stop()
 
 	// Every write of the Services from here on, as the API server sees it.
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	list, err := cs.CoreV1().Services(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := cs.CoreV1().Services(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	w := watchServices(t, kubernetes.NewForConfigOrDie(cfg), ns)
 
 	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeProxy})
 	for _, name := range names {
@@ -206,7 +200,13 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 			t.Errorf("%s: EXTERNAL-IP %s after the switch, was %s", name, in[0].IP, assigned[name])
 		}
 	}
-	// Collect what came, until the watch is quiet for 2s.
+	checkOneWriteEach(t, w, names, "after the switch")
+}
+
+// checkOneWriteEach collects the writes the watch w reports until it is
+// quiet for 2s, and checks each Service of names was written exactly once.
+func checkOneWriteEach(t *testing.T, w watch.Interface, names []string, when string) {
+	t.Helper()
 	writes := map[string]int{}
 	for quiet := time.After(2 * time.Second); ; {
 		select {
@@ -224,7 +224,148 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 	}
 	for _, name := range names {
 		if writes[name] != 1 {
-			t.Errorf("%s written %d times after the switch, want exactly 1", name, writes[name])
+			t.Errorf("%s written %d times %s, want exactly 1", name, writes[name], when)
+		}
+	}
+}
+
+// watchServices watches the Services of ns from now on, as the API server
+// sees them.
+func watchServices(t *testing.T, cs kubernetes.Interface, ns string) watch.Interface {
+	t.Helper()
+	list, err := cs.CoreV1().Services(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().Services(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+// speakerLease is node's speaker Lease in herald-system, renewed now, as a
+// speaker running dataplane writes it.
+func speakerLease(node, dataplane string, duration time.Duration) *coordinationv1.Lease {
+	now := metav1.NewMicroTime(time.Now())
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "herald-speaker-" + node,
+			Annotations: map[string]string{ipmode.AnnotationDataplane: dataplane}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), RenewTime: &now, AcquireTime: &now,
+			LeaseDurationSeconds: ptr.To(int32(duration / time.Second))},
+	}
+}
+
+// TestAutoIPModeFollowsTheSpeakersLeases: with --ip-mode auto, ipMode is
+// Proxy while every speaker's fresh Lease says it runs a dataplane; one
+// speaker switching its dataplane off (a helm upgrade rolling the
+// DaemonSet) rewrites every Service to VIP, once each, with its addresses
+// unchanged, and back; a Lease saying off stops counting once it expires,
+// though nothing writes it again.
+func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
+	cfg, ctlCfg := realAPI(t)
+	c := adminClient(t, cfg)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const ns = "ipmode-auto"
+	names := []string{"web", "api", "db"}
+	n1, n2 := speakerLease("node-1", "nftables", time.Hour), speakerLease("node-2", "nftables", time.Hour)
+	mustCreate(t, c, n1, n2)
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, n1)
+		_ = c.Delete(ctx, n2)
+	})
+	mustCreate(t, c, namespace(ns, nil), testPool("ipmode-auto", 0, "203.0.113.64/29"))
+	t.Cleanup(func() { _ = c.Delete(ctx, testPool("ipmode-auto", 0)) })
+	for _, name := range names {
+		mustCreate(t, c, lbService(ns, name))
+	}
+
+	runController(t, ctlCfg, Options{Namespace: "herald-system"})
+	assigned := map[string]string{}
+	for _, name := range names {
+		eventually(t, name+" gets an address with ipMode Proxy", func() (bool, string) {
+			in := ingressOf(t, c, ns, name)
+			if len(in) != 1 || modeOf(in[0]) != "Proxy" {
+				return false, fmt.Sprint(in)
+			}
+			assigned[name] = in[0].IP
+			return true, ""
+		})
+	}
+	// The controller's view of n2 is its latest version.
+	setLease := func(l *coordinationv1.Lease, dataplane string, duration time.Duration) {
+		t.Helper()
+		fresh := speakerLease(strings.TrimPrefix(l.Name, "herald-speaker-"), dataplane, duration)
+		if err := c.Get(ctx, client.ObjectKeyFromObject(l), l); err != nil {
+			t.Fatal(err)
+		}
+		l.Annotations, l.Spec = fresh.Annotations, fresh.Spec
+		if err := c.Update(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(mode, when string) {
+		t.Helper()
+		for _, name := range names {
+			eventually(t, name+" gets ipMode "+mode+" "+when, func() (bool, string) {
+				in := ingressOf(t, c, ns, name)
+				return len(in) == 1 && modeOf(in[0]) == mode, fmt.Sprint(in)
+			})
+			if in := ingressOf(t, c, ns, name); in[0].IP != assigned[name] {
+				t.Errorf("%s: EXTERNAL-IP %s %s, was %s", name, in[0].IP, when, assigned[name])
+			}
+		}
+	}
+
+	w := watchServices(t, cs, ns)
+	setLease(n2, "off", time.Hour)
+	expect("VIP", "once node-2's speaker runs without a dataplane")
+	checkOneWriteEach(t, w, names, "after the switch to VIP")
+
+	w = watchServices(t, cs, ns)
+	setLease(n2, "nftables", time.Hour)
+	expect("Proxy", "once node-2's speaker runs nftables again")
+	checkOneWriteEach(t, w, names, "after the switch back to Proxy")
+
+	// node-2's speaker says off and then stops renewing: once its Lease
+	// expires, only node-1's counts.
+	const short = 4 * time.Second
+	w = watchServices(t, cs, ns)
+	setLease(n2, "off", short)
+	expireAt := time.Now().Add(short)
+	expect("VIP", "while node-2's off Lease is fresh")
+	if time.Now().After(expireAt) {
+		t.Fatal("the switch to VIP took longer than the Lease lived; cannot tell the expiry apart")
+	}
+	for _, name := range names {
+		eventually(t, name+" gets ipMode Proxy once node-2's off Lease expired", func() (bool, string) {
+			in := ingressOf(t, c, ns, name)
+			return len(in) == 1 && modeOf(in[0]) == "Proxy", fmt.Sprint(in)
+		})
+	}
+	if early := expireAt.Sub(time.Now()); early > 500*time.Millisecond {
+		t.Errorf("back to Proxy %v before node-2's off Lease expired", early)
+	}
+	if late := time.Since(expireAt); late > 3*time.Second {
+		t.Errorf("back to Proxy %v after node-2's off Lease expired, want within about a sync", late)
+	}
+	// Two switches: VIP, then Proxy; one write each.
+	writes := map[string]int{}
+	for quiet := time.After(2 * time.Second); ; {
+		select {
+		case ev := <-w.ResultChan():
+			writes[ev.Object.(*corev1.Service).Name]++
+			quiet = time.After(2 * time.Second)
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	for _, name := range names {
+		if writes[name] != 2 {
+			t.Errorf("%s written %d times across the switch to VIP and back, want exactly 2", name, writes[name])
 		}
 	}
 }

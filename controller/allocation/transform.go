@@ -3,6 +3,7 @@ package allocation
 import (
 	"strings"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -17,14 +18,18 @@ import (
 // reads: at 10,000 Services the cached objects are most of its memory. Of
 // ConfigMaps it keeps only kube-proxy's, which is also all that RBAC lets
 // it read (a watch with a metadata.name field selector is authorized by
-// resourceNames).
-func CacheOptions() cache.Options {
+// resourceNames). Of Leases it keeps those of namespace, Herald's, where
+// the speakers' Leases are (RBAC grants no others).
+func CacheOptions(namespace string) cache.Options {
 	return cache.Options{
 		DefaultTransform: Transform,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {
 				Namespaces: map[string]cache.Config{kubeproxy.ConfigMapNamespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", kubeproxy.ConfigMapName),
+			},
+			&coordinationv1.Lease{}: {
+				Namespaces: map[string]cache.Config{namespace: {}},
 			},
 		},
 	}
@@ -34,7 +39,9 @@ func CacheOptions() cache.Options {
 // its managedFields. A Service keeps its identity, its type and class, the
 // status Herald writes, and, when it is a LoadBalancer, the labels, Herald's
 // annotations and the spec fields allocation reads; a node keeps only its
-// addresses; namespaces (cached as metadata) keep only their labels.
+// addresses; a Lease (the speakers') keeps its annotations and spec, what
+// the ipMode decision reads; namespaces (cached as metadata) keep only their
+// labels.
 //
 // Status writes of trimmed Services are merge patches of the status
 // (Controller.patchStatus), so nothing trimmed is ever written back.
@@ -48,6 +55,10 @@ func Transform(obj any) (any, error) {
 			ObjectMeta: identity(&o.ObjectMeta),
 			Status:     corev1.NodeStatus{Addresses: o.Status.Addresses},
 		}, nil
+	case *coordinationv1.Lease:
+		m := identity(&o.ObjectMeta)
+		m.Annotations = o.Annotations
+		return &coordinationv1.Lease{TypeMeta: o.TypeMeta, ObjectMeta: m, Spec: o.Spec}, nil
 	case *metav1.PartialObjectMetadata:
 		m := identity(&o.ObjectMeta)
 		m.Labels = o.Labels

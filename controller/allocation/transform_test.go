@@ -3,7 +3,9 @@ package allocation
 import (
 	"reflect"
 	"testing"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -85,5 +87,24 @@ func TestOtherServicesAreCachedAsStubs(t *testing.T) {
 	}
 	if !reflect.DeepEqual(out, want) {
 		t.Errorf("a ClusterIP Service is cached as %+v, want only %+v", out, want)
+	}
+}
+
+// TestSpeakerLeasesKeepWhatTheIPModeDecisionReads: annotations and spec
+// stay; managedFields and owner references go.
+func TestSpeakerLeasesKeepWhatTheIPModeDecisionReads(t *testing.T) {
+	l := testSpeakerLease("node-1", "nftables", epoch, 15*time.Second)
+	l.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "speaker"}}
+	l.OwnerReferences = []metav1.OwnerReference{{Name: "node-1"}}
+	out, err := Transform(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*coordinationv1.Lease)
+	if got.Name != l.Name || got.Namespace != l.Namespace || !reflect.DeepEqual(got.Annotations, l.Annotations) || !reflect.DeepEqual(got.Spec, l.Spec) {
+		t.Errorf("cached Lease %+v lost what the ipMode decision reads of %+v", got, l)
+	}
+	if got.ManagedFields != nil || got.OwnerReferences != nil {
+		t.Errorf("cached Lease kept what nothing reads: %+v", got)
 	}
 }

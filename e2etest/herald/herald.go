@@ -51,8 +51,9 @@ type Options struct {
 	// membership changes with exact times, for failover analysis).
 	SpeakerLogLevel string
 	// Dataplane is the speakers' --dataplane (nftables, iptables, ipvs,
-	// off); default nftables, the chart's. As the chart's dataplane.backend
-	// does, it also sets the controller's --ip-mode: Proxy unless off, then VIP.
+	// off); default nftables, the chart's. The controller runs with
+	// --ip-mode auto, as the chart's, and follows it: Proxy unless off, then
+	// VIP.
 	Dataplane string
 }
 
@@ -339,7 +340,8 @@ func (h *Herald) StartController(extra ...string) error {
 		"--webhook-port", fmt.Sprint(WebhookPort),
 		"--webhook-extra-dns-names", "localhost",
 		"--webhook-cert-dir", filepath.Join(h.lab.Dir, "webhook-certs"),
-		"--ip-mode", h.ipMode(),
+		// No --ip-mode: auto, as the chart runs it; ipMode follows the
+		// dataplane the speakers' Leases announce.
 	}, extra...)
 	p, err := h.start("herald-controller", "", argv, httpReady(http.DefaultClient, "http://"+ControllerProbes+"/readyz"))
 	if err != nil {
@@ -347,15 +349,6 @@ func (h *Herald) StartController(extra ...string) error {
 	}
 	h.ctl = p
 	return nil
-}
-
-// ipMode is the controller's --ip-mode for the speakers' dataplane, as the
-// chart derives it.
-func (h *Herald) ipMode() string {
-	if h.opts.Dataplane == "off" {
-		return "VIP"
-	}
-	return "Proxy"
 }
 
 // Controller is the running controller.
@@ -403,8 +396,9 @@ func (h *Herald) Speaker(node string) *Process { return h.speakers[node] }
 func (h *Herald) Dataplane() string { return h.opts.Dataplane }
 
 // SetDataplane switches the speakers to another --dataplane, one node at a
-// time (each hands its addresses over and removes its rules as it stops),
-// then restarts the controller with the matching --ip-mode.
+// time (each hands its addresses over and removes its rules as it stops).
+// The controller is not restarted: with --ip-mode auto it follows the
+// dataplane the speakers' Leases announce, as during a helm upgrade.
 func (h *Herald) SetDataplane(backend string) error {
 	h.opts.Dataplane = backend
 	for _, n := range h.lab.Nodes {
@@ -415,10 +409,7 @@ func (h *Herald) SetDataplane(backend string) error {
 			return err
 		}
 	}
-	if h.ctl != nil {
-		h.ctl.Stop()
-	}
-	return h.StartController()
+	return nil
 }
 
 // Stop stops every component (SIGTERM), speakers first.

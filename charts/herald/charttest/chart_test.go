@@ -66,23 +66,33 @@ var valueSets = []valueSet{
 				t.Errorf("gossip key of %d bytes, want 32", len(key))
 			}
 			r.checkWebhooksMatchConfig(t)
-			r.checkDataplane(t, "nftables", "Proxy")
+			r.checkDataplane(t, "nftables", "")
 		},
 	},
 	{
 		name: "dataplaneIptables", release: "herald", namespace: "herald-system",
 		set:   []string{"dataplane.backend=iptables"},
-		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "iptables", "Proxy") },
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "iptables", "") },
 	},
 	{
 		name: "dataplaneIPVS", release: "herald", namespace: "herald-system",
 		set:   []string{"dataplane.backend=ipvs"},
-		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "ipvs", "Proxy") },
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "ipvs", "") },
 	},
 	{
 		name: "dataplaneOff", release: "herald", namespace: "herald-system",
 		set:   []string{"dataplane.backend=off"},
-		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "VIP") },
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "") },
+	},
+	{
+		name: "ipModeOverrideVIP", release: "herald", namespace: "herald-system",
+		set:   []string{"controller.ipMode=VIP"},
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "nftables", "VIP") },
+	},
+	{
+		name: "ipModeOverrideProxy", release: "herald", namespace: "herald-system",
+		set:   []string{"dataplane.backend=off", "controller.ipMode=Proxy"},
+		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "Proxy") },
 	},
 	{
 		name: "loadBalancerClass", release: "herald", namespace: "herald-system",
@@ -253,9 +263,7 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 		{[]string{"speaker.handoverTimeout=10s"}, "must exceed speaker.handoverTimeout"},
 		{[]string{"webhook.failurePolicy=Sometimes"}, "failurePolicy"},
 		{[]string{"dataplane.backend=ebpf"}, "backend"},
-		// The controller's mode follows dataplane.backend; a second knob
-		// could only disagree with it.
-		{[]string{"controller.ipMode=VIP"}, "ipMode"},
+		{[]string{"controller.ipMode=vip"}, "ipMode"},
 		{[]string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, "serviceMonitor.enabled needs metrics.enabled"},
 		{[]string{"speaker.gossip.secret.create=false"}, "needs speaker.gossip.secret.name"},
 		{[]string{"controller.image.digest=latest"}, "digest"},
@@ -662,16 +670,37 @@ func (r *rendering) checkController(t *testing.T) {
 	}
 }
 
-// checkDataplane: one value, dataplane.backend, sets both sides, so the
-// controller never tells kube-proxy to leave an address (ipMode Proxy) that
-// no speaker forwards, nor the reverse.
+// checkDataplane: dataplane.backend sets the speaker's --dataplane, and the
+// controller gets no --ip-mode (auto: it follows the dataplane the speakers'
+// Leases announce, so it never tells kube-proxy to leave an address that no
+// speaker forwards, nor the reverse, even while a helm upgrade rolls the
+// two apart) unless controller.ipMode overrides it: ipMode is then the
+// override. Auto reads the speakers' Leases, which the controller's Role
+// must let it list and watch.
 func (r *rendering) checkDataplane(t *testing.T, backend, ipMode string) {
 	t.Helper()
 	if got := flags(r.speakerContainer(t))["dataplane"]; got != backend {
 		t.Errorf("speaker --dataplane=%q, want %q", got, backend)
 	}
-	if got := flags(r.controllerContainer(t))["ip-mode"]; got != ipMode {
-		t.Errorf("controller --ip-mode=%q with dataplane.backend=%s, want %q", got, backend, ipMode)
+	got, set := flags(r.controllerContainer(t))["ip-mode"]
+	switch {
+	case ipMode == "" && set:
+		t.Errorf("controller --ip-mode=%q with dataplane.backend=%s, want no flag (auto)", got, backend)
+	case ipMode != "" && got != ipMode:
+		t.Errorf("controller --ip-mode=%q (set: %v) with controller.ipMode=%s, want %q", got, set, ipMode, ipMode)
+	}
+	if ipMode != "" || r.value("rbac.create") == "false" {
+		return
+	}
+	_, namespaced := r.rules(t)
+	role := namespaced[r.namespace+"/"+r.controller(t).GetName()]
+	for _, verb := range []string{"list", "watch"} {
+		if !slices.ContainsFunc(role, func(rule rbacv1.PolicyRule) bool {
+			return slices.Contains(rule.APIGroups, "coordination.k8s.io") && slices.Contains(rule.Resources, "leases") &&
+				slices.Contains(rule.Verbs, verb) && len(rule.ResourceNames) == 0
+		}) {
+			t.Errorf("the controller's Role does not let it %s the speakers' Leases, which ipMode auto follows", verb)
+		}
 	}
 }
 
