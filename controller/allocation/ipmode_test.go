@@ -16,15 +16,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
-	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/kubeproxy"
+	"github.com/heraldlb/herald/speaker/lease"
 )
 
 func testSpeakerLease(node, dataplane string, renewed time.Time, duration time.Duration) *coordinationv1.Lease {
 	renew := metav1.NewMicroTime(renewed)
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "herald-speaker-" + node,
-			Annotations: map[string]string{ipmode.AnnotationDataplane: dataplane}},
+			Annotations: map[string]string{lease.AnnotationDataplane: dataplane}},
 		Spec: coordinationv1.LeaseSpec{RenewTime: &renew, LeaseDurationSeconds: ptr.To(int32(duration / time.Second))},
 	}
 }

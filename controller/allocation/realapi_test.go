@@ -26,9 +26,9 @@ import (
 
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/internal/apiservertest"
-	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/kubeproxy"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
+	"github.com/heraldlb/herald/speaker/lease"
 )
 
 // The tests of this file run the controller, as main runs it, against a real
@@ -251,7 +251,7 @@ func speakerLease(node, dataplane string, duration time.Duration) *coordinationv
 	now := metav1.NewMicroTime(time.Now())
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "herald-system", Name: "herald-speaker-" + node,
-			Annotations: map[string]string{ipmode.AnnotationDataplane: dataplane}},
+			Annotations: map[string]string{lease.AnnotationDataplane: dataplane}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), RenewTime: &now, AcquireTime: &now,
 			LeaseDurationSeconds: ptr.To(int32(duration / time.Second))},
 	}

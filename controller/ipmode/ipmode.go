@@ -18,17 +18,6 @@ import (
 	"github.com/heraldlb/herald/speaker/lease"
 )
 
-// AnnotationDataplane on a speaker's Lease names the dataplane backend the
-// speaker runs (nftables, iptables, ipvs), or Off. A Lease without it (a
-// speaker older than the annotation) counts as Off.
-//
-// TODO(merge): the speaker side defines the same constant in speaker/lease;
-// use that one once both are merged.
-const AnnotationDataplane = "herald.dev/dataplane"
-
-// Off is AnnotationDataplane's value of a speaker without a dataplane.
-const Off = "off"
-
 // Setting is the controller's --ip-mode: Auto follows the speakers; VIP and
 // Proxy are fixed overrides.
 type Setting string
@@ -59,17 +48,18 @@ type Speaker struct {
 	Expiry time.Time
 }
 
-// FromLease reads a speaker's Lease; ok is false for any other Lease.
+// FromLease reads a speaker's Lease (see speaker/lease); ok is false for
+// any other Lease. A malformed annotation elsewhere in the Lease does not
+// matter here: what was read (node, renewal, dataplane) counts.
 func FromLease(l *coordinationv1.Lease) (s Speaker, ok bool) {
-	node, ok := strings.CutPrefix(l.Name, lease.Prefix)
-	if !ok || node == "" {
+	if !lease.IsSpeakerLease(l.Name) {
 		return Speaker{}, false
 	}
-	s = Speaker{Node: node, Dataplane: l.Annotations[AnnotationDataplane]}
-	if l.Spec.RenewTime != nil && l.Spec.LeaseDurationSeconds != nil {
-		s.Expiry = l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
+	info, _ := lease.Decode(l)
+	s = Speaker{Node: info.Node, Dataplane: info.Dataplane}
+	if !info.RenewTime.IsZero() {
+		s.Expiry = info.Expiry()
 	}
-	// Without a renewTime the Lease was never fresh: a zero Expiry.
 	return s, true
 }
 
@@ -84,7 +74,7 @@ type Decision struct {
 }
 
 // Decide is Proxy iff at least one speaker's Lease is fresh at now and every
-// fresh one says a dataplane other than Off (a missing annotation is Off);
+// fresh one says a dataplane other than off (a missing annotation is off);
 // VIP otherwise. Expired Leases do not count: their speaker is gone or
 // stuck, and forwards nothing the decision could protect.
 func Decide(speakers []Speaker, now time.Time) Decision {
@@ -105,7 +95,7 @@ func Decide(speakers []Speaker, now time.Time) Decision {
 			d.Recheck = s.Expiry
 		}
 		switch s.Dataplane {
-		case Off:
+		case lease.DataplaneOff:
 			off = append(off, s.Node)
 		case "":
 			unknown = append(unknown, s.Node)
@@ -122,7 +112,7 @@ func Decide(speakers []Speaker, now time.Time) Decision {
 			parts = append(parts, speakersOf(off)+" without a dataplane")
 		}
 		if len(unknown) > 0 {
-			parts = append(parts, speakersOf(unknown)+" a version that does not publish "+AnnotationDataplane+" (counted as off)")
+			parts = append(parts, speakersOf(unknown)+" a version that does not publish "+lease.AnnotationDataplane+" (counted as off)")
 		}
 		d.Reason = strings.Join(parts, "; ")
 		return d

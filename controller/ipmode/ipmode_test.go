@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/heraldlb/herald/speaker/lease"
 )
 
 var now = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -57,7 +59,7 @@ func TestDecide(t *testing.T) {
 func TestFromLease(t *testing.T) {
 	renew := metav1.NewMicroTime(now)
 	l := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: "herald-speaker-node-1", Annotations: map[string]string{AnnotationDataplane: "ipvs"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "herald-speaker-node-1", Annotations: map[string]string{lease.AnnotationDataplane: "ipvs"}},
 		Spec:       coordinationv1.LeaseSpec{RenewTime: &renew, LeaseDurationSeconds: ptr.To[int32](15)},
 	}
 	s, ok := FromLease(l)
