@@ -393,3 +393,74 @@ func useDataplane(t *testing.T, backend string) {
 		}
 	})
 }
+
+// waitIPMode waits until every ingress entry of the Service has ipMode mode.
+func waitIPMode(t *testing.T, ns, name string, mode corev1.LoadBalancerIPMode) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("ipMode %s on %s/%s", mode, ns, name), func(ctx context.Context) (bool, error) {
+		var svc corev1.Service
+		if err := crClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &svc); err != nil {
+			return false, err
+		}
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if in.IPMode == nil || *in.IPMode != mode {
+				return false, nil
+			}
+		}
+		return len(svc.Status.LoadBalancer.Ingress) > 0, nil
+	})
+}
+
+// Switching the dataplane off and on again, one speaker at a time as a
+// DaemonSet rollout does, keeps the address served throughout: the
+// controller follows the speakers' Leases (ipMode VIP as soon as one speaker
+// runs without a dataplane, Proxy once all forward again), and an address
+// with ipMode Proxy only goes to a node that forwards.
+func TestDataplaneSwitchedOffAndOnAtRuntimeKeepsServing(t *testing.T) {
+	useDataplane(t, "nftables")
+	t.Cleanup(func() {
+		if hd.Dataplane() != "nftables" {
+			_ = hd.SetDataplane("nftables")
+		}
+	})
+	ns := newNamespace(t)
+	l2Setup(t, ns, []string{"198.51.100.124/30"})
+	createWeb(t, ns, "web", 3)
+	readyPods(t, ns, "app=web", 3)
+	lbService(t, ns, "web")
+	ip := externalIPs(t, ns, "web", 1)[0]
+	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeProxy)
+	owner, _ := announcer(t, ns, "web")
+	waitRulesFor(t, owner, ip)
+	waitNodePorts(t, ns, "web")
+
+	p := startProber("http://"+ip+"/", 10*time.Millisecond)
+	offAt := time.Now()
+	if err := hd.SetDataplane("off"); err != nil {
+		p.finish()
+		t.Fatal(err)
+	}
+	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeVIP)
+	for _, n := range theLab.Nodes {
+		if rules := heraldRules(t, n.Name); rules != "" {
+			t.Errorf("with --dataplane=off, %s still has Herald's rules:\n%s", n.Name, rules)
+		}
+	}
+	curlOK(t, "http://"+ip+"/") // kube-proxy forwards now
+	onAt := time.Now()
+	if err := hd.SetDataplane("nftables"); err != nil {
+		p.finish()
+		t.Fatal(err)
+	}
+	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeProxy)
+	owner, _ = announcer(t, ns, "web")
+	waitRulesFor(t, owner, ip)
+	time.Sleep(time.Second)
+	total, failed, outage := p.finish()
+	t.Logf("dataplane off (%s) and on again (%s), one speaker at a time: %d requests, %d failed, longest outage %s; errors %v",
+		onAt.Sub(offAt).Round(time.Millisecond), time.Since(onAt).Round(time.Millisecond), total, failed, outage, p.errors)
+	// One kube-proxy sync at most (the lab's kube-proxy syncs within a second).
+	if outage > 1500*time.Millisecond {
+		t.Errorf("switching the dataplane left a gap of %s", outage)
+	}
+}
