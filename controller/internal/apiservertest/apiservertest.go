@@ -32,6 +32,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/heraldlb/herald/e2etest/lab"
 )
 
 // adminToken authenticates as a member of system:masters.
@@ -49,7 +51,7 @@ type Server struct {
 // the CRDs of config/crd/bases. Stop ends them. It returns an error wrapping
 // ErrNoBinaries when the lab's binaries are not built.
 func Start() (*Server, error) {
-	root, err := repoRoot()
+	root, err := lab.RepoDir()
 	if err != nil {
 		return nil, err
 	}
@@ -279,23 +281,6 @@ func freePorts(n int) ([]int, error) {
 	return out, nil
 }
 
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/heraldlb/herald\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root (go.mod of github.com/heraldlb/herald) not found")
-		}
-		dir = parent
-	}
-}
-
 // AsChartController returns a config that acts as the controller's
 // ServiceAccount holding exactly the permissions the chart grants it (the
 // controller's ClusterRole, Roles and bindings of `helm template`,
@@ -303,7 +288,7 @@ func repoRoot() (string, error) {
 // the test. It needs helm ($HELM, else bin/helm of the repository): the
 // error wraps ErrNoHelm when it is missing. Call it once per Server.
 func (s *Server) AsChartController() (*rest.Config, error) {
-	root, err := repoRoot()
+	root, err := lab.RepoDir()
 	if err != nil {
 		return nil, err
 	}
