@@ -358,7 +358,7 @@ func (e *env) waitAssigned(ctx context.Context, n int) (map[string]netip.Addr, e
 	var out map[string]netip.Addr
 	start := time.Now()
 	last := time.Now()
-	err := waitFor(ctx, 20*time.Minute, 2*time.Second, func() bool {
+	err := waitFor(ctx, 20*time.Minute, 5*time.Second, func() bool {
 		var list corev1.ServiceList
 		if e.c.List(ctx, &list, client.InNamespace(ns)) != nil {
 			return false

@@ -64,13 +64,13 @@ func run(ctx context.Context, o options, r *report) error {
 	}
 
 	for _, b := range backends {
-		if err := e.useBackend(ctx, b); err != nil {
-			return err
-		}
+		// The full sync restarts the speaker with b anyway.
 		if o.runs("full-sync") {
-			if err := e.fullSync(ctx, r); err != nil {
+			if err := e.fullSync(ctx, b, r); err != nil {
 				return err
 			}
+		} else if err := e.useBackend(ctx, b); err != nil {
+			return err
 		}
 		if o.runs("first-packet") {
 			if err := e.firstPacket(ctx, r); err != nil {
@@ -138,15 +138,16 @@ func (e *env) firstPacket(ctx context.Context, r *report) error {
 	return nil
 }
 
-// fullSync restarts the owner's speaker with its backend (SIGTERM removes
+// fullSync restarts the owner's speaker with backend (SIGTERM removes
 // its rules, so the start programs everything anew) and reads its syncs
 // from its histogram, sampled every 10 ms meanwhile: the start's sync is
 // scope=full, but it holds only what the speaker serves at that moment
 // (before its Lease and the gossip make it live, little or nothing), and
 // the rest come in partial syncs. The figure is all of them: the time
 // spent programming every Service from nothing.
-func (e *env) fullSync(ctx context.Context, r *report) error {
+func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
 	e.h.Speaker(e.owner.Name).Stop()
+	e.backend = backend
 	type sample struct {
 		at                     time.Time
 		full, partial, vs, sum float64
