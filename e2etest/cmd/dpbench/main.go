@@ -99,7 +99,16 @@ type figure struct {
 	how   string
 }
 
-type report struct{ figures []figure }
+type report struct {
+	notes   []string
+	figures []figure
+}
+
+// note is a line about the setup, printed before the figures.
+func (r *report) note(s string) {
+	fmt.Fprintln(os.Stderr, "dpbench:", s)
+	r.notes = append(r.notes, s)
+}
 
 func (r *report) add(name string, value float64, unit, how string) {
 	fmt.Fprintf(os.Stderr, "dpbench: %s = %s %s (%s)\n", name, trim(value), unit, how)
@@ -117,6 +126,9 @@ func (r *report) print() {
 		return
 	}
 	fmt.Println()
+	for _, n := range r.notes {
+		fmt.Println("setup:", n)
+	}
 	fmt.Printf("%-40s %12s  %-8s %s\n", "dataplane", "value", "unit", "how")
 	for _, f := range r.figures {
 		if f.unit == "skipped" {
