@@ -50,6 +50,9 @@ type env struct {
 	h     *herald.Herald
 	c     client.Client
 	owner lab.Node // node-1: the one node the L2Advertisement selects
+	// inOwner is an HTTP client whose connections start in the owner's
+	// namespace, for its speaker's and kube-proxy's metrics.
+	inOwner *http.Client
 	// backend is the owner speaker's --dataplane now.
 	backend string
 	// fakes is how many fake Services exist: s00000 .. s<fakes-1>.
@@ -89,7 +92,7 @@ func up(ctx context.Context, o options) (*env, error) {
 		l.Down()
 		return nil, err
 	}
-	e := &env{o: o, lab: l, h: h, c: c, owner: l.Nodes[0], backend: "nftables", stop: make(chan struct{}), stopped: make(chan struct{})}
+	e := &env{o: o, lab: l, h: h, c: c, owner: l.Nodes[0], inOwner: herald.SpeakerHTTPClient(l.Nodes[0]), backend: "nftables", stop: make(chan struct{}), stopped: make(chan struct{})}
 	go e.restartController()
 	if err := e.setup(ctx); err != nil {
 		e.down()
@@ -416,11 +419,11 @@ const (
 )
 
 func (e *env) speakerMetrics(ctx context.Context) (metrics, error) {
-	return scrape(ctx, herald.SpeakerHTTPClient(e.owner), "http://"+herald.SpeakerMetrics+"/metrics")
+	return scrape(ctx, e.inOwner, "http://"+herald.SpeakerMetrics+"/metrics")
 }
 
 func (e *env) kubeProxyMetrics(ctx context.Context) (metrics, error) {
-	return scrape(ctx, herald.SpeakerHTTPClient(e.owner), "http://"+lab.KubeProxyMetrics+"/metrics")
+	return scrape(ctx, e.inOwner, "http://"+lab.KubeProxyMetrics+"/metrics")
 }
 
 // metrics is one scrape of a Prometheus endpoint: every sample by its full

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -74,6 +75,20 @@ func main() {
 		os.Exit(2)
 	}
 	ctrllog.SetLogger(logr.Discard())
+	// The lab's forwarders splice every node's API traffic (three
+	// kube-proxies and speakers watching 10,000 Services) through pipes
+	// that Go pools and closes only after garbage collections: the 20,000
+	// files this machine allows a process ran out mid-run.
+	lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "dpbench: raising the open files limit: %v\n", err)
+	}
+	// A collection now and then closes the pooled pipes that fell out of use.
+	go func() {
+		for range time.Tick(30 * time.Second) {
+			runtime.GC()
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	r := &report{}
