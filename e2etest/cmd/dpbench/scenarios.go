@@ -32,14 +32,24 @@ func run(ctx context.Context, o options, r *report) error {
 	r.note(fmt.Sprintf("3 pod nodes, kube-proxy in iptables mode on each; the one L2Advertisement selects %s alone, so %s receives and forwards every LB address and its speaker syncs all %d Services (%d real, backed by lab pods; the rest IPv6, NodePorts allocated, 2 fake endpoints on the other nodes)",
 		e.owner.Name, e.owner.Name, o.services+realCount, realCount))
 
+	// A scenario that fails is reported as skipped, with why, and the
+	// others still run.
+	try := func(name string, f func() error) {
+		if err := f(); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.skip(name, err.Error())
+		}
+	}
 	if o.runs("first-packet") {
 		for _, b := range backends {
-			if err := e.useBackend(ctx, b); err != nil {
-				return err
-			}
-			if err := e.firstPacket(ctx, r); err != nil {
-				return err
-			}
+			try("first_packet_"+b, func() error {
+				if err := e.useBackend(ctx, b); err != nil {
+					return err
+				}
+				return e.firstPacket(ctx, r)
+			})
 		}
 		if err := e.useBackend(ctx, "nftables"); err != nil {
 			return err
@@ -58,7 +68,7 @@ func run(ctx context.Context, o options, r *report) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "dpbench: %s programs all %d virtual services %.0fs after the first create\n", e.owner.Name, e.total(), time.Since(start).Seconds())
-	time.Sleep(10 * time.Second) // the last status writes and kube-proxy's syncs
+	e.quiet(ctx)
 	if rss, err := herald.RSSMiB(e.h.Speaker(e.owner.Name).PID()); err == nil {
 		r.add(fmt.Sprintf("speaker_rss_dataplane_%d", o.services), rss, "MiB",
 			fmt.Sprintf("VmRSS of %s's speaker forwarding all %d Services with nftables", e.owner.Name, e.total()))
@@ -67,40 +77,71 @@ func run(ctx context.Context, o options, r *report) error {
 	for _, b := range backends {
 		// The full sync restarts the speaker with b anyway.
 		if o.runs("full-sync") {
-			if err := e.fullSync(ctx, b, r); err != nil {
-				return err
-			}
-		} else if err := e.useBackend(ctx, b); err != nil {
+			try("dataplane_full_sync_"+b, func() error { return e.fullSync(ctx, b, r) })
+		}
+		if err := e.useBackend(ctx, b); err != nil {
 			return err
 		}
 		if o.runs("first-packet") {
-			if err := e.firstPacket(ctx, r); err != nil {
-				return err
-			}
+			try("first_packet_"+b, func() error { return e.firstPacket(ctx, r) })
 		}
 		if o.runs("change") {
-			if err := e.changes(ctx, r); err != nil {
-				return err
-			}
+			try("dataplane_change"+suffix(b), func() error { return e.changes(ctx, r) })
 		}
 		if o.runs("throughput") {
-			if err := e.throughput(ctx, r); err != nil {
-				return err
-			}
+			try("dataplane_throughput_ratio"+suffix(b), func() error { return e.throughput(ctx, r) })
 		}
 		// kube-proxy's full sync while Herald's rules are in their own
 		// nftables table, not in the ip6tables nat table kube-proxy rewrites.
 		if b == "nftables" && o.runs("full-sync") {
-			if err := e.kubeProxyFullSync(ctx, r); err != nil {
-				return err
-			}
+			try("kubeproxy_full_sync_ms", func() error { return e.kubeProxyFullSync(ctx, r) })
 		}
 	}
 	if o.runs("full-sync") {
 		r.skip("dataplane_full_sync_ipvs", "IPVS is not in this kernel (CONFIG_IP_VS unset, no /proc/net/ip_vs); the ipvs backend runs only in the QEMU VM test")
 		r.ratios()
 	}
-	return nil
+	return ctx.Err()
+}
+
+// quiet waits (up to 1 min) until the machine is at least half idle over
+// 2 s, so that a timed scenario does not run in the middle of the
+// kube-proxies' syncs, and returns the idle share it measured last.
+func (e *env) quiet(ctx context.Context) float64 {
+	start := time.Now()
+	var idle float64
+	for time.Since(start) < time.Minute && ctx.Err() == nil {
+		a := cpuTimes()
+		time.Sleep(2 * time.Second)
+		b := cpuTimes()
+		if b[1] > a[1] {
+			idle = float64(b[0]-a[0]) / float64(b[1]-a[1])
+		}
+		if idle >= 0.5 {
+			break
+		}
+	}
+	fmt.Fprintf(os.Stderr, "dpbench: machine %.0f%% idle after waiting %.0fs\n", 100*idle, time.Since(start).Seconds())
+	return idle
+}
+
+// cpuTimes is the machine's idle and total CPU time from /proc/stat.
+func cpuTimes() [2]uint64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return [2]uint64{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var out [2]uint64
+	for i, f := range strings.Fields(line)[1:] {
+		var v uint64
+		fmt.Sscan(f, &v)
+		out[1] += v
+		if i == 3 || i == 4 { // idle, iowait
+			out[0] += v
+		}
+	}
+	return out
 }
 
 // suffix names a figure's backend: nftables has the names, the
@@ -129,6 +170,7 @@ func (e *env) useBackend(ctx context.Context, backend string) error {
 // firstPacket times TCP handshakes to the local Service (its one pod is on
 // the owner, so only Herald's rules are on the path).
 func (e *env) firstPacket(ctx context.Context, r *report) error {
+	idle := e.quiet(ctx)
 	ds, err := handshakes(netip.AddrPortFrom(e.localIP, 80).String(), e.o.conns)
 	if err != nil {
 		return err
@@ -139,8 +181,8 @@ func (e *env) firstPacket(ctx context.Context, r *report) error {
 	}
 	slices.Sort(us)
 	r.add(fmt.Sprintf("dataplane_first_packet_%d_us%s", e.scale(), suffix(e.backend)), median(us), "us",
-		fmt.Sprintf("%s: median TCP handshake client -> [%s]:80 (a pod on %s, last of %d virtual services) over %d new connections; p90 %.0f, max %.0f",
-			e.backend, e.localIP, e.owner.Name, e.total(), len(us), us[len(us)*9/10], us[len(us)-1]))
+		fmt.Sprintf("%s: median TCP handshake client -> [%s]:80 (a pod on %s, last of %d virtual services) over %d new connections; p90 %.0f, max %.0f; machine %.0f%% idle before",
+			e.backend, e.localIP, e.owner.Name, e.total(), len(us), us[len(us)*9/10], us[len(us)-1], 100*idle))
 	return nil
 }
 
@@ -152,6 +194,7 @@ func (e *env) firstPacket(ctx context.Context, r *report) error {
 // the rest come in partial syncs. The figure is all of them: the time
 // spent programming every Service from nothing.
 func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
+	e.quiet(ctx)
 	e.h.Speaker(e.owner.Name).Stop()
 	e.backend = backend
 	type sample struct {
@@ -230,6 +273,7 @@ func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
 // kubeProxyFullSync restarts kube-proxy on the owner and reads its full
 // syncs of the same Services (IPv6: all of them; IPv4: the lab's own).
 func (e *env) kubeProxyFullSync(ctx context.Context, r *report) error {
+	e.quiet(ctx)
 	if err := e.lab.RestartKubeProxy(ctx, e.owner.Name); err != nil {
 		return err
 	}
@@ -281,6 +325,7 @@ func (r *report) ratios() {
 // kernel's announcement of the new destination's chain (nft monitor), and
 // the chain is then checked to be in the virtual service's rules.
 func (e *env) changes(ctx context.Context, r *report) error {
+	idle := e.quiet(ctx)
 	mon, err := startChainMonitor(e.owner.Netns)
 	if err != nil {
 		return err
@@ -312,7 +357,7 @@ func (e *env) changes(ctx context.Context, r *report) error {
 			return fmt.Errorf("change %d (%s): %w", i, s.Name, err)
 		}
 		var at time.Time
-		if err := waitFor(ctx, 30*time.Second, time.Millisecond, func() bool {
+		if err := waitFor(ctx, 2*time.Minute, time.Millisecond, func() bool {
 			var ok bool
 			at, ok = mon.created(chain, start)
 			return ok
@@ -325,8 +370,8 @@ func (e *env) changes(ctx context.Context, r *report) error {
 		ms = append(ms, float64(at.Sub(start).Microseconds())/1000)
 		time.Sleep(200 * time.Millisecond)
 	}
-	how := fmt.Sprintf("%s: EndpointSlice update (an endpoint replaced by one on %s) -> the kernel announces the new destination's chain on %s (nft monitor), over %d changes with %d Services; each checked afterwards in %s",
-		e.backend, e.owner.Name, e.owner.Name, len(ms), e.total(), pollTool(e.backend))
+	how := fmt.Sprintf("%s: EndpointSlice update (an endpoint replaced by one on %s) -> the kernel announces the new destination's chain on %s (nft monitor), over %d changes with %d Services; each checked afterwards in %s; machine %.0f%% idle before",
+		e.backend, e.owner.Name, e.owner.Name, len(ms), e.total(), pollTool(e.backend), 100*idle)
 	r.add("dataplane_change_median"+suffix(e.backend), median(ms), "ms", how)
 	r.add("dataplane_change_max"+suffix(e.backend), slices.Max(ms), "ms", how)
 	return nil
@@ -421,6 +466,7 @@ func (e *env) throughput(ctx context.Context, r *report) error {
 		// Direct, through, direct, through: the better of each, so a
 		// hiccup of the machine does not decide the ratio.
 		var via, straight loadResult
+		e.quiet(ctx)
 		for range 2 {
 			if d := load(ctx, direct, e.o.concurrency, e.o.loadFor, ka); d.rate() > straight.rate() || straight.elapsed == 0 {
 				straight = d
