@@ -58,16 +58,18 @@ unit: helm
 e2e: lab-bins helm
 	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
 
-## bench: the controller's, the layer-2 and the speaker-scale benchmarks, each in its own lab
+## bench: the controller's, the layer-2, the speaker-scale, BGP and dataplane benchmarks, each in its own lab
 ## (BENCH=cold|warm|single|rss|writes|restart for the controller, failover|create for layer 2,
-## scale for the speaker at 10,000 Services and 50 nodes, bgp for BGP with FRR and BIRD;
+## scale for the speaker at 10,000 Services and 50 nodes, bgp for BGP with FRR and BIRD,
+## dataplane for the speaker's dataplane at 10,000 Services beside kube-proxy;
 ## BENCH_ARGS passes flags, e.g. -only nodes)
 bench: lab-bins helm
 	@case "$(BENCH)" in \
 	  failover|create) $(GO) run ./e2etest/cmd/l2bench -only $(BENCH) $(BENCH_ARGS) ;; \
 	  scale) $(GO) run ./e2etest/cmd/scalebench $(BENCH_ARGS) ;; \
 	  bgp) $(GO) run ./e2etest/cmd/bgpbench $(BENCH_ARGS) ;; \
-	  "") $(GO) run ./e2etest/cmd/bench && $(GO) run ./e2etest/cmd/l2bench && $(GO) run ./e2etest/cmd/scalebench && $(GO) run ./e2etest/cmd/bgpbench ;; \
+	  dataplane) $(GO) run ./e2etest/cmd/dpbench $(BENCH_ARGS) ;; \
+	  "") $(GO) run ./e2etest/cmd/bench && $(GO) run ./e2etest/cmd/l2bench && $(GO) run ./e2etest/cmd/scalebench && $(GO) run ./e2etest/cmd/bgpbench && $(GO) run ./e2etest/cmd/dpbench ;; \
 	  *) $(GO) run ./e2etest/cmd/bench -only $(BENCH) $(BENCH_ARGS) ;; \
 	esac
 

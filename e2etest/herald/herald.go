@@ -366,6 +366,27 @@ func (h *Herald) StartSpeaker(n lab.Node) error {
 }
 
 func (h *Herald) startSpeaker(n lab.Node) (*Process, error) {
+	return h.startSpeakerWith(n, h.opts.Dataplane)
+}
+
+// RestartSpeaker stops node n's speaker (SIGTERM: it hands its addresses
+// over and removes its rules) and starts it again with --dataplane backend,
+// leaving the other speakers and the controller as they are: for benchmarks
+// that time one node's full sync with each backend. A later StartSpeaker or
+// SetDataplane goes back to the Options' backend.
+func (h *Herald) RestartSpeaker(n lab.Node, backend string) error {
+	if p := h.speakers[n.Name]; p != nil {
+		p.Stop()
+	}
+	p, err := h.startSpeakerWith(n, backend)
+	if err != nil {
+		return err
+	}
+	h.speakers[n.Name] = p
+	return nil
+}
+
+func (h *Herald) startSpeakerWith(n lab.Node, backend string) (*Process, error) {
 	argv := append([]string{filepath.Join(h.binDir, "speaker"),
 		"--kubeconfig", h.spkKC,
 		"--node-name", n.Name,
@@ -375,7 +396,7 @@ func (h *Herald) startSpeaker(n lab.Node) (*Process, error) {
 		"--health-probe-bind-address", "127.0.0.1:7475",
 		"--zap-log-level", h.opts.SpeakerLogLevel,
 		"--zap-time-encoding", "rfc3339nano",
-		"--dataplane", h.opts.Dataplane,
+		"--dataplane", backend,
 	}, h.speakerTimings...)
 	return h.start("herald-speaker-"+n.Name, n.Netns, argv, httpReady(SpeakerHTTPClient(n), "http://127.0.0.1:7475/readyz"))
 }

@@ -24,6 +24,10 @@ const (
 	nodeAPIPort = 6443
 )
 
+// DefaultNodePortRange is the API server's --service-node-port-range unless
+// Config.NodePortRange says otherwise: Kubernetes' own default.
+const DefaultNodePortRange = "30000-32767"
+
 // Identities with static tokens. admin is a cluster admin; unprivileged has
 // no bindings, so RBAC must refuse it; the others are the users Kubernetes'
 // bootstrap RBAC policy already grants their components' permissions.
@@ -96,7 +100,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 		"--service-account-signing-key-file", l.pki.SAKey,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range", ServiceCIDRv4 + "," + ServiceCIDRv6,
-		"--service-node-port-range", "30000-32767",
+		"--service-node-port-range", l.NodePortRange,
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=1",

@@ -48,6 +48,10 @@ type Config struct {
 	// namespace with its default configuration, and a client behind FRR
 	// (see routers.go). Off by default.
 	Routers bool
+	// NodePortRange is the API server's --service-node-port-range; default
+	// 30000-32767, which holds only 2,767 Services with NodePorts: benches
+	// at 10,000 widen it (e.g. 20000-32767).
+	NodePortRange string
 }
 
 // Lab is a running lab.
@@ -96,6 +100,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
+	}
+	if cfg.NodePortRange == "" {
+		cfg.NodePortRange = DefaultNodePortRange
 	}
 	if cfg.BinDir == "" {
 		cfg.BinDir = filepath.Join(cfg.Dir, "bin")
@@ -219,31 +226,63 @@ func (l *Lab) NodeKubeconfig(name, token string) (string, error) {
 }
 
 func (l *Lab) startKubeProxies(ctx context.Context) error {
-	kc, err := l.NodeKubeconfig("kube-proxy", "kube-proxy-token")
-	if err != nil {
-		return err
-	}
 	for _, n := range l.PodNodes() {
-		_, err := l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns,
-			l.bin("kube-proxy"),
-			"--kubeconfig", kc,
-			"--hostname-override", n.Name,
-			"--proxy-mode", l.ProxyMode,
-			"--cluster-cidr", PodCIDRv4+","+PodCIDRv6,
-			// conntrack tables and their timeouts are shared with the machine:
-			// leave them alone.
-			"--conntrack-max-per-core", "0",
-			"--conntrack-tcp-timeout-established", "0",
-			"--conntrack-tcp-timeout-close-wait", "0",
-			"--metrics-bind-address", "127.0.0.1:10249",
-			"--healthz-bind-address", "127.0.0.1:10256",
-			"--v=1",
-		)
-		if err != nil {
+		if err := l.startKubeProxy(ctx, n); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (l *Lab) startKubeProxy(ctx context.Context, n Node) error {
+	kc, err := l.NodeKubeconfig("kube-proxy", "kube-proxy-token")
+	if err != nil {
+		return err
+	}
+	_, err = l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns,
+		l.bin("kube-proxy"),
+		"--kubeconfig", kc,
+		"--hostname-override", n.Name,
+		"--proxy-mode", l.ProxyMode,
+		"--cluster-cidr", PodCIDRv4+","+PodCIDRv6,
+		// conntrack tables and their timeouts are shared with the machine:
+		// leave them alone.
+		"--conntrack-max-per-core", "0",
+		"--conntrack-tcp-timeout-established", "0",
+		"--conntrack-tcp-timeout-close-wait", "0",
+		"--metrics-bind-address", KubeProxyMetrics,
+		"--healthz-bind-address", "127.0.0.1:10256",
+		"--v=1",
+	)
+	return err
+}
+
+// KubeProxyMetrics is where each node's kube-proxy serves its metrics,
+// inside the node's namespace.
+const KubeProxyMetrics = "127.0.0.1:10249"
+
+// RestartKubeProxy stops node's kube-proxy (SIGTERM) and starts it again,
+// which makes it program every Service anew (a full sync), and waits until
+// its healthz answers. Its log starts over.
+func (l *Lab) RestartKubeProxy(ctx context.Context, node string) error {
+	n, ok := l.Node(node)
+	if !ok || n.SpeakerOnly || l.ProxyMode == "none" {
+		return fmt.Errorf("lab node %s runs no kube-proxy", node)
+	}
+	name := "kube-proxy-" + n.Name
+	for i, p := range l.procs {
+		if p.name == name {
+			p.stop(10 * time.Second)
+			l.procs = append(l.procs[:i:i], l.procs[i+1:]...)
+			break
+		}
+	}
+	if err := l.startKubeProxy(context.Background(), n); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		return l.kubeProxyHealthy(ctx, n), nil
+	})
 }
 
 // waitReady waits for what tests need before they start: Ready nodes, the

@@ -1,0 +1,195 @@
+// Command dpbench measures the speaker's dataplane (issue 10, "Benchmark")
+// in a lab of its own: 3 pod nodes with the real kube-proxy (iptables mode),
+// the NodePort range widened, and one L2Advertisement whose node selector
+// picks node-1 alone, so node-1 receives and forwards every LB address and
+// its speaker programs all of them. N LoadBalancer Services (default
+// 10,000; IPv6, NodePorts allocated) each have an EndpointSlice of 2 fake
+// endpoints on the other nodes; two real Services are backed by the lab's
+// HTTP pods for the traffic figures:
+//
+//   - first-packet: the TCP handshake from the client to a real Service's
+//     LB address, median over new connections, with 10 Services and then
+//     with N (dataplane_first_packet_<n>_us[_iptables]);
+//   - full-sync: node-1's speaker restarted with a backend, its full sync
+//     read from herald_speaker_dataplane_sync_duration_seconds{scope=full}
+//     (dataplane_full_sync_nftables, dataplane_full_sync_iptables), the
+//     rules gauge, and kube-proxy's own full sync on node-1 after a restart;
+//   - change: one Service's EndpointSlice edited (an endpoint replaced by
+//     one on node-1) -> the new destination in node-1's kernel, polled with
+//     nft / ip6tables (dataplane_change_median, dataplane_change_max);
+//   - throughput: HTTP requests/s through the LB address over requests/s
+//     straight to the same pods from the same client
+//     (dataplane_throughput_ratio).
+//
+// Each figure is printed as `bench: NAME VALUE UNIT`, and in a table with
+// how it was measured.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+type options struct {
+	only        string
+	services    int
+	changes     int
+	conns       int
+	loadFor     time.Duration
+	concurrency int
+	labWait     time.Duration
+}
+
+// scenarios in the order they run.
+var scenarios = []string{"first-packet", "change", "throughput", "full-sync"}
+
+func main() {
+	var o options
+	flag.StringVar(&o.only, "only", "", "run only these scenarios, comma-separated: "+strings.Join(scenarios, ", ")+" (default: all)")
+	flag.IntVar(&o.services, "services", 10000, "LoadBalancer Services with fake endpoints (besides the real ones)")
+	flag.IntVar(&o.changes, "changes", 20, "EndpointSlice changes timed per backend")
+	flag.IntVar(&o.conns, "conns", 50, "new connections timed for the first-packet latency")
+	flag.DurationVar(&o.loadFor, "load-duration", 5*time.Second, "duration of each throughput run")
+	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent clients of each throughput run")
+	flag.DurationVar(&o.labWait, "lab-wait", 30*time.Minute, "how long to wait for another lab on this machine")
+	flag.Parse()
+	for _, s := range strings.Split(o.only, ",") {
+		if s != "" && !slices.Contains(scenarios, s) {
+			fmt.Fprintf(os.Stderr, "dpbench: -only %q: want some of %s\n", s, strings.Join(scenarios, ", "))
+			os.Exit(2)
+		}
+	}
+	if o.services < fewServices {
+		fmt.Fprintf(os.Stderr, "dpbench: -services %d: want at least %d\n", o.services, fewServices)
+		os.Exit(2)
+	}
+	ctrllog.SetLogger(logr.Discard())
+	// The lab's forwarders splice every node's API traffic (three
+	// kube-proxies and speakers watching 10,000 Services) through pipes
+	// that Go pools and closes only after garbage collections: the 20,000
+	// files this machine allows a process ran out mid-run.
+	lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "dpbench: raising the open files limit: %v\n", err)
+	}
+	// A collection now and then closes the pooled pipes that fell out of use.
+	go func() {
+		for range time.Tick(30 * time.Second) {
+			runtime.GC()
+		}
+	}()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &report{}
+	start := time.Now()
+	err := run(ctx, o, r)
+	r.print()
+	fmt.Fprintf(os.Stderr, "dpbench: wall time %.0fs\n", time.Since(start).Seconds())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dpbench:", err)
+		os.Exit(1)
+	}
+}
+
+func (o options) runs(s string) bool {
+	return o.only == "" || slices.Contains(strings.Split(o.only, ","), s)
+}
+
+// figure is one measured value.
+type figure struct {
+	name  string
+	value float64
+	unit  string
+	how   string
+}
+
+type report struct {
+	notes   []string
+	figures []figure
+}
+
+// note is a line about the setup, printed before the figures.
+func (r *report) note(s string) {
+	fmt.Fprintln(os.Stderr, "dpbench:", s)
+	r.notes = append(r.notes, s)
+}
+
+func (r *report) add(name string, value float64, unit, how string) {
+	fmt.Fprintf(os.Stderr, "dpbench: %s = %s %s (%s)\n", name, trim(value), unit, how)
+	r.figures = append(r.figures, figure{name, value, unit, how})
+}
+
+// skip says why a figure was not measured.
+func (r *report) skip(name, why string) {
+	fmt.Fprintf(os.Stderr, "dpbench: %s skipped: %s\n", name, why)
+	r.figures = append(r.figures, figure{name: name, unit: "skipped", how: why})
+}
+
+func (r *report) print() {
+	if len(r.figures) == 0 {
+		return
+	}
+	fmt.Println()
+	for _, n := range r.notes {
+		fmt.Println("setup:", n)
+	}
+	fmt.Printf("%-40s %12s  %-8s %s\n", "dataplane", "value", "unit", "how")
+	for _, f := range r.figures {
+		if f.unit == "skipped" {
+			fmt.Printf("%-40s %12s  %-8s %s\n", f.name, "-", "", "skipped: "+f.how)
+			continue
+		}
+		fmt.Printf("%-40s %12s  %-8s %s\n", f.name, trim(f.value), f.unit, f.how)
+	}
+	fmt.Println()
+	for _, f := range r.figures {
+		if f.unit == "skipped" {
+			// Not a bench line: tools read those as NAME VALUE UNIT.
+			fmt.Printf("skip: %s: %s\n", f.name, f.how)
+			continue
+		}
+		fmt.Printf("bench: %s %s %s\n", f.name, trim(f.value), f.unit)
+	}
+}
+
+func trim(v float64) string {
+	s := fmt.Sprintf("%.3f", v)
+	return strings.TrimRight(strings.TrimRight(s, "0"), ".")
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func waitFor(ctx context.Context, timeout, every time.Duration, cond func() bool) error {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(every) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if cond() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", timeout)
+		}
+	}
+}
