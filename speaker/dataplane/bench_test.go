@@ -76,7 +76,7 @@ func BenchmarkNFTablesRenderPartial1of10k(b *testing.B) {
 	nft := knftables.NewFake(knftables.InetFamily, "herald")
 	for b.Loop() {
 		tx := nft.NewTransaction()
-		r.partial(tx, diff(applied, next), map[string]bool{})
+		r.partial(tx, diff(applied, next))
 		_ = tx.String()
 	}
 }

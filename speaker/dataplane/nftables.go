@@ -3,8 +3,6 @@ package dataplane
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,10 +17,13 @@ import (
 // A packet for a LoadBalancer address costs one lookup whatever the number
 // of Services: the chain "services" matches destination address, protocol
 // and port against a verdict map (services-ip4, services-ip6) whose element
-// jumps to the virtual service's chain. That chain picks a destination
-// (affinity first, then the scheduler: numgen random, numgen inc, or jhash of
-// the source) and goes to the destination's chain, which marks the packet
-// for masquerading if needed, records the affinity and DNATs.
+// jumps to the virtual service's chain. That chain has one rule per
+// destination (two with affinity): its condition picks the destination
+// (affinity first, then the scheduler: numgen random, numgen inc, or jhash
+// of the source), and its statements mark the packet for masquerading if
+// needed, record the affinity and DNAT, which ends the chain. One chain per
+// virtual service, not one more per destination as kube-proxy writes: a
+// full sync costs about the number of chains and rules, and this halves it.
 //
 // Hooks:
 //   - nat prerouting and output at dstnat-10, so they run before kube-proxy's
@@ -41,11 +42,12 @@ import (
 // sets of the virtual services that differ.
 //
 // Measured (BenchmarkNFTablesKernelSync10k, kernel 6.18, nft 1.0.6, 2
-// shared cores): 10,000 virtual services of 3 destinations each (130,020
-// objects) take 2.9 s for a full sync and 0.36 s for a partial sync of one.
+// shared cores): 10,000 virtual services of 3 destinations each (50,020
+// objects) take 3.9 s for a full sync and 0.14-0.21 s for a partial sync of one
+// while the other core ran a race-enabled test build (the layout of one
+// chain per destination took 6.1 s and 0.58-0.80 s beside it).
 // The partial sync's cost is nft's, not the transaction's: before running
-// even a one-line transaction, nft 1.0.6 loads its cache of the table
-// (add rule 0.2 s, add or delete element 0.4-0.5 s at that size).
+// even a one-line transaction, nft 1.0.6 loads its cache of the table.
 
 // NFTablesOptions configures the nftables backend.
 type NFTablesOptions struct {
@@ -76,9 +78,6 @@ type NFTables struct {
 	// Sync is full.
 	applied map[Key]VirtualService
 	objects int // Stats.Rules of applied
-	// stale are empty chains no rule jumps to any more, whose deletion a
-	// partial sync put off (see nftRenderer.partial).
-	stale map[string]bool
 }
 
 var _ Backend = (*NFTables)(nil)
@@ -112,10 +111,7 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 		r.full(tx, rs)
 	} else {
 		changes = diff(n.applied, rs)
-		if n.stale == nil {
-			n.stale = map[string]bool{}
-		}
-		r.partial(tx, changes, n.stale)
+		r.partial(tx, changes)
 	}
 	if tx.NumOperations() > 0 {
 		if err := n.nft.Run(ctx, tx); err != nil {
@@ -126,7 +122,6 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	if full {
 		n.applied = index(rs)
 		n.objects = r.count(rs)
-		n.stale = nil
 	} else {
 		for _, c := range changes {
 			n.objects += nftServiceObjects(c.New) - nftServiceObjects(c.Old)
@@ -140,7 +135,7 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 func (n *NFTables) Cleanup(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.applied, n.stale = nil, nil
+	n.applied = nil
 	tx := n.nft.NewTransaction()
 	// add then delete: deleting a table that is not there would fail.
 	tx.Add(&knftables.Table{})
@@ -164,7 +159,7 @@ func RenderNFTables(opts NFTablesOptions, rs RuleSet) string {
 func RenderNFTablesPartial(opts NFTablesOptions, applied, rs RuleSet) string {
 	opts = opts.withDefaults()
 	tx := knftables.NewFake(knftables.InetFamily, opts.Table).NewTransaction()
-	nftRenderer{opts: opts}.partial(tx, diff(index(applied), rs), map[string]bool{})
+	nftRenderer{opts: opts}.partial(tx, diff(index(applied), rs))
 	return tx.String()
 }
 
@@ -252,8 +247,8 @@ func (r nftRenderer) count(rs RuleSet) int {
 }
 
 // nftServiceObjects (nil: nothing): the map element, and with destinations
-// the service chain with one rule per affinity set and one per destination,
-// and per destination a chain with its rules.
+// the service chain with one rule per destination, and one more per
+// destination for the affinity check.
 func nftServiceObjects(vs *VirtualService) int {
 	if vs == nil {
 		return 0
@@ -262,68 +257,42 @@ func nftServiceObjects(vs *VirtualService) int {
 	if len(vs.Destinations) == 0 {
 		return n
 	}
-	n++ // service chain
-	for _, d := range vs.Destinations {
-		n += 3 // its scheduling rule, its chain, the dnat
-		if d.Masquerade {
-			n++
-		}
-		if vs.Affinity > 0 {
-			n += 2 // the check in the service chain, the update
-		}
+	perDest := 1
+	if vs.Affinity > 0 {
+		perDest = 2
 	}
-	return n
+	return n + 1 + perDest*len(vs.Destinations)
 }
 
-// partial rewrites the virtual services that differ between applied and rs.
-// The order matters inside the transaction: nothing can be deleted while a
-// rule or an element still refers to it, so the old elements go first, then
-// every old chain is flushed (dropping their references to sets and other
-// chains), then what is no longer wanted is deleted, then the new state is
-// added.
-// maxStaleChains bounds the empty chains a partial sync leaves behind.
-const maxStaleChains = 1000
-
-// partial changes the virtual services that differ. Chains no longer needed
-// are flushed at once but deleted only when the transaction changes the
-// dispatch maps anyway or stale holds maxStaleChains: nft reads the whole
-// table into its cache before it deletes a chain (about 60 ms at 10,000
-// Services, measured with nft 1.0.6), which would triple the cost of moving
-// one endpoint. An empty chain nothing jumps to costs nothing per packet;
-// stale is updated in place.
-func (r nftRenderer) partial(tx *knftables.Transaction, changes []change, stale map[string]bool) {
-	touchesMaps := false
+// partial rewrites the virtual services that differ between applied and
+// rs. The order matters inside the transaction: nothing can be deleted
+// while a rule or an element still refers to it, so the old elements go
+// first, then the old chains are flushed (dropping their references to
+// sets), then what is no longer wanted is deleted, then the new state is
+// added. A virtual service keeps its chain as long as it has a
+// destination, so moving an endpoint is a flush and new rules.
+func (r nftRenderer) partial(tx *knftables.Transaction, changes []change) {
 	for _, c := range changes {
-		if c.Old == nil || c.New == nil || len(c.Old.Destinations) == 0 != (len(c.New.Destinations) == 0) {
-			touchesMaps = true
-		}
 		if c.Old != nil && (c.New == nil || len(c.Old.Destinations) == 0 != (len(c.New.Destinations) == 0)) {
 			tx.Delete(nftElement(c.Old))
 		}
 	}
 	for _, c := range changes {
-		if c.Old != nil {
-			for _, ch := range nftChains(c.Old) {
-				tx.Flush(&knftables.Chain{Name: ch})
-			}
+		if c.Old != nil && len(c.Old.Destinations) > 0 {
+			tx.Flush(&knftables.Chain{Name: nftServiceChain(c.Old.Key)})
 		}
 	}
 	for _, c := range changes {
 		if c.Old == nil {
 			continue
 		}
-		keepChains, keepSets := map[string]bool{}, map[string]bool{}
+		if len(c.Old.Destinations) > 0 && (c.New == nil || len(c.New.Destinations) == 0) {
+			tx.Delete(&knftables.Chain{Name: nftServiceChain(c.Old.Key)})
+		}
+		keepSets := map[string]bool{}
 		if c.New != nil {
-			for _, ch := range nftChains(c.New) {
-				keepChains[ch] = true
-			}
 			for _, s := range nftSets(c.New) {
 				keepSets[s.Name] = true
-			}
-		}
-		for _, ch := range nftChains(c.Old) {
-			if !keepChains[ch] {
-				stale[ch] = true
 			}
 		}
 		for _, s := range nftSets(c.Old) {
@@ -332,19 +301,6 @@ func (r nftRenderer) partial(tx *knftables.Transaction, changes []change, stale 
 				tx.Delete(&knftables.Set{Name: s.Name})
 			}
 		}
-	}
-	for _, c := range changes {
-		if c.New != nil {
-			for _, ch := range nftChains(c.New) {
-				delete(stale, ch) // added again below
-			}
-		}
-	}
-	if touchesMaps || len(stale) >= maxStaleChains {
-		for _, ch := range slices.Sorted(maps.Keys(stale)) {
-			tx.Delete(&knftables.Chain{Name: ch})
-		}
-		clear(stale)
 	}
 	for _, c := range changes {
 		if c.New != nil {
@@ -357,32 +313,39 @@ func (r nftRenderer) partial(tx *knftables.Transaction, changes []change, stale 
 // key (nil: nothing), whose element is kept when it still fits.
 func (r nftRenderer) addService(tx *knftables.Transaction, vs, old *VirtualService) {
 	if len(vs.Destinations) > 0 {
-		svc := nftServiceChain(vs.Key)
-		// Each destination's chain name, computed once: they appear in
-		// several rules.
-		dests := make([]string, len(vs.Destinations))
-		for i, d := range vs.Destinations {
-			dests[i] = nftDestinationChainOf(svc, d)
-		}
 		for _, s := range nftSets(vs) {
 			tx.Add(s)
 		}
+		svc := nftServiceChain(vs.Key)
 		tx.Add(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(vs.comment())})
-		for _, ch := range dests {
-			tx.Add(&knftables.Chain{Name: ch})
-		}
-		r.serviceRules(tx, vs, svc, dests)
+		r.serviceRules(tx, vs, svc)
 	}
 	if old == nil || len(old.Destinations) == 0 != (len(vs.Destinations) == 0) {
 		tx.Add(nftElement(vs))
 	}
 }
 
-func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService, svc string, dests []string) {
+func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService, svc string) {
 	ipf := ipFamily(vs.IP.Is4())
+	mark := "0x" + strconv.FormatUint(uint64(r.opts.MasqueradeMark), 16)
+	dnat := "meta l4proto " + vs.Protocol.lower() + " dnat " + ipf + " to "
+	// What sending a connection to a destination takes; the DNAT ends
+	// the chain.
+	send := make([]string, len(vs.Destinations))
+	for i, d := range vs.Destinations {
+		var b strings.Builder
+		if d.Masquerade {
+			b.WriteString("meta mark set meta mark | " + mark + " ")
+		}
+		if vs.Affinity > 0 {
+			b.WriteString("update @" + nftAffinitySet(vs.Key, d) + " { " + ipf + " saddr } ")
+		}
+		b.WriteString(dnat + d.String()) // 203.0.113.1:80, [2001:db8::1]:80
+		send[i] = b.String()
+	}
 	if vs.Affinity > 0 {
-		for _, ch := range dests {
-			tx.Add(&knftables.Rule{Chain: svc, Rule: ipf + " saddr @" + nftAffinitySetOf(ch) + " goto " + ch})
+		for i, d := range vs.Destinations {
+			tx.Add(&knftables.Rule{Chain: svc, Rule: ipf + " saddr @" + nftAffinitySet(vs.Key, d) + " " + send[i]})
 		}
 	}
 	// The scheduler is a cascade of rules, the last one taking what the
@@ -396,7 +359,7 @@ func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService,
 	// 89 s (6.18; 2,000: 1.7 s; quadratic). The price of the cascade: a
 	// new connection evaluates up to N-1 rules instead of one lookup.
 	n := len(vs.Destinations)
-	for i, ch := range dests[:n-1] {
+	for i := range n - 1 {
 		var cond string
 		switch vs.Scheduler {
 		case RoundRobin:
@@ -407,21 +370,9 @@ func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService,
 		default:
 			cond = "numgen random mod " + strconv.Itoa(n-i) + " == 0"
 		}
-		tx.Add(&knftables.Rule{Chain: svc, Rule: cond + " goto " + ch})
+		tx.Add(&knftables.Rule{Chain: svc, Rule: cond + " " + send[i]})
 	}
-	tx.Add(&knftables.Rule{Chain: svc, Rule: "goto " + dests[n-1]})
-	mark := "0x" + strconv.FormatUint(uint64(r.opts.MasqueradeMark), 16)
-	dnat := "meta l4proto " + vs.Protocol.lower() + " dnat " + ipf + " to "
-	for i, d := range vs.Destinations {
-		ch := dests[i]
-		if d.Masquerade {
-			tx.Add(&knftables.Rule{Chain: ch, Rule: "meta mark set meta mark | " + mark})
-		}
-		if vs.Affinity > 0 {
-			tx.Add(&knftables.Rule{Chain: ch, Rule: "update @" + nftAffinitySetOf(ch) + " { " + ipf + " saddr }"})
-		}
-		tx.Add(&knftables.Rule{Chain: ch, Rule: dnat + d.String()}) // 203.0.113.1:80, [2001:db8::1]:80
-	}
+	tx.Add(&knftables.Rule{Chain: svc, Rule: send[n-1]})
 }
 
 // nftHashSeed is "HRLD".
@@ -438,18 +389,6 @@ func nftElement(vs *VirtualService) *knftables.Element {
 		e.Map, e.Value = nftServicesMap(vs.IP.Is4()), []string{"goto " + nftServiceChain(vs.Key)}
 	}
 	return e
-}
-
-// nftChains lists the chains of vs, the service chain first.
-func nftChains(vs *VirtualService) []string {
-	if len(vs.Destinations) == 0 {
-		return nil
-	}
-	out := []string{nftServiceChain(vs.Key)}
-	for _, d := range vs.Destinations {
-		out = append(out, nftDestinationChain(vs.Key, d))
-	}
-	return out
 }
 
 // nftSets lists the affinity sets of vs: one per destination, holding the
@@ -478,29 +417,17 @@ func nftSets(vs *VirtualService) []*knftables.Set {
 }
 
 // Names are readable and deterministic: svc-<address>-<protocol>-<port>,
-// then -to-<address>-<port> for a destination (at most about 110 bytes for
-// IPv6, far under nft's 256). nft names may hold letters, digits and
-// "/-_." only, so an IPv6 address's colons become underscores.
+// and affinity-<address>-<protocol>-<port>-to-<address>-<port> for a
+// destination's affinity set (at most about 110 bytes for IPv6, far under
+// nft's 256). nft names may hold letters, digits and "/-_." only, so an
+// IPv6 address's colons become underscores.
 
 func nftServiceChain(k Key) string {
 	return "svc-" + nftName(k.IP.String()) + "-" + k.Protocol.lower() + "-" + strconv.Itoa(int(k.Port))
 }
 
-func nftDestinationChain(k Key, d Destination) string {
-	return nftDestinationChainOf(nftServiceChain(k), d)
-}
-
-func nftDestinationChainOf(svc string, d Destination) string {
-	return svc + "-to-" + nftName(d.Addr.String()) + "-" + strconv.Itoa(int(d.Port))
-}
-
 func nftAffinitySet(k Key, d Destination) string {
-	return nftAffinitySetOf(nftDestinationChain(k, d))
-}
-
-// nftAffinitySetOf names the affinity set of a destination chain.
-func nftAffinitySetOf(destChain string) string {
-	return "affinity-" + strings.TrimPrefix(destChain, "svc-")
+	return "affinity-" + strings.TrimPrefix(nftServiceChain(k), "svc-") + "-to-" + nftName(d.Addr.String()) + "-" + strconv.Itoa(int(d.Port))
 }
 
 func nftName(s string) string { return strings.ReplaceAll(s, ":", "_") }

@@ -290,33 +290,36 @@ func TestPartialSyncRulesCountEqualsAFullCount(t *testing.T) {
 	}
 }
 
-// Moving an endpoint touches no dispatch map, so the partial sync leaves
-// the old destination's chain empty instead of deleting it (a chain delete
-// makes nft read the whole table); the next sync that changes a map anyway
-// deletes it.
-func TestNFTablesPartialPutsOffChainDeletesUntilAMapChanges(t *testing.T) {
+// Moving an endpoint rewrites the rules of the service's chain and nothing
+// else (a chain or element delete makes nft read the whole table); removing
+// the Service deletes its element and its chain.
+func TestNFTablesPartialMovingAnEndpointRewritesOneChain(t *testing.T) {
 	all := func(Scheduler) bool { return true }
 	moved := web()
 	moved.Ports[0].Endpoints[0].Addr = netip.MustParseAddr("203.0.113.13")
 	before, _ := Generate([]Service{web()}, nodes, all)
 	after, _ := Generate([]Service{moved}, nodes, all)
 	r := nftRenderer{opts: NFTablesOptions{}.withDefaults()}
-	stale := map[string]bool{}
 	render := func(from, to RuleSet) string {
 		tx := knftables.NewFake(knftables.InetFamily, "herald").NewTransaction()
-		r.partial(tx, diff(index(from), to), stale)
+		r.partial(tx, diff(index(from), to))
 		return tx.String()
 	}
-	gone := "svc-198.51.100.10-tcp-80-to-203.0.113.11-8080"
+	svc := "svc-198.51.100.10-tcp-80"
 	first := render(before, after)
-	if strings.Contains(first, "delete chain") || !strings.Contains(first, "flush chain inet herald "+gone) || !stale[gone] {
-		t.Fatalf("moving an endpoint: want %s flushed and left for later, got (stale %v):\n%s", gone, stale, first)
+	for _, line := range strings.Split(strings.TrimSpace(first), "\n") {
+		if line != "flush chain inet herald "+svc && !strings.HasPrefix(line, "add chain inet herald "+svc+" ") &&
+			!strings.HasPrefix(line, "add rule inet herald "+svc+" ") {
+			t.Errorf("moving an endpoint: unexpected %q in\n%s", line, first)
+		}
 	}
-	added := web()
-	added.Key.Name, added.IPs = "other", addrs("198.51.100.11")
-	withOther, _ := Generate([]Service{moved, added}, nodes, all)
-	second := render(after, withOther)
-	if !strings.Contains(second, "delete chain inet herald "+gone) || len(stale) != 0 {
-		t.Errorf("a sync adding a map element must delete the stale chain %s, got (stale %v):\n%s", gone, stale, second)
+	if !strings.Contains(first, "dnat ip to 203.0.113.13:8080") || strings.Contains(first, "203.0.113.11:8080") {
+		t.Errorf("moving an endpoint: want the new endpoint and not the old one in\n%s", first)
+	}
+	gone := render(after, RuleSet{})
+	for _, want := range []string{"delete element inet herald services-ip4", "delete chain inet herald " + svc} {
+		if !strings.Contains(gone, want) {
+			t.Errorf("removing the Service: want %q in\n%s", want, gone)
+		}
 	}
 }
