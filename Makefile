@@ -50,7 +50,7 @@ lint: verify-generated helm
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-unit: helm
+unit: helm lab-bins
 	@pkgs=$$($(GO) list ./... | grep -v /e2etest); \
 	if [ -z "$$pkgs" ]; then echo "no unit-test packages yet"; else set -x; $(GO) test -race -count=1 $$pkgs; fi
 
