@@ -396,9 +396,9 @@ func (e *env) serviceIP(ctx context.Context, name string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("service %s/%s has no address", ns, name)
 }
 
-// kernelHas names the chain of destination [addr]:8080 of virtual service
-// [ip]:80/TCP on the owner, and returns a check that the virtual service's
-// own chain goes to it (reading only that chain).
+// kernelHas names what the chain of virtual service [ip]:80/TCP on the
+// owner holds once it sends to [addr]:8080, and returns a check that it
+// does (reading only that chain).
 func (e *env) kernelHas(ip, addr netip.Addr) (string, func() bool) {
 	key := dataplane.Key{IP: ip, Protocol: dataplane.TCP, Port: 80}
 	dest := dataplane.Destination{Addr: addr, Port: 8080}
@@ -406,10 +406,11 @@ func (e *env) kernelHas(ip, addr netip.Addr) (string, func() bool) {
 	var want string
 	switch e.backend {
 	case "nftables":
-		// Chain names as speaker/dataplane/nftables.go makes them.
+		// The chain's name as speaker/dataplane/nftables.go makes it; each
+		// destination is a rule in it.
 		chain := "svc-" + nftName(ip.String()) + "-tcp-80"
 		argv = []string{"nft", "list", "chain", "inet", "herald", chain}
-		want = chain + "-to-" + nftName(addr.String()) + "-8080"
+		want = " to " + dest.String()
 	default:
 		// Chain names as speaker/dataplane/iptables.go makes them.
 		argv = []string{"ip6tables", "-w", "-t", "nat", "-S", "HERALD-SVC-" + iptHash(key.String())}
