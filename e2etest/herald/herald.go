@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -349,6 +350,34 @@ func (h *Herald) StartController(extra ...string) error {
 	}
 	h.ctl = p
 	return nil
+}
+
+// KeepControllerRunning starts the controller again within a second of
+// its exit, as its Deployment would (a bench's load can cost it its short
+// leader Lease, and then it exits), until the returned stop is called.
+// Each restart is a line on log.
+func (h *Herald) KeepControllerRunning(log io.Writer) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(time.Second):
+			}
+			if p := h.Controller(); p != nil && !p.Running() {
+				fmt.Fprintln(log, "the controller exited; starting it again")
+				if err := h.StartController(); err != nil {
+					fmt.Fprintln(log, "restarting the controller:", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // Controller is the running controller.

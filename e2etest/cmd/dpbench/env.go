@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,7 +59,8 @@ type env struct {
 	webIP, localIP netip.Addr
 	webPods        []netip.Addr
 
-	stop, stopped chan struct{}
+	// stopController stops restarting the controller.
+	stopController func()
 }
 
 // up builds the lab (waiting for another lab on the machine), installs
@@ -92,8 +90,7 @@ func up(ctx context.Context, o options) (*env, error) {
 		l.Down()
 		return nil, err
 	}
-	e := &env{o: o, lab: l, h: h, c: c, owner: l.Nodes[0], inOwner: herald.SpeakerHTTPClient(l.Nodes[0]), backend: "nftables", stop: make(chan struct{}), stopped: make(chan struct{})}
-	go e.restartController()
+	e := &env{o: o, lab: l, h: h, c: c, owner: l.Nodes[0], inOwner: herald.SpeakerHTTPClient(l.Nodes[0]), backend: "nftables", stopController: h.KeepControllerRunning(os.Stderr)}
 	if err := e.setup(ctx); err != nil {
 		e.down()
 		return nil, err
@@ -101,29 +98,8 @@ func up(ctx context.Context, o options) (*env, error) {
 	return e, nil
 }
 
-// restartController starts the controller again when it exits, as its
-// Deployment would: under the lab's load it can lose its short leader
-// Lease, and then it exits.
-func (e *env) restartController() {
-	defer close(e.stopped)
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-time.After(time.Second):
-		}
-		if p := e.h.Controller(); p != nil && !p.Running() {
-			fmt.Fprintln(os.Stderr, "dpbench: the controller exited; starting it again")
-			if err := e.h.StartController(); err != nil {
-				fmt.Fprintln(os.Stderr, "dpbench: restarting the controller:", err)
-			}
-		}
-	}
-}
-
 func (e *env) down() {
-	close(e.stop)
-	<-e.stopped
+	e.stopController()
 	e.h.Stop()
 	e.lab.Down()
 }
@@ -397,7 +373,7 @@ func (e *env) waitProgrammed(ctx context.Context, timeout time.Duration) error {
 		if err != nil {
 			return false
 		}
-		got, _ = m.get(mVirtualServices)
+		got, _ = m.Get(mVirtualServices)
 		if time.Since(last) > 30*time.Second {
 			last = time.Now()
 			fmt.Fprintf(os.Stderr, "dpbench: %s programs %.0f of %.0f virtual services after %.0fs\n", e.owner.Name, got, want, time.Since(start).Seconds())
@@ -418,66 +394,10 @@ const (
 	mSyncErrors      = "herald_speaker_dataplane_sync_errors_total"
 )
 
-func (e *env) speakerMetrics(ctx context.Context) (metrics, error) {
-	return scrape(ctx, e.inOwner, "http://"+herald.SpeakerMetrics+"/metrics")
+func (e *env) speakerMetrics(ctx context.Context) (herald.Metrics, error) {
+	return herald.Scrape(ctx, e.inOwner, "http://"+herald.SpeakerMetrics+"/metrics")
 }
 
-func (e *env) kubeProxyMetrics(ctx context.Context) (metrics, error) {
-	return scrape(ctx, e.inOwner, "http://"+lab.KubeProxyMetrics+"/metrics")
-}
-
-// metrics is one scrape of a Prometheus endpoint: every sample by its full
-// text key (name{labels}).
-type metrics map[string]float64
-
-func scrape(ctx context.Context, c *http.Client, url string) (metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	m := metrics{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m, nil
-}
-
-// get returns the sum of name's samples whose labels contain every one of
-// labels (`scope="full"`), and whether there was any.
-func (m metrics) get(name string, labels ...string) (float64, bool) {
-	var sum float64
-	found := false
-	for k, v := range m {
-		base, rest, _ := strings.Cut(k, "{")
-		if base != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(rest, l)
-		}
-		if ok {
-			sum += v
-			found = true
-		}
-	}
-	return sum, found
+func (e *env) kubeProxyMetrics(ctx context.Context) (herald.Metrics, error) {
+	return herald.Scrape(ctx, e.inOwner, "http://"+lab.KubeProxyMetrics+"/metrics")
 }

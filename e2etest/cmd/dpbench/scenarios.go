@@ -214,10 +214,10 @@ func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
 			if m, err := e.speakerMetrics(ctx); err == nil {
 				var s sample
 				s.at = time.Now()
-				s.full, _ = m.get(mSyncDuration+"_count", `scope="full"`)
-				s.sum, _ = m.get(mSyncDuration+"_sum", `scope="full"`)
-				s.partial, _ = m.get(mSyncDuration+"_count", `scope="partial"`)
-				s.vs, _ = m.get(mVirtualServices)
+				s.full, _ = m.Get(mSyncDuration+"_count", `scope="full"`)
+				s.sum, _ = m.Get(mSyncDuration+"_sum", `scope="full"`)
+				s.partial, _ = m.Get(mSyncDuration+"_count", `scope="partial"`)
+				s.vs, _ = m.Get(mVirtualServices)
 				samples = append(samples, s)
 			}
 		}
@@ -237,13 +237,13 @@ func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
 	if err != nil {
 		return err
 	}
-	count, _ := m.get(mSyncDuration+"_count", `scope="full"`)
-	sum, _ := m.get(mSyncDuration+"_sum", `scope="full"`)
-	partials, _ := m.get(mSyncDuration+"_count", `scope="partial"`)
-	partialSum, _ := m.get(mSyncDuration+"_sum", `scope="partial"`)
-	vs, _ := m.get(mVirtualServices)
-	rules, _ := m.get(mRules)
-	errs, _ := m.get(mSyncErrors)
+	count, _ := m.Get(mSyncDuration+"_count", `scope="full"`)
+	sum, _ := m.Get(mSyncDuration+"_sum", `scope="full"`)
+	partials, _ := m.Get(mSyncDuration+"_count", `scope="partial"`)
+	partialSum, _ := m.Get(mSyncDuration+"_sum", `scope="partial"`)
+	vs, _ := m.Get(mVirtualServices)
+	rules, _ := m.Get(mRules)
+	errs, _ := m.Get(mSyncErrors)
 	if count < 1 {
 		return fmt.Errorf("%s's speaker reports no full sync after its start", e.owner.Name)
 	}
@@ -280,20 +280,20 @@ func (e *env) kubeProxyFullSync(ctx context.Context, r *report) error {
 	const name = "kubeproxy_sync_full_proxy_rules_duration_seconds"
 	v6 := `ip_family="IPv6"`
 	var count, sum float64
-	var m metrics
+	var m herald.Metrics
 	if err := waitFor(ctx, 2*time.Minute, 500*time.Millisecond, func() bool {
 		var err error
 		if m, err = e.kubeProxyMetrics(ctx); err != nil {
 			return false
 		}
-		count, _ = m.get(name+"_count", v6)
-		sum, _ = m.get(name+"_sum", v6)
+		count, _ = m.Get(name+"_count", v6)
+		sum, _ = m.Get(name+"_sum", v6)
 		return count >= 1
 	}); err != nil {
 		return fmt.Errorf("kube-proxy on %s: no IPv6 full sync: %w", e.owner.Name, err)
 	}
 	r.add("kubeproxy_full_sync_ms", 1000*sum/count, "ms", fmt.Sprintf("kube-proxy (iptables mode) on %s restarted: %s{ip_family=IPv6} sum/count (%.0f sync(s)) for the same %d IPv6 Services (ClusterIP, NodePort, endpoints)", e.owner.Name, name, count, e.total()))
-	if n, ok := m.get("kubeproxy_sync_proxy_rules_iptables_total", v6); ok {
+	if n, ok := m.Get("kubeproxy_sync_proxy_rules_iptables_total", v6); ok {
 		r.add("kubeproxy_rules", n, "rules", "kubeproxy_sync_proxy_rules_iptables_total{ip_family=IPv6}, all tables")
 	}
 	return nil

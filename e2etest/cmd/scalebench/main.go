@@ -134,10 +134,11 @@ func trim(v float64) string {
 
 // env is a lab with Herald installed.
 type env struct {
-	lab           *lab.Lab
-	h             *herald.Herald
-	c             client.Client
-	stop, stopped chan struct{}
+	lab *lab.Lab
+	h   *herald.Herald
+	c   client.Client
+	// stopController stops restarting the controller.
+	stopController func()
 }
 
 // up starts a lab (waiting while another lab holds the machine) and installs
@@ -167,34 +168,12 @@ func up(ctx context.Context, o options, cfg lab.Config) (*env, error) {
 		l.Down()
 		return nil, err
 	}
-	e := &env{lab: l, h: h, c: c, stop: make(chan struct{}), stopped: make(chan struct{})}
-	go e.restartController()
+	e := &env{lab: l, h: h, c: c, stopController: h.KeepControllerRunning(os.Stderr)}
 	return e, nil
 }
 
-// restartController starts the controller again when it exits, as its
-// Deployment would: under the lab's load it can lose its short leader Lease,
-// and then it exits.
-func (e *env) restartController() {
-	defer close(e.stopped)
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-time.After(time.Second):
-		}
-		if p := e.h.Controller(); p != nil && !p.Running() {
-			fmt.Fprintln(os.Stderr, "scalebench: the controller exited; starting it again")
-			if err := e.h.StartController(); err != nil {
-				fmt.Fprintln(os.Stderr, "scalebench: restarting the controller:", err)
-			}
-		}
-	}
-}
-
 func (e *env) down() {
-	close(e.stop)
-	<-e.stopped
+	e.stopController()
 	e.h.Stop()
 	e.lab.Down()
 }

@@ -168,9 +168,9 @@ func syncStats(ctx context.Context, nodes []lab.Node, scope string) (count, seco
 		if err != nil {
 			return 0, 0, 0, false
 		}
-		c, ok1 := m.get(mSyncDuration+"_count", `scope="`+scope+`"`)
-		s, _ := m.get(mSyncDuration+"_sum", `scope="`+scope+`"`)
-		t, _ := m.get(mSyncs, `scope="`+scope+`"`)
+		c, ok1 := m.Get(mSyncDuration+"_count", `scope="`+scope+`"`)
+		s, _ := m.Get(mSyncDuration+"_sum", `scope="`+scope+`"`)
+		t, _ := m.Get(mSyncs, `scope="`+scope+`"`)
 		if !ok1 {
 			return 0, 0, 0, false
 		}

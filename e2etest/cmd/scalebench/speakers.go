@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -48,57 +47,9 @@ func cpuAll(h *herald.Herald, nodes []lab.Node) map[string]float64 {
 	return out
 }
 
-// metrics is one scrape of a speaker's Prometheus endpoint: every sample by
-// its full text key (name{labels}).
-type metrics map[string]float64
-
-func scrape(ctx context.Context, n lab.Node) (metrics, error) {
-	req, _ := httpGet(ctx, "http://"+herald.SpeakerMetrics+"/metrics")
-	resp, err := herald.SpeakerHTTPClient(n).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	m := metrics{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m, nil
-}
-
-// get returns the sum of name's samples whose labels contain every one of
-// labels (`scope="full"`), and whether there was any.
-func (m metrics) get(name string, labels ...string) (float64, bool) {
-	var sum float64
-	found := false
-	for k, v := range m {
-		base, rest, _ := strings.Cut(k, "{")
-		if base != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(rest, l)
-		}
-		if ok {
-			sum += v
-			found = true
-		}
-	}
-	return sum, found
+// scrape reads n's speaker metrics.
+func scrape(ctx context.Context, n lab.Node) (herald.Metrics, error) {
+	return herald.Scrape(ctx, herald.SpeakerHTTPClient(n), "http://"+herald.SpeakerMetrics+"/metrics")
 }
 
 // Names of the speaker's own metrics (the new core's); a figure built on
@@ -118,7 +69,7 @@ func ownedByMetrics(ctx context.Context, nodes []lab.Node) (map[string]int, bool
 		if err != nil {
 			return nil, false
 		}
-		v, ok := m.get(mOwned)
+		v, ok := m.Get(mOwned)
 		if !ok {
 			return nil, false
 		}

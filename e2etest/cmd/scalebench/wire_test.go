@@ -32,18 +32,18 @@ func TestDoublesCountsProbesAnsweredByTwoMACsOnly(t *testing.T) {
 }
 
 func TestMetricsGetSumsMatchingSamples(t *testing.T) {
-	m := metrics{
+	m := herald.Metrics{
 		`herald_speaker_sync_duration_seconds_count{scope="full"}`:    3,
 		`herald_speaker_sync_duration_seconds_count{scope="partial"}`: 40,
 		`herald_speaker_layer2_owned_addresses`:                       7,
 	}
-	if v, ok := m.get(mSyncDuration+"_count", `scope="partial"`); !ok || v != 40 {
+	if v, ok := m.Get(mSyncDuration+"_count", `scope="partial"`); !ok || v != 40 {
 		t.Errorf("partial count = %v %v, want 40", v, ok)
 	}
-	if v, ok := m.get(mOwned); !ok || v != 7 {
+	if v, ok := m.Get(mOwned); !ok || v != 7 {
 		t.Errorf("owned = %v %v, want 7", v, ok)
 	}
-	if _, ok := m.get(mSyncs); ok {
+	if _, ok := m.Get(mSyncs); ok {
 		t.Errorf("a missing metric was found")
 	}
 }
