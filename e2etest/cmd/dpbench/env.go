@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
@@ -161,7 +162,7 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	// The web Service goes through the other nodes' NodePorts too: wait
 	// until kube-proxy serves them, seen through the LB address.
-	return waitFor(ctx, 60*time.Second, 200*time.Millisecond, func() bool {
+	return benchkit.WaitFor(ctx, 60*time.Second, 200*time.Millisecond, func() bool {
 		ok := 0
 		for range 10 {
 			if get(ctx, "http://"+netip.AddrPortFrom(e.webIP, 80).String()+"/") == nil {
@@ -175,7 +176,7 @@ func (e *env) setup(ctx context.Context) error {
 // pods waits for n Ready pods labelled app=app with addresses.
 func (e *env) pods(ctx context.Context, app string, n int) ([]corev1.Pod, error) {
 	var ready []corev1.Pod
-	err := waitFor(ctx, 90*time.Second, 200*time.Millisecond, func() bool {
+	err := benchkit.WaitFor(ctx, 90*time.Second, 200*time.Millisecond, func() bool {
 		var list corev1.PodList
 		if e.c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{"app": app}) != nil {
 			return false
@@ -337,7 +338,7 @@ func (e *env) waitAssigned(ctx context.Context, n int) (map[string]netip.Addr, e
 	var out map[string]netip.Addr
 	start := time.Now()
 	last := time.Now()
-	err := waitFor(ctx, 20*time.Minute, 5*time.Second, func() bool {
+	err := benchkit.WaitFor(ctx, 20*time.Minute, 5*time.Second, func() bool {
 		var list corev1.ServiceList
 		if e.c.List(ctx, &list, client.InNamespace(ns)) != nil {
 			return false
@@ -368,7 +369,7 @@ func (e *env) waitProgrammed(ctx context.Context, timeout time.Duration) error {
 	want := float64(e.total())
 	var got float64
 	start, last := time.Now(), time.Now()
-	err := waitFor(ctx, timeout, 250*time.Millisecond, func() bool {
+	err := benchkit.WaitFor(ctx, timeout, 250*time.Millisecond, func() bool {
 		m, err := e.speakerMetrics(ctx)
 		if err != nil {
 			return false

@@ -39,6 +39,8 @@ import (
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/heraldlb/herald/e2etest/benchkit"
 )
 
 type options struct {
@@ -91,10 +93,10 @@ func main() {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &report{}
+	r := &benchkit.Report{Prefix: "dpbench", Title: "dataplane"}
 	start := time.Now()
 	err := run(ctx, o, r)
-	r.print()
+	r.Print(os.Stdout)
 	fmt.Fprintf(os.Stderr, "dpbench: wall time %.0fs\n", time.Since(start).Seconds())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dpbench:", err)
@@ -104,92 +106,4 @@ func main() {
 
 func (o options) runs(s string) bool {
 	return o.only == "" || slices.Contains(strings.Split(o.only, ","), s)
-}
-
-// figure is one measured value.
-type figure struct {
-	name  string
-	value float64
-	unit  string
-	how   string
-}
-
-type report struct {
-	notes   []string
-	figures []figure
-}
-
-// note is a line about the setup, printed before the figures.
-func (r *report) note(s string) {
-	fmt.Fprintln(os.Stderr, "dpbench:", s)
-	r.notes = append(r.notes, s)
-}
-
-func (r *report) add(name string, value float64, unit, how string) {
-	fmt.Fprintf(os.Stderr, "dpbench: %s = %s %s (%s)\n", name, trim(value), unit, how)
-	r.figures = append(r.figures, figure{name, value, unit, how})
-}
-
-// skip says why a figure was not measured.
-func (r *report) skip(name, why string) {
-	fmt.Fprintf(os.Stderr, "dpbench: %s skipped: %s\n", name, why)
-	r.figures = append(r.figures, figure{name: name, unit: "skipped", how: why})
-}
-
-func (r *report) print() {
-	if len(r.figures) == 0 {
-		return
-	}
-	fmt.Println()
-	for _, n := range r.notes {
-		fmt.Println("setup:", n)
-	}
-	fmt.Printf("%-40s %12s  %-8s %s\n", "dataplane", "value", "unit", "how")
-	for _, f := range r.figures {
-		if f.unit == "skipped" {
-			fmt.Printf("%-40s %12s  %-8s %s\n", f.name, "-", "", "skipped: "+f.how)
-			continue
-		}
-		fmt.Printf("%-40s %12s  %-8s %s\n", f.name, trim(f.value), f.unit, f.how)
-	}
-	fmt.Println()
-	for _, f := range r.figures {
-		if f.unit == "skipped" {
-			// Not a bench line: tools read those as NAME VALUE UNIT.
-			fmt.Printf("skip: %s: %s\n", f.name, f.how)
-			continue
-		}
-		fmt.Printf("bench: %s %s %s\n", f.name, trim(f.value), f.unit)
-	}
-}
-
-func trim(v float64) string {
-	s := fmt.Sprintf("%.3f", v)
-	return strings.TrimRight(strings.TrimRight(s, "0"), ".")
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func waitFor(ctx context.Context, timeout, every time.Duration, cond func() bool) error {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(every) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if cond() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s", timeout)
-		}
-	}
 }

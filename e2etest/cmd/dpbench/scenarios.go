@@ -15,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 	"github.com/heraldlb/herald/speaker/dataplane"
@@ -23,13 +24,13 @@ import (
 // backends the kernel here has; ipvs is not in it (see ../shared/LAB.md).
 var backends = []string{"nftables", "iptables"}
 
-func run(ctx context.Context, o options, r *report) error {
+func run(ctx context.Context, o options, r *benchkit.Report) error {
 	e, err := up(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer e.down()
-	r.note(fmt.Sprintf("3 pod nodes, kube-proxy in iptables mode on each; the one L2Advertisement selects %s alone, so %s receives and forwards every LB address and its speaker syncs all %d Services (%d real, backed by lab pods; the rest IPv6, NodePorts allocated, 2 fake endpoints on the other nodes)",
+	r.Note(fmt.Sprintf("3 pod nodes, kube-proxy in iptables mode on each; the one L2Advertisement selects %s alone, so %s receives and forwards every LB address and its speaker syncs all %d Services (%d real, backed by lab pods; the rest IPv6, NodePorts allocated, 2 fake endpoints on the other nodes)",
 		e.owner.Name, e.owner.Name, o.services+realCount, realCount))
 
 	// A scenario that fails is reported as skipped, with why, and the
@@ -39,7 +40,7 @@ func run(ctx context.Context, o options, r *report) error {
 			if ctx.Err() != nil {
 				return
 			}
-			r.skip(name, err.Error())
+			r.Skip(name, err.Error())
 		}
 	}
 	if o.runs("first-packet") {
@@ -70,7 +71,7 @@ func run(ctx context.Context, o options, r *report) error {
 	fmt.Fprintf(os.Stderr, "dpbench: %s programs all %d virtual services %.0fs after the first create\n", e.owner.Name, e.total(), time.Since(start).Seconds())
 	e.quiet(ctx)
 	if rss, err := herald.RSSMiB(e.h.Speaker(e.owner.Name).PID()); err == nil {
-		r.add(fmt.Sprintf("speaker_rss_dataplane_%d", o.services), rss, "MiB",
+		r.Add(fmt.Sprintf("speaker_rss_dataplane_%d", o.services), rss, "MiB",
 			fmt.Sprintf("VmRSS of %s's speaker forwarding all %d Services with nftables", e.owner.Name, e.total()))
 	}
 
@@ -98,8 +99,8 @@ func run(ctx context.Context, o options, r *report) error {
 		}
 	}
 	if o.runs("full-sync") {
-		r.skip("dataplane_full_sync_ipvs", "IPVS is not in this kernel (CONFIG_IP_VS unset, no /proc/net/ip_vs); the ipvs backend runs only in the QEMU VM test")
-		r.ratios()
+		r.Skip("dataplane_full_sync_ipvs", "IPVS is not in this kernel (CONFIG_IP_VS unset, no /proc/net/ip_vs); the ipvs backend runs only in the QEMU VM test")
+		ratios(r)
 	}
 	return ctx.Err()
 }
@@ -169,7 +170,7 @@ func (e *env) useBackend(ctx context.Context, backend string) error {
 
 // firstPacket times TCP handshakes to the local Service (its one pod is on
 // the owner, so only Herald's rules are on the path).
-func (e *env) firstPacket(ctx context.Context, r *report) error {
+func (e *env) firstPacket(ctx context.Context, r *benchkit.Report) error {
 	idle := e.quiet(ctx)
 	ds, err := handshakes(netip.AddrPortFrom(e.localIP, 80).String(), e.o.conns)
 	if err != nil {
@@ -180,7 +181,7 @@ func (e *env) firstPacket(ctx context.Context, r *report) error {
 		us[i] = float64(d.Nanoseconds()) / 1000
 	}
 	slices.Sort(us)
-	r.add(fmt.Sprintf("dataplane_first_packet_%d_us%s", e.scale(), suffix(e.backend)), median(us), "us",
+	r.Add(fmt.Sprintf("dataplane_first_packet_%d_us%s", e.scale(), suffix(e.backend)), benchkit.Median(us), "us",
 		fmt.Sprintf("%s: median TCP handshake client -> [%s]:80 (a pod on %s, last of %d virtual services) over %d new connections; p90 %.0f, max %.0f; machine %.0f%% idle before",
 			e.backend, e.localIP, e.owner.Name, e.total(), len(us), us[len(us)*9/10], us[len(us)-1], 100*idle))
 	return nil
@@ -193,7 +194,7 @@ func (e *env) firstPacket(ctx context.Context, r *report) error {
 // (before its Lease and the gossip make it live, little or nothing), and
 // the rest come in partial syncs. The figure is all of them: the time
 // spent programming every Service from nothing.
-func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
+func (e *env) fullSync(ctx context.Context, backend string, r *benchkit.Report) error {
 	e.quiet(ctx)
 	e.h.Speaker(e.owner.Name).Stop()
 	e.backend = backend
@@ -258,21 +259,21 @@ func (e *env) fullSync(ctx context.Context, backend string, r *report) error {
 	}
 	how := fmt.Sprintf("%s's speaker restarted with --dataplane=%s: %s sum of the new process until all %d virtual services were programmed: %.0f full sync(s) %.1f ms (%s virtual services in it) + %.0f partial syncs %.1f ms; %.0f sync errors",
 		e.owner.Name, e.backend, mSyncDuration, e.total(), count, 1000*sum, inFull, partials, 1000*partialSum, errs)
-	r.add("dataplane_full_sync_"+e.backend, 1000*(sum+partialSum), "ms", how)
-	r.add("dataplane_full_sync_"+e.backend+"_scope_full", 1000*sum/count, "ms",
+	r.Add("dataplane_full_sync_"+e.backend, 1000*(sum+partialSum), "ms", how)
+	r.Add("dataplane_full_sync_"+e.backend+"_scope_full", 1000*sum/count, "ms",
 		fmt.Sprintf("%s{scope=full} alone (sum/count, %.0f sync(s)), which held %s of the %d virtual services", mSyncDuration, count, inFull, e.total()))
 	if allAt > 0 {
-		r.add("dataplane_restart_programmed_"+e.backend, float64(allAt.Milliseconds()), "ms",
+		r.Add("dataplane_restart_programmed_"+e.backend, float64(allAt.Milliseconds()), "ms",
 			fmt.Sprintf("wall time from the speaker's start to %s = %d (sampled every 10 ms), Lease and gossip included", mVirtualServices, e.total()))
 	}
-	r.add("dataplane_rules_"+e.backend, rules, "objects", mRules+" with every Service programmed (rules, chains, set and map elements)")
-	r.add("dataplane_virtual_services_"+e.backend, vs, "services", mVirtualServices+" with every Service programmed")
+	r.Add("dataplane_rules_"+e.backend, rules, "objects", mRules+" with every Service programmed (rules, chains, set and map elements)")
+	r.Add("dataplane_virtual_services_"+e.backend, vs, "services", mVirtualServices+" with every Service programmed")
 	return nil
 }
 
 // kubeProxyFullSync restarts kube-proxy on the owner and reads its full
 // syncs of the same Services (IPv6: all of them; IPv4: the lab's own).
-func (e *env) kubeProxyFullSync(ctx context.Context, r *report) error {
+func (e *env) kubeProxyFullSync(ctx context.Context, r *benchkit.Report) error {
 	e.quiet(ctx)
 	if err := e.lab.RestartKubeProxy(ctx, e.owner.Name); err != nil {
 		return err
@@ -281,7 +282,7 @@ func (e *env) kubeProxyFullSync(ctx context.Context, r *report) error {
 	v6 := `ip_family="IPv6"`
 	var count, sum float64
 	var m herald.Metrics
-	if err := waitFor(ctx, 2*time.Minute, 500*time.Millisecond, func() bool {
+	if err := benchkit.WaitFor(ctx, 2*time.Minute, 500*time.Millisecond, func() bool {
 		var err error
 		if m, err = e.kubeProxyMetrics(ctx); err != nil {
 			return false
@@ -292,29 +293,22 @@ func (e *env) kubeProxyFullSync(ctx context.Context, r *report) error {
 	}); err != nil {
 		return fmt.Errorf("kube-proxy on %s: no IPv6 full sync: %w", e.owner.Name, err)
 	}
-	r.add("kubeproxy_full_sync_ms", 1000*sum/count, "ms", fmt.Sprintf("kube-proxy (iptables mode) on %s restarted: %s{ip_family=IPv6} sum/count (%.0f sync(s)) for the same %d IPv6 Services (ClusterIP, NodePort, endpoints)", e.owner.Name, name, count, e.total()))
+	r.Add("kubeproxy_full_sync_ms", 1000*sum/count, "ms", fmt.Sprintf("kube-proxy (iptables mode) on %s restarted: %s{ip_family=IPv6} sum/count (%.0f sync(s)) for the same %d IPv6 Services (ClusterIP, NodePort, endpoints)", e.owner.Name, name, count, e.total()))
 	if n, ok := m.Get("kubeproxy_sync_proxy_rules_iptables_total", v6); ok {
-		r.add("kubeproxy_rules", n, "rules", "kubeproxy_sync_proxy_rules_iptables_total{ip_family=IPv6}, all tables")
+		r.Add("kubeproxy_rules", n, "rules", "kubeproxy_sync_proxy_rules_iptables_total{ip_family=IPv6}, all tables")
 	}
 	return nil
 }
 
 // ratios sets Herald's full syncs beside kube-proxy's.
-func (r *report) ratios() {
-	var kp float64
-	for _, f := range r.figures {
-		if f.name == "kubeproxy_full_sync_ms" {
-			kp = f.value
-		}
-	}
-	if kp <= 0 {
+func ratios(r *benchkit.Report) {
+	kp, ok := r.Value("kubeproxy_full_sync_ms")
+	if !ok || kp <= 0 {
 		return
 	}
 	for _, b := range backends {
-		for _, f := range r.figures {
-			if f.name == "dataplane_full_sync_"+b {
-				r.add("dataplane_full_sync_ratio_"+b, f.value/kp, "ratio", "dataplane_full_sync_"+b+" / kubeproxy_full_sync_ms (below 1: Herald's is faster)")
-			}
+		if v, ok := r.Value("dataplane_full_sync_" + b); ok {
+			r.Add("dataplane_full_sync_ratio_"+b, v/kp, "ratio", "dataplane_full_sync_"+b+" / kubeproxy_full_sync_ms (below 1: Herald's is faster)")
 		}
 	}
 }
@@ -324,7 +318,7 @@ func (r *report) ratios() {
 // owner forwards to directly. Each is timed from the API write to the
 // kernel's announcement of the new destination's chain (nft monitor), and
 // the chain is then checked to be in the virtual service's rules.
-func (e *env) changes(ctx context.Context, r *report) error {
+func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 	idle := e.quiet(ctx)
 	mon, err := startChainMonitor(e.owner.Netns)
 	if err != nil {
@@ -357,14 +351,14 @@ func (e *env) changes(ctx context.Context, r *report) error {
 			return fmt.Errorf("change %d (%s): %w", i, s.Name, err)
 		}
 		var at time.Time
-		if err := waitFor(ctx, 2*time.Minute, time.Millisecond, func() bool {
+		if err := benchkit.WaitFor(ctx, 2*time.Minute, time.Millisecond, func() bool {
 			var ok bool
 			at, ok = mon.created(chain, start)
 			return ok
 		}); err != nil {
 			return fmt.Errorf("change %d: the chain %s for [%s]:8080 never appeared on %s (%s) for %s: %w", i, chain, addr, e.owner.Name, e.backend, svcIP, err)
 		}
-		if err := waitFor(ctx, 10*time.Second, 10*time.Millisecond, inRules); err != nil {
+		if err := benchkit.WaitFor(ctx, 10*time.Second, 10*time.Millisecond, inRules); err != nil {
 			return fmt.Errorf("change %d: the chain %s appeared on %s but %s's rules do not go to it: %w", i, chain, e.owner.Name, svcIP, err)
 		}
 		ms = append(ms, float64(at.Sub(start).Microseconds())/1000)
@@ -372,8 +366,8 @@ func (e *env) changes(ctx context.Context, r *report) error {
 	}
 	how := fmt.Sprintf("%s: EndpointSlice update (an endpoint replaced by one on %s) -> the kernel announces the new destination's chain on %s (nft monitor), over %d changes with %d Services; each checked afterwards in %s; machine %.0f%% idle before",
 		e.backend, e.owner.Name, e.owner.Name, len(ms), e.total(), pollTool(e.backend), 100*idle)
-	r.add("dataplane_change_median"+suffix(e.backend), median(ms), "ms", how)
-	r.add("dataplane_change_max"+suffix(e.backend), slices.Max(ms), "ms", how)
+	r.Add("dataplane_change_median"+suffix(e.backend), benchkit.Median(ms), "ms", how)
+	r.Add("dataplane_change_max"+suffix(e.backend), slices.Max(ms), "ms", how)
 	return nil
 }
 
@@ -433,7 +427,7 @@ func iptHash(s string) string {
 // with requests/s straight to its pods, from the same client, with a new
 // connection per request and then with keep-alive. The client gets routes
 // to the pod CIDRs for the direct runs, removed afterwards.
-func (e *env) throughput(ctx context.Context, r *report) error {
+func (e *env) throughput(ctx context.Context, r *benchkit.Report) error {
 	var routes []string
 	for _, n := range e.lab.PodNodes() {
 		routes = append(routes, fmt.Sprintf("%s via %s", n.PodCIDRv6, n.IPv6))
@@ -481,7 +475,7 @@ func (e *env) throughput(ctx context.Context, r *report) error {
 		}
 		how := fmt.Sprintf("%s: GET / through [%s]:80 %.0f req/s (%d failed) / straight to the same %d pods %.0f req/s (%d failed); %s, %d clients, best of 2 runs of %s each, load generator and pods in this process",
 			e.backend, e.webIP, via.rate(), via.failed, len(direct), straight.rate(), straight.failed, conn, e.o.concurrency, e.o.loadFor)
-		r.add(name, via.rate()/straight.rate(), "ratio", how)
+		r.Add(name, via.rate()/straight.rate(), "ratio", how)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
@@ -69,7 +70,7 @@ func main() {
 	ctrllog.SetLogger(logr.Discard()) // the client's own logs are not figures
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &report{}
+	r := &benchkit.Report{Prefix: "scalebench", Title: "speaker at scale"}
 	var err error
 	if o.only == "" || o.only == "services" {
 		err = servicesPart(ctx, o, r)
@@ -77,59 +78,11 @@ func main() {
 	if err == nil && (o.only == "" || o.only == "nodes") {
 		err = nodesPart(ctx, o, r)
 	}
-	r.print()
+	r.Print(os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scalebench:", err)
 		os.Exit(1)
 	}
-}
-
-// figure is one measured value.
-type figure struct {
-	name  string
-	value float64
-	unit  string
-	how   string
-}
-
-type report struct{ figures []figure }
-
-func (r *report) add(name string, value float64, unit, how string) {
-	fmt.Fprintf(os.Stderr, "scalebench: %s = %.2f %s (%s)\n", name, value, unit, how)
-	r.figures = append(r.figures, figure{name, value, unit, how})
-}
-
-// skip says why a figure was not measured.
-func (r *report) skip(name, why string) {
-	fmt.Fprintf(os.Stderr, "scalebench: %s skipped: %s\n", name, why)
-	r.figures = append(r.figures, figure{name: name, value: -1, unit: "skipped", how: why})
-}
-
-func (r *report) print() {
-	if len(r.figures) == 0 {
-		return
-	}
-	fmt.Println()
-	fmt.Printf("%-34s %12s  %-8s %s\n", "speaker at scale", "value", "unit", "how")
-	for _, f := range r.figures {
-		if f.unit == "skipped" {
-			fmt.Printf("%-34s %12s  %-8s %s\n", f.name, "-", "", "skipped: "+f.how)
-			continue
-		}
-		fmt.Printf("%-34s %12s  %-8s %s\n", f.name, trim(f.value), f.unit, f.how)
-	}
-	fmt.Println()
-	for _, f := range r.figures {
-		if f.unit != "skipped" {
-			fmt.Printf("bench: %s %s %s\n", f.name, trim(f.value), f.unit)
-		}
-	}
-}
-
-func trim(v float64) string {
-	s := fmt.Sprintf("%.3f", v)
-	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	return s
 }
 
 // env is a lab with Herald installed.

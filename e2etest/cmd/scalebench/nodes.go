@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
@@ -25,7 +26,7 @@ const (
 )
 
 // nodesPart: o.nodes speaker-only nodes.
-func nodesPart(ctx context.Context, o options, r *report) error {
+func nodesPart(ctx context.Context, o options, r *benchkit.Report) error {
 	e, err := up(ctx, o, lab.Config{SpeakerNodes: o.nodes, ProxyMode: "none"})
 	if err != nil {
 		return err
@@ -57,7 +58,7 @@ func nodesPart(ctx context.Context, o options, r *report) error {
 	}
 	total := v4n + o.spreadIPs
 	var owner map[netip.Addr]string
-	if err := waitFor(ctx, 10*time.Minute, 3*time.Second, func() bool {
+	if err := benchkit.WaitFor(ctx, 10*time.Minute, 3*time.Second, func() bool {
 		owner, _, err = announced(ctx, c)
 		return err == nil && len(owner) == total
 	}); err != nil {
@@ -76,7 +77,7 @@ func nodesPart(ctx context.Context, o options, r *report) error {
 		per = append(per, float64(counts[n.Name]))
 	}
 	meanPer := float64(o.spreadIPs) / float64(len(l.Nodes))
-	r.add(fmt.Sprintf("ownership_spread_%d", len(l.Nodes)), slices.Max(per)/meanPer, "max/mean", fmt.Sprintf("%d IPv6 addresses over %d nodes (Announcements): max %.0f, min %.0f, mean %.1f per node", o.spreadIPs, len(l.Nodes), slices.Max(per), slices.Min(per), meanPer))
+	r.Add(fmt.Sprintf("ownership_spread_%d", len(l.Nodes)), slices.Max(per)/meanPer, "max/mean", fmt.Sprintf("%d IPv6 addresses over %d nodes (Announcements): max %.0f, min %.0f, mean %.1f per node", o.spreadIPs, len(l.Nodes), slices.Max(per), slices.Min(per), meanPer))
 
 	// Gossip and CPU at rest.
 	cpu0 := cpuAll(e.h, l.Nodes)
@@ -102,8 +103,8 @@ func nodesPart(ctx context.Context, o options, r *report) error {
 		recv = append(recv, (g1[n.Name][0]-g0[n.Name][0])/el)
 		cpu = append(cpu, 100*(cpu1[n.Name]-cpu0[n.Name])/el)
 	}
-	r.add("gossip_bytes_per_node", mean(sent), "B/s", fmt.Sprintf("gossip (TCP+UDP port 7947) sent per node, mean over %d nodes at rest over %.0fs, nft counters; max sent %.0f, mean received %.0f B/s", len(l.Nodes), el, slices.Max(sent), mean(recv)))
-	r.add(fmt.Sprintf("speaker_idle_cpu_%dnodes", len(l.Nodes)), mean(cpu), "%", fmt.Sprintf("mean CPU %% of a core per speaker at rest, %d nodes, %d addresses; max %.2f", len(l.Nodes), total, slices.Max(cpu)))
+	r.Add("gossip_bytes_per_node", mean(sent), "B/s", fmt.Sprintf("gossip (TCP+UDP port 7947) sent per node, mean over %d nodes at rest over %.0fs, nft counters; max sent %.0f, mean received %.0f B/s", len(l.Nodes), el, slices.Max(sent), mean(recv)))
+	r.Add(fmt.Sprintf("speaker_idle_cpu_%dnodes", len(l.Nodes)), mean(cpu), "%", fmt.Sprintf("mean CPU %% of a core per speaker at rest, %d nodes, %d addresses; max %.2f", len(l.Nodes), total, slices.Max(cpu)))
 
 	w, err := newWire()
 	if err != nil {
@@ -179,7 +180,7 @@ func gossipBytes(nodes []lab.Node) (map[string][2]float64, error) {
 // failover is the time from the cut to the first answer from another node.
 // Then the node comes back; failback is the time from its return to its
 // first answer again.
-func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int, r *report) error {
+func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int, r *benchkit.Report) error {
 	byMAC := macNode(e.lab.Nodes)
 	var fo, fb []float64
 	doubles := 0
@@ -188,7 +189,7 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 		w.reset()
 		// Who answers now.
 		var ownerMAC string
-		if err := waitFor(ctx, 20*time.Second, 20*time.Millisecond, func() bool {
+		if err := benchkit.WaitFor(ctx, 20*time.Second, 20*time.Millisecond, func() bool {
 			w.probe(ip)
 			time.Sleep(20 * time.Millisecond)
 			_, mac, ok := w.firstNotFrom(ip, "", time.Time{})
@@ -223,7 +224,7 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 		}
 		var newAt time.Time
 		var newMAC string
-		err := waitFor(ctx, 15*time.Second, 5*time.Millisecond, func() bool {
+		err := benchkit.WaitFor(ctx, 15*time.Second, 5*time.Millisecond, func() bool {
 			var ok bool
 			newAt, newMAC, ok = w.firstNotFrom(ip, ownerMAC, cut)
 			return ok
@@ -241,7 +242,7 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 			return err
 		}
 		var backAt time.Time
-		err = waitFor(ctx, 30*time.Second, 5*time.Millisecond, func() bool {
+		err = benchkit.WaitFor(ctx, 30*time.Second, 5*time.Millisecond, func() bool {
 			var ok bool
 			backAt, ok = w.firstFrom(ip, ownerMAC, back, false)
 			return ok
@@ -265,14 +266,14 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 	slices.Sort(fo)
 	how := fmt.Sprintf("%d runs at %d nodes: LAN cut of the node answering an IPv4 address -> first ARP reply from another node, client probing every 10 ms", len(fo), len(e.lab.Nodes))
 	nn := len(e.lab.Nodes)
-	r.add(fmt.Sprintf("failover_%d_median", nn), fo[len(fo)/2], "ms", how)
-	r.add(fmt.Sprintf("failover_%d_max", nn), fo[len(fo)-1], "ms", how)
+	r.Add(fmt.Sprintf("failover_%d_median", nn), fo[len(fo)/2], "ms", how)
+	r.Add(fmt.Sprintf("failover_%d_max", nn), fo[len(fo)-1], "ms", how)
 	if len(fb) > 0 {
 		slices.Sort(fb)
-		r.add(fmt.Sprintf("failback_%d_median", nn), fb[len(fb)/2], "ms", fmt.Sprintf("%d runs: the cut node back on the LAN -> its first ARP reply for the address again", len(fb)))
-		r.add(fmt.Sprintf("failback_%d_max", nn), fb[len(fb)-1], "ms", "as failback_median")
+		r.Add(fmt.Sprintf("failback_%d_median", nn), fb[len(fb)/2], "ms", fmt.Sprintf("%d runs: the cut node back on the LAN -> its first ARP reply for the address again", len(fb)))
+		r.Add(fmt.Sprintf("failback_%d_max", nn), fb[len(fb)-1], "ms", "as failback_median")
 	}
-	r.add(fmt.Sprintf("failover_%d_double_answers", nn), float64(doubles), "probes", "probes answered by two nodes during the failover runs (cut and failback)")
+	r.Add(fmt.Sprintf("failover_%d_double_answers", nn), float64(doubles), "probes", "probes answered by two nodes during the failover runs (cut and failback)")
 	return nil
 }
 
@@ -281,7 +282,7 @@ func failovers(ctx context.Context, e *env, w *wire, ips []netip.Addr, runs int,
 // IPv4 address every 50 ms, for every IPv6 address every 2 s, and for the
 // restarting node's own addresses every 20 ms from its stop until 2 s after
 // it is ready again. A probe answered by two MACs is a double owner.
-func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]string, r *report) error {
+func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]string, r *benchkit.Report) error {
 	w.reset()
 	var v4, v6 []netip.Addr
 	mine := map[string][]netip.Addr{}
@@ -393,9 +394,9 @@ func rollingRestart(ctx context.Context, e *env, w *wire, owner map[netip.Addr]s
 	if len(ds) > 10 {
 		fmt.Fprintf(os.Stderr, "scalebench: ... %d more double owners\n", len(ds)-10)
 	}
-	r.add("double_owners", float64(len(ds)), "count", fmt.Sprintf("probes answered by more than one MAC through a rolling restart of all %d speakers (%.0fs, %d probes: every IPv4 address every 50 ms, IPv6 every 2 s, the restarting node's addresses every 20 ms): %d while a stopping speaker hands over (SIGTERM to exit), %d while a restarted one takes its addresses back (start to 2 s after ready), %d otherwise",
+	r.Add("double_owners", float64(len(ds)), "count", fmt.Sprintf("probes answered by more than one MAC through a rolling restart of all %d speakers (%.0fs, %d probes: every IPv4 address every 50 ms, IPv6 every 2 s, the restarting node's addresses every 20 ms): %d while a stopping speaker hands over (SIGTERM to exit), %d while a restarted one takes its addresses back (start to 2 s after ready), %d otherwise",
 		len(e.lab.Nodes), time.Since(start).Seconds(), probes, byPhase["handover"], byPhase["return"], byPhase["other"]))
-	r.add("double_owners_handover", float64(byPhase["handover"]), "count", "double_owners while a stopping speaker hands over")
-	r.add("double_owners_return", float64(byPhase["return"]), "count", "double_owners while a restarted speaker takes its addresses back")
+	r.Add("double_owners_handover", float64(byPhase["handover"]), "count", "double_owners while a stopping speaker hands over")
+	r.Add("double_owners_return", float64(byPhase["return"]), "count", "double_owners while a restarted speaker takes its addresses back")
 	return restartErr
 }

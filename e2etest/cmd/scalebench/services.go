@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
@@ -26,7 +27,7 @@ const (
 )
 
 // servicesPart: o.services Services on 3 speaker-only nodes.
-func servicesPart(ctx context.Context, o options, r *report) error {
+func servicesPart(ctx context.Context, o options, r *benchkit.Report) error {
 	e, err := up(ctx, o, lab.Config{SpeakerNodes: 3, ProxyMode: "none", AuditWrites: true})
 	if err != nil {
 		return err
@@ -49,7 +50,7 @@ func servicesPart(ctx context.Context, o options, r *report) error {
 		return err
 	}
 	var ips map[string]netip.Addr
-	if err := waitFor(ctx, 10*time.Minute, 5*time.Second, func() bool {
+	if err := benchkit.WaitFor(ctx, 10*time.Minute, 5*time.Second, func() bool {
 		ips, err = assigned(ctx, c, svcNS)
 		return err == nil && len(ips) == n
 	}); err != nil {
@@ -61,7 +62,7 @@ func servicesPart(ctx context.Context, o options, r *report) error {
 	// they export it, else by the Announcements.
 	settle := time.Now()
 	var owner map[netip.Addr]string
-	if err := waitFor(ctx, 15*time.Minute, 5*time.Second, func() bool {
+	if err := benchkit.WaitFor(ctx, 15*time.Minute, 5*time.Second, func() bool {
 		if byNode, ok := ownedByMetrics(ctx, nodes); ok && sum(byNode) < n {
 			return false
 		}
@@ -71,7 +72,7 @@ func servicesPart(ctx context.Context, o options, r *report) error {
 		return fmt.Errorf("%d of %d addresses announced: %w", len(owner), n, err)
 	}
 	fmt.Fprintf(os.Stderr, "scalebench: every address announced %.0fs after the last was assigned\n", time.Since(settle).Seconds())
-	r.add("speaker_announcements_settled", time.Since(settle).Seconds(), "s", fmt.Sprintf("%d Services: last address assigned -> every address has its Announcement", n))
+	r.Add("speaker_announcements_settled", time.Since(settle).Seconds(), "s", fmt.Sprintf("%d Services: last address assigned -> every address has its Announcement", n))
 	time.Sleep(20 * time.Second) // let the last writes and GC pass
 
 	// At rest.
@@ -110,7 +111,7 @@ func sum(m map[string]int) int {
 
 // atRest measures CPU, RSS and API writes over o.idle with nothing changing,
 // and returns each speaker's CPU rate at rest (CPU seconds per second).
-func atRest(ctx context.Context, e *env, o options, r *report) (map[string]float64, error) {
+func atRest(ctx context.Context, e *env, o options, r *benchkit.Report) (map[string]float64, error) {
 	nodes := e.lab.Nodes
 	from := time.Now()
 	cpu0 := cpuAll(e.h, nodes)
@@ -131,13 +132,13 @@ func atRest(ctx context.Context, e *env, o options, r *report) (map[string]float
 			rss = append(rss, m)
 		}
 	}
-	r.add("speaker_idle_cpu_"+scaleName(o.services), slices.Max(rates), "%", fmt.Sprintf("max over %d speakers of CPU %% of a core over %.0fs at rest (all: %s)", len(nodes), el, fmtList(rates, "%.2f")))
-	r.add("speaker_rss_"+scaleName(o.services), slices.Max(rss), "MiB", fmt.Sprintf("max VmRSS over %d speakers at rest (all: %s)", len(nodes), fmtList(rss, "%.1f")))
+	r.Add("speaker_idle_cpu_"+scaleName(o.services), slices.Max(rates), "%", fmt.Sprintf("max over %d speakers of CPU %% of a core over %.0fs at rest (all: %s)", len(nodes), el, fmtList(rates, "%.2f")))
+	r.Add("speaker_rss_"+scaleName(o.services), slices.Max(rss), "MiB", fmt.Sprintf("max VmRSS over %d speakers at rest (all: %s)", len(nodes), fmtList(rss, "%.1f")))
 	ws, err := e.lab.Writes(from, to, isSpeaker)
 	if err != nil {
 		return nil, err
 	}
-	r.add("speaker_writes_per_min_at_rest", float64(len(ws))/to.Sub(from).Minutes(), "writes/min", fmt.Sprintf("all %d speakers together, from the API server's audit log over %.0fs: %s", len(nodes), el, writesBy(ws)))
+	r.Add("speaker_writes_per_min_at_rest", float64(len(ws))/to.Sub(from).Minutes(), "writes/min", fmt.Sprintf("all %d speakers together, from the API server's audit log over %.0fs: %s", len(nodes), el, writesBy(ws)))
 	return idle, nil
 }
 
@@ -187,7 +188,7 @@ const changeRate = 50
 // serviceChanges edits o.changes Services one at a time (the port, as a
 // user editing a Service would) and charges each speaker's CPU above its
 // rate at rest to them.
-func serviceChanges(ctx context.Context, e *env, o options, idle map[string]float64, r *report) error {
+func serviceChanges(ctx context.Context, e *env, o options, idle map[string]float64, r *benchkit.Report) error {
 	nodes := e.lab.Nodes
 	c0, s0, _, okM := syncStats(ctx, nodes, "partial")
 	cpu0 := cpuAll(e.h, nodes)
@@ -209,18 +210,18 @@ func serviceChanges(ctx context.Context, e *env, o options, idle map[string]floa
 		extra := cpu1[n.Name] - cpu0[n.Name] - idle[n.Name]*el
 		per = append(per, 1000*extra/float64(o.changes))
 	}
-	r.add("speaker_change_cpu", mean(per), "ms", fmt.Sprintf("speaker CPU above its rate at rest per Service change (port edit), mean over %d speakers of %d changes at %d/s (each: %s)", len(nodes), o.changes, changeRate, fmtList(per, "%.3f")))
+	r.Add("speaker_change_cpu", mean(per), "ms", fmt.Sprintf("speaker CPU above its rate at rest per Service change (port edit), mean over %d speakers of %d changes at %d/s (each: %s)", len(nodes), o.changes, changeRate, fmtList(per, "%.3f")))
 	if c1, s1, _, ok := syncStats(ctx, nodes, "partial"); ok && okM && c1 > c0 {
-		r.add("speaker_partial_sync_ms", 1000*(s1-s0)/(c1-c0), "ms", fmt.Sprintf("%s{scope=partial}: mean wall time of one plan+apply pass, %0.f passes for %d changes on %d speakers", mSyncDuration, c1-c0, o.changes, len(nodes)))
+		r.Add("speaker_partial_sync_ms", 1000*(s1-s0)/(c1-c0), "ms", fmt.Sprintf("%s{scope=partial}: mean wall time of one plan+apply pass, %0.f passes for %d changes on %d speakers", mSyncDuration, c1-c0, o.changes, len(nodes)))
 	} else {
-		r.skip("speaker_partial_sync_ms", "the speaker does not export "+mSyncDuration+`{scope="partial"} (old core) or made no partial sync`)
+		r.Skip("speaker_partial_sync_ms", "the speaker does not export "+mSyncDuration+`{scope="partial"} (old core) or made no partial sync`)
 	}
 	return nil
 }
 
 // fullReplans edits the pool o.replans times (a configuration change, which
 // re-plans every address) and charges each speaker's CPU above rest to them.
-func fullReplans(ctx context.Context, e *env, o options, idle map[string]float64, r *report) error {
+func fullReplans(ctx context.Context, e *env, o options, idle map[string]float64, r *benchkit.Report) error {
 	nodes := e.lab.Nodes
 	c0, s0, _, okM := syncStats(ctx, nodes, "full")
 	cpu0 := cpuAll(e.h, nodes)
@@ -249,16 +250,16 @@ func fullReplans(ctx context.Context, e *env, o options, idle map[string]float64
 	if ok && okM && c1 > c0 {
 		replans = (c1 - c0) / float64(len(nodes))
 		how += fmt.Sprintf(", %.1f full syncs per speaker counted by %s", replans, mSyncDuration)
-		r.add("speaker_full_sync_ms", 1000*(s1-s0)/(c1-c0), "ms", fmt.Sprintf("%s{scope=full}: mean wall time of one full plan+apply pass at %d Services", mSyncDuration, o.services))
+		r.Add("speaker_full_sync_ms", 1000*(s1-s0)/(c1-c0), "ms", fmt.Sprintf("%s{scope=full}: mean wall time of one full plan+apply pass at %d Services", mSyncDuration, o.services))
 	} else {
-		r.skip("speaker_full_sync_ms", "the speaker does not export "+mSyncDuration+`{scope="full"} (old core); CPU is charged to one re-plan per edit`)
+		r.Skip("speaker_full_sync_ms", "the speaker does not export "+mSyncDuration+`{scope="full"} (old core); CPU is charged to one re-plan per edit`)
 	}
 	var per []float64
 	for _, n := range nodes {
 		extra := cpu1[n.Name] - cpu0[n.Name] - idle[n.Name]*el
 		per = append(per, 1000*extra/replans)
 	}
-	r.add("speaker_replan_cpu", mean(per), "ms", fmt.Sprintf("speaker CPU above rest per full re-plan at %d Services, mean over %d speakers (%s; each: %s)", o.services, len(nodes), how, fmtList(per, "%.1f")))
+	r.Add("speaker_replan_cpu", mean(per), "ms", fmt.Sprintf("speaker CPU above rest per full re-plan at %d Services, mean over %d speakers (%s; each: %s)", o.services, len(nodes), how, fmtList(per, "%.1f")))
 	return nil
 }
 
@@ -273,7 +274,7 @@ func mean(v []float64) float64 {
 // startToAnnounced restarts the last node's speaker and times, from its
 // start, until the client has seen it announce (gratuitous ARP or
 // unsolicited NA, or an answer to a probe) every address it owned before.
-func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, r *report) error {
+func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, r *benchkit.Report) error {
 	n := e.lab.Nodes[len(e.lab.Nodes)-1]
 	var mine []netip.Addr
 	for ip, o := range owner {
@@ -299,7 +300,7 @@ func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, 
 	var last time.Time
 	var metricsAt time.Duration
 	missing := len(mine)
-	err = waitFor(ctx, 3*time.Minute, 0, func() bool {
+	err = benchkit.WaitFor(ctx, 3*time.Minute, 0, func() bool {
 		if metricsAt == 0 {
 			if byNode, ok := ownedByMetrics(ctx, []lab.Node{n}); ok && byNode[n.Name] >= len(mine) {
 				metricsAt = time.Since(start)
@@ -325,33 +326,33 @@ func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, 
 	}
 	what := fmt.Sprintf("speaker of %s restarted with %d Services in the cluster: process start -> the client has heard it announce (unsolicited, or answering a probe) all %d addresses it owns (ready after %.0f ms)", n.Name, len(owner), len(mine), float64(ready.Milliseconds()))
 	if err == nil {
-		r.add("speaker_start_announced", float64(last.Sub(start).Milliseconds()), "ms", what)
+		r.Add("speaker_start_announced", float64(last.Sub(start).Milliseconds()), "ms", what)
 	} else {
 		why := fmt.Sprintf("%d of the %d addresses %s owns were never heard from it within 3 min of its start", missing, len(mine), n.Name)
 		if joins := countLines(e.h.Logs("herald-speaker-"+n.Name), "joining a solicited-node multicast group"); joins > 0 {
 			why += fmt.Sprintf("; its log has %d failures joining a solicited-node multicast group (NDP solicitations for those addresses never reach it)", joins)
 		}
-		r.skip("speaker_start_announced", why)
-		r.add("speaker_start_unanswered", float64(missing), "addresses", why)
-		r.add("speaker_start_announced_partial", float64(last.Sub(start).Milliseconds()), "ms", fmt.Sprintf("as speaker_start_announced, for the %d addresses that were heard", len(mine)-missing))
+		r.Skip("speaker_start_announced", why)
+		r.Add("speaker_start_unanswered", float64(missing), "addresses", why)
+		r.Add("speaker_start_announced_partial", float64(last.Sub(start).Milliseconds()), "ms", fmt.Sprintf("as speaker_start_announced, for the %d addresses that were heard", len(mine)-missing))
 	}
 	if metricsAt > 0 {
-		r.add("speaker_start_owned_metric", float64(metricsAt.Milliseconds()), "ms", "process start -> "+mOwned+" reaches the addresses it owned before")
+		r.Add("speaker_start_owned_metric", float64(metricsAt.Milliseconds()), "ms", "process start -> "+mOwned+" reaches the addresses it owned before")
 	} else {
-		r.skip("speaker_start_owned_metric", "the speaker does not export "+mOwned+" (old core)")
+		r.Skip("speaker_start_owned_metric", "the speaker does not export "+mOwned+" (old core)")
 	}
 	return nil
 }
 
 // nodeFailure kills the last node (off the LAN and the API server) and
 // counts the survivors' API writes until the Announcements are right again.
-func nodeFailure(ctx context.Context, e *env, n int, r *report) error {
+func nodeFailure(ctx context.Context, e *env, n int, r *benchkit.Report) error {
 	dead := e.lab.Nodes[len(e.lab.Nodes)-1]
 	// The Announcements lag what the speakers decide (their own queue):
 	// wait until they agree with the speakers' counts, or stand still.
 	var owner map[netip.Addr]string
 	prev, still := -1, 0
-	err := waitFor(ctx, 5*time.Minute, 2*time.Second, func() bool {
+	err := benchkit.WaitFor(ctx, 5*time.Minute, 2*time.Second, func() bool {
 		var err error
 		if owner, _, err = announced(ctx, e.c); err != nil || len(owner) != n {
 			return false
@@ -377,7 +378,7 @@ func nodeFailure(ctx context.Context, e *env, n int, r *report) error {
 	}
 	defer e.lab.SetNodeDead(dead.Name, false)
 	var settled time.Duration
-	err = waitFor(ctx, 10*time.Minute, 2*time.Second, func() bool {
+	err = benchkit.WaitFor(ctx, 10*time.Minute, 2*time.Second, func() bool {
 		owner, _, err := announced(ctx, e.c)
 		if err != nil || len(owner) != n {
 			return false
@@ -396,7 +397,7 @@ func nodeFailure(ctx context.Context, e *env, n int, r *report) error {
 	if err != nil {
 		return err
 	}
-	r.add("speaker_writes_node_failure", float64(len(ws)), "writes", fmt.Sprintf("%s died (LAN and API server cut) owning %d of %d addresses: the surviving speakers' writes until every Announcement names a live node (%.0fs) + 10s: %s", dead.Name, moved, n, settled.Seconds(), writesBy(ws)))
-	r.add("speaker_node_failure_announcements_s", settled.Seconds(), "s", "node death -> every Announcement names a live node")
+	r.Add("speaker_writes_node_failure", float64(len(ws)), "writes", fmt.Sprintf("%s died (LAN and API server cut) owning %d of %d addresses: the surviving speakers' writes until every Announcement names a live node (%.0fs) + 10s: %s", dead.Name, moved, n, settled.Seconds(), writesBy(ws)))
+	r.Add("speaker_node_failure_announcements_s", settled.Seconds(), "s", "node death -> every Announcement names a live node")
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
@@ -76,18 +75,4 @@ func ownedByMetrics(ctx context.Context, nodes []lab.Node) (map[string]int, bool
 		out[n.Name] = int(v)
 	}
 	return out, true
-}
-
-func waitFor(ctx context.Context, timeout, every time.Duration, cond func() bool) error {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(every) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if cond() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s", timeout)
-		}
-	}
 }
