@@ -55,7 +55,7 @@ type agent struct {
 
 	mu      sync.Mutex
 	running map[string]*runningPod // by namespace/name
-	boundTo map[types.UID]string   // pods bound by the agent, for spreading before the informer sees them
+	boundTo map[types.UID]binding  // pods bound by the agent, for spreading before the informer sees them
 }
 
 type agentNode struct {
@@ -79,7 +79,7 @@ func newAgent(client kubernetes.Interface, nodes []Node) *agent {
 		nodes:   map[string]*agentNode{},
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		running: map[string]*runningPod{},
-		boundTo: map[types.UID]string{},
+		boundTo: map[types.UID]binding{},
 		factory: informers.NewSharedInformerFactory(client, 0),
 	}
 	for _, n := range nodes {
@@ -302,15 +302,36 @@ func (a *agent) sync(ctx context.Context, key string) error {
 	return a.writeStatus(ctx, pod, rp)
 }
 
-// bind picks the least loaded lab node that the pod's node selector, the
-// node's taints and cordon allow, and binds the pod there.
+// binding is where the agent put a pod, and the pod's controller (a
+// ReplicaSet), so that the replicas of one spread over the nodes.
+type binding struct {
+	node  string
+	owner types.UID
+}
+
+func controllerUID(pod *corev1.Pod) types.UID {
+	if ref := metav1.GetControllerOf(pod); ref != nil {
+		return ref.UID
+	}
+	return ""
+}
+
+// bind picks the lab node, among those that the pod's node selector, the
+// node's taints and cordon allow, with the fewest pods of the pod's
+// controller, then the fewest pods (as the default scheduler spreads a
+// ReplicaSet: pods of other tests still going away do not skew it), and
+// binds the pod there.
 func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
 	// Choose and reserve under one lock, so pods bound at the same moment by
 	// different workers still spread.
 	a.mu.Lock()
-	load := map[string]int{}
-	for _, n := range a.boundTo {
-		load[n]++
+	owner := controllerUID(pod)
+	load, siblings := map[string]int{}, map[string]int{}
+	for _, b := range a.boundTo {
+		load[b.node]++
+		if owner != "" && b.owner == owner {
+			siblings[b.node]++
+		}
 	}
 	best := ""
 	for _, n := range a.sortedNodes() {
@@ -321,12 +342,12 @@ func (a *agent) bind(ctx context.Context, pod *corev1.Pod) error {
 		if err != nil || obj.Spec.Unschedulable || !labels.SelectorFromSet(pod.Spec.NodeSelector).Matches(labels.Set(obj.Labels)) || !tolerates(pod, obj) {
 			continue
 		}
-		if best == "" || load[n.Name] < load[best] {
+		if best == "" || siblings[n.Name] < siblings[best] || siblings[n.Name] == siblings[best] && load[n.Name] < load[best] {
 			best = n.Name
 		}
 	}
 	if best != "" {
-		a.boundTo[pod.UID] = best
+		a.boundTo[pod.UID] = binding{best, owner}
 	}
 	a.mu.Unlock()
 	if best == "" {
@@ -373,7 +394,7 @@ func (a *agent) startPod(key string, pod *corev1.Pod, node *agentNode) (*running
 		a.mu.Unlock()
 		return rp, nil
 	}
-	a.boundTo[pod.UID] = node.Name
+	a.boundTo[pod.UID] = binding{node.Name, controllerUID(pod)}
 	rp := &runningPod{uid: pod.UID, node: node, slot: -1}
 	if pod.Spec.HostNetwork {
 		rp.ipv4, rp.ipv6 = node.IPv4, node.IPv6
