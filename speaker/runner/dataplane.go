@@ -85,10 +85,10 @@ func (f *forwarder) update(p *plan.Planner, keys []types.NamespacedName) []datap
 }
 
 // sync programs the desired virtual services when they changed since the
-// last successful sync, or the last one failed.
-func (f *forwarder) sync(ctx context.Context) error {
+// last successful sync, or the last one failed; nil stats: nothing to do.
+func (f *forwarder) sync(ctx context.Context) (*dataplane.Stats, error) {
 	if !f.pending && !f.failed {
-		return nil
+		return nil, nil
 	}
 	var rs dataplane.RuleSet
 	for _, vs := range f.vs {
@@ -101,10 +101,11 @@ func (f *forwarder) sync(ctx context.Context) error {
 	stats, err := f.backend.Sync(ctx, rs)
 	f.m.observe(stats, time.Since(start), err)
 	f.failed = err != nil
-	if err == nil {
-		f.pending = false
+	if err != nil {
+		return nil, err
 	}
-	return err
+	f.pending = false
+	return &stats, nil
 }
 
 type dataplaneMetrics struct {

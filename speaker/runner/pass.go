@@ -128,9 +128,13 @@ func (r *Runner) forward(ctx context.Context, keys []types.NamespacedName, full 
 	for _, w := range r.fwd.update(r.planner, keys) {
 		r.status.Warn(w.Service, "SchedulerFallback", "%s", w.Message)
 	}
-	if err := r.fwd.sync(ctx); err != nil {
+	synced, err := r.fwd.sync(ctx)
+	if err != nil {
 		// Retried by the runner's timer; the rules last programmed stay.
 		r.log.Error(err, "dataplane sync", "backend", r.fwd.backend.Name())
+	} else if synced != nil {
+		r.log.V(1).Info("dataplane synced", "backend", r.fwd.backend.Name(), "full", synced.Full,
+			"virtualServices", synced.Services, "rules", synced.Rules, "nodes", len(r.fwd.nodes.Healthy), "regenerated", len(keys))
 	}
 }
 
