@@ -6,8 +6,10 @@ package e2etest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -188,6 +190,16 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 	}
 	if len(lost) != 0 {
 		t.Errorf("%d of %d requests failed during a rolling restart; want none\nfailed: %v\nsteps: %v\nanswering MAC changes: %v", len(lost), total, lost, steps, answers)
+		var first, last time.Time
+		for _, r := range p.results {
+			if !r.ok && (first.IsZero() || r.at.Before(first)) {
+				first = r.at
+			}
+			if !r.ok && r.end.After(last) {
+				last = r.end
+			}
+		}
+		logSpeakersAround(t, first, last)
 	}
 	// Ownership is a function of the live speakers: after the restart the
 	// same node announces again.
@@ -462,4 +474,41 @@ func straddledMoves(results []probe, moves []move) (lost, excused []string) {
 		}
 	}
 	return lost, excused
+}
+
+// logSpeakersAround logs, for a failure between from and to, what every
+// speaker said then (info and above, dataplane syncs, gossip joins and
+// leaves): the state the failing requests met is gone by the time the test
+// reports.
+func logSpeakersAround(t *testing.T, from, to time.Time) {
+	t.Helper()
+	from, to = from.Add(-time.Second), to.Add(time.Second)
+	for _, n := range theLab.Nodes {
+		b, err := os.ReadFile(hd.Logs("herald-speaker-" + n.Name))
+		if err != nil {
+			t.Logf("%s's speaker log: %v", n.Name, err)
+			continue
+		}
+		var out []string
+		for _, line := range strings.Split(string(b), "\n") {
+			var e struct {
+				Level string `json:"level"`
+				TS    string `json:"ts"`
+				Msg   string `json:"msg"`
+			}
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, e.TS)
+			if err != nil || at.Before(from) || at.After(to) {
+				continue
+			}
+			if e.Level != "debug" || e.Msg == "dataplane synced" || strings.HasPrefix(e.Msg, "Speaker ") {
+				if !strings.Contains(e.Msg, "healthz") {
+					out = append(out, line)
+				}
+			}
+		}
+		t.Logf("%s's speaker from %s to %s:\n%s", n.Name, from.Format("15:04:05.000"), to.Format("15:04:05.000"), strings.Join(out, "\n"))
+	}
 }
