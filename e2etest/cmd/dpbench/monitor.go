@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// chainMonitor runs `nft monitor new chains` in a namespace and records
-// when each chain creation was announced. The kernel announces a
+// chainMonitor runs `nft monitor new` in a namespace and records when each
+// new chain and rule was announced. The kernel announces a
 // transaction's objects when it commits, so this is when a rule set change
 // took effect, with no polling delay; iptables-nft's chains (this
 // machine's iptables) are nf_tables chains and show up as well.
@@ -28,7 +28,7 @@ type seenLine struct {
 
 func startChainMonitor(netns string) (*chainMonitor, error) {
 	// stdbuf: nft's stdout is a pipe, which libc would buffer.
-	cmd := exec.Command("ip", "netns", "exec", netns, "stdbuf", "-oL", "nft", "monitor", "new", "chains")
+	cmd := exec.Command("ip", "netns", "exec", netns, "stdbuf", "-oL", "nft", "monitor", "new")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -52,8 +52,9 @@ func startChainMonitor(netns string) (*chainMonitor, error) {
 	return m, nil
 }
 
-// created returns when a chain whose line contains name was announced
-// after since.
+// created returns when a new object (a chain, or a rule: nftables puts a
+// destination in a rule of the service's chain, iptables in a chain of its
+// own) whose line contains name was announced after since.
 func (m *chainMonitor) created(name string, since time.Time) (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
