@@ -316,8 +316,9 @@ func ratios(r *benchkit.Report) {
 // changes edits e.o.changes fake Services' EndpointSlices, one at a time:
 // the first endpoint is replaced by a new address on the owner, which the
 // owner forwards to directly. Each is timed from the API write to the
-// kernel's announcement of the new destination's chain (nft monitor), and
-// the chain is then checked to be in the virtual service's rules.
+// kernel's announcement of the new destination (nft monitor: its rule with
+// nftables, its chain with iptables-nft), and the virtual service's chain
+// is then checked to go there.
 func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 	idle := e.quiet(ctx)
 	mon, err := startChainMonitor(e.owner.Netns)
@@ -364,7 +365,7 @@ func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 		ms = append(ms, float64(at.Sub(start).Microseconds())/1000)
 		time.Sleep(200 * time.Millisecond)
 	}
-	how := fmt.Sprintf("%s: EndpointSlice update (an endpoint replaced by one on %s) -> the kernel announces the new destination's chain on %s (nft monitor), over %d changes with %d Services; each checked afterwards in %s; machine %.0f%% idle before",
+	how := fmt.Sprintf("%s: EndpointSlice update (an endpoint replaced by one on %s) -> the kernel announces the new destination on %s (nft monitor), over %d changes with %d Services; each checked afterwards in %s; machine %.0f%% idle before",
 		e.backend, e.owner.Name, e.owner.Name, len(ms), e.total(), pollTool(e.backend), 100*idle)
 	r.Add("dataplane_change_median"+suffix(e.backend), benchkit.Median(ms), "ms", how)
 	r.Add("dataplane_change_max"+suffix(e.backend), slices.Max(ms), "ms", how)
