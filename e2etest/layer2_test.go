@@ -295,6 +295,13 @@ func TestLayer2SharingServicesUnderDifferentAdvertisementsAnswerFromOneNode(t *t
 		}
 		return true, nil
 	})
+	// An Announcement is written after its node decided, and one that a
+	// node withdrew before writing it is never written: the list can show
+	// node-2 alone while node-3, which announced s0 for a moment, is still
+	// about to stop. So wait for the answers to settle, then hold.
+	eventually(t, 15*time.Second, "node-2 alone to answer ARP for "+a, func(context.Context) (bool, error) {
+		return slices.Equal(arpingNodes(a), []string{"node-2"}), nil
+	})
 	for range 3 {
 		if got := arpingNodes(a); !slices.Equal(got, []string{"node-2"}) {
 			t.Errorf("arping %s answered by %v, want [node-2]", a, got)
