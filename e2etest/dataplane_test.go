@@ -154,8 +154,11 @@ func distinct(as []answer, field func(answer) string) map[string]int {
 }
 
 // waitNodePorts waits until kube-proxy serves the Service's NodePort on
-// every node: Herald's dataplane sends to other nodes' NodePorts, which
-// kube-proxy programs on its own time.
+// every node: Herald's dataplane sends part of a new Service's connections
+// to other nodes' NodePorts, which refuse them until their kube-proxy has
+// synced (about a second after the Service appears, longer under load). A
+// fault case that starts its prober before that counts kube-proxy's lag as
+// the fault's (the rolling restart did: 2-10 refused of 240).
 func waitNodePorts(t *testing.T, ns, name string) {
 	t.Helper()
 	var svc corev1.Service

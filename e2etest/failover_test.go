@@ -121,6 +121,7 @@ func TestLayer2AbruptNodeLossFailsOverFast(t *testing.T) {
 	})
 	readyPods(t, ns, "app=web", 1)
 	curlOK(t, "http://"+ip+"/")
+	waitNodePorts(t, ns, "web")
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	// The node drops off the LAN, as with a dead NIC or a pulled cable.
@@ -159,6 +160,7 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 	ip := externalIPs(t, ns, "web", 1)[0]
 	before, _ := announcer(t, ns, "web")
 	curlOK(t, "http://"+ip+"/")
+	waitNodePorts(t, ns, "web")
 	moves := startAnswerWatch(t, ip)
 	p := startProber("http://"+ip+"/", 20*time.Millisecond)
 	var steps []string // when each speaker stopped and was ready again, to place a failure
@@ -220,6 +222,7 @@ func TestLayer2SpeakerKilledOnTheOwnerComesBackOwningTheSameAddress(t *testing.T
 	lbService(t, ns, "web")
 	ip := externalIPs(t, ns, "web", 1)[0]
 	owner, _ := announcer(t, ns, "web")
+	waitNodePorts(t, ns, "web")
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
 	hd.Speaker(owner).Kill()
 	// Another node takes over while the owner's speaker is gone...

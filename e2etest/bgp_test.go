@@ -3,13 +3,6 @@ package e2etest
 // BGP as users meet it: the lab's FRR and BIRD routers peer with every
 // node's speaker, the BGP client behind FRR curls the EXTERNAL-IP, and the
 // routers' tables and kernels show which nodes announce it.
-//
-// The file's name makes these cases run last in the package (go test runs
-// files in name order): in about half the runs that had them before the
-// layer-2 failover cases, a speaker's shutdown made its node refuse
-// connections to its NodePorts for ~300 ms (5-10 of 240 requests in the
-// rolling restart), which never happened without them; what they leave
-// behind that does this is not found yet (issue 10's notes).
 
 import (
 	"context"
@@ -412,6 +405,7 @@ func TestBGPRollingRestartWithGracefulRestartLosesNoRequest(t *testing.T) {
 	nodes := podNodes()
 	bgpSessions(t, peer, 30*time.Second, "Established", established)
 	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
+	waitNodePorts(t, ns, "web")
 
 	p := startProberIn(lab.BGPClientNetns, "http://"+ip+"/", 20*time.Millisecond)
 	for _, n := range theLab.Nodes {
