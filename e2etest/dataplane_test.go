@@ -196,6 +196,20 @@ func waitRulesFor(t *testing.T, node, ip string) {
 	})
 }
 
+// forwardedWeb exposes ns's web pods as the LoadBalancer Service "web" and
+// waits until its announcing node has Herald's rules for its address and
+// every node's kube-proxy serves its NodePort; it returns the address and
+// that node.
+func forwardedWeb(t *testing.T, ns string) (ip, owner string) {
+	t.Helper()
+	lbService(t, ns, "web")
+	ip = externalIPs(t, ns, "web", 1)[0]
+	owner, _ = announcer(t, ns, "web")
+	waitRulesFor(t, owner, ip)
+	waitNodePorts(t, ns, "web")
+	return ip, owner
+}
+
 func TestDataplaneNftablesSpreadsOverPodsOnSeveralNodesWithIPModeProxy(t *testing.T) {
 	useDataplane(t, "nftables")
 	ns := newNamespace(t)
@@ -206,14 +220,10 @@ func TestDataplaneNftablesSpreadsOverPodsOnSeveralNodesWithIPModeProxy(t *testin
 	for _, p := range pods {
 		podNodes[p.Spec.NodeName] = true
 	}
-	lbService(t, ns, "web")
-	ip := externalIPs(t, ns, "web", 1)[0]
+	ip, owner := forwardedWeb(t, ns)
 	if mode := ipModeOf(t, ns, "web"); mode != corev1.LoadBalancerIPModeProxy {
 		t.Errorf("ipMode %s, want Proxy: Herald's dataplane forwards, kube-proxy stays out", mode)
 	}
-	owner, _ := announcer(t, ns, "web")
-	waitRulesFor(t, owner, ip)
-	waitNodePorts(t, ns, "web")
 	got := answers(t, "http://"+ip+"/", 40)
 	nodes := distinct(got, func(a answer) string { return a.Node })
 	if len(nodes) != len(podNodes) {
@@ -300,11 +310,7 @@ func TestDataplaneShutdownRemovesExactlyItsRulesAndARestartAdoptsThem(t *testing
 	l2Setup(t, ns, []string{"198.51.100.116/30"})
 	createWeb(t, ns, "web", 2)
 	readyPods(t, ns, "app=web", 2)
-	lbService(t, ns, "web")
-	ip := externalIPs(t, ns, "web", 1)[0]
-	owner, _ := announcer(t, ns, "web")
-	waitRulesFor(t, owner, ip)
-	waitNodePorts(t, ns, "web")
+	ip, owner := forwardedWeb(t, ns)
 	addCanaryRules(t, owner)
 	before := foreignRules(t, owner, ns)
 	if !strings.Contains(before, "lab-canary") || !strings.Contains(before, ns+"/web") {
@@ -362,11 +368,7 @@ func TestDataplaneIPTablesForwardsAndLeavesNoNftablesTable(t *testing.T) {
 	l2Setup(t, ns, []string{"198.51.100.120/30"})
 	createWeb(t, ns, "web", 3)
 	readyPods(t, ns, "app=web", 3)
-	lbService(t, ns, "web")
-	ip := externalIPs(t, ns, "web", 1)[0]
-	owner, _ := announcer(t, ns, "web")
-	waitRulesFor(t, owner, ip)
-	waitNodePorts(t, ns, "web")
+	ip, owner := forwardedWeb(t, ns)
 	rules := heraldRules(t, owner)
 	if strings.Contains(rules, "table inet herald") || !strings.Contains(rules, "HERALD-SERVICES") {
 		t.Errorf("with --dataplane=iptables, Herald's rules on %s are:\n%s\nwant its iptables chains only", owner, rules)
@@ -430,12 +432,8 @@ func TestDataplaneSwitchedOffAndOnAtRuntimeKeepsServing(t *testing.T) {
 	l2Setup(t, ns, []string{"198.51.100.124/30"})
 	createWeb(t, ns, "web", 3)
 	readyPods(t, ns, "app=web", 3)
-	lbService(t, ns, "web")
-	ip := externalIPs(t, ns, "web", 1)[0]
+	ip, _ := forwardedWeb(t, ns)
 	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeProxy)
-	owner, _ := announcer(t, ns, "web")
-	waitRulesFor(t, owner, ip)
-	waitNodePorts(t, ns, "web")
 
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
 	offAt := time.Now()
