@@ -293,11 +293,13 @@ func (r *Runner) reportUnannounced(changes []plan.Change) {
 		}
 		for _, k := range c.New.Services {
 			why := "no live speaker runs on a node that matches the L2Advertisement's nodeSelectors and has an interface in the address's subnet (or one of its interfaces)"
-			if svc := r.planner.Service(k); svc != nil && svc.LocalTrafficPolicy {
-				why += ", and externalTrafficPolicy Local needs such a node with a ready endpoint"
-			}
-			if svc := r.planner.Service(k); svc != nil && svc.ProxyMode {
-				why += ", and ipMode Proxy needs such a node whose speaker runs a dataplane (--dataplane not off)"
+			if svc := r.planner.Service(k); svc != nil {
+				if svc.LocalTrafficPolicy {
+					why += ", and externalTrafficPolicy Local needs such a node with a ready endpoint"
+				}
+				if svc.ProxyMode {
+					why += ", and ipMode Proxy needs such a node whose speaker runs a dataplane (--dataplane not off)"
+				}
 			}
 			r.status.Warn(k, status.ReasonAnnounceFailed, "no node can announce %s: %s", c.IP, why)
 		}
