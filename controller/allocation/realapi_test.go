@@ -25,7 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
-	"github.com/heraldlb/herald/controller/internal/apiservertest"
+	"github.com/heraldlb/herald/internal/apiservertest"
 	"github.com/heraldlb/herald/controller/kubeproxy"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/speaker/lease"
