@@ -48,6 +48,7 @@ type flags struct {
 	statusQPS                float64
 	bgpStatusInterval        time.Duration
 	dataplane, iptables      string
+	remoteTargets            string
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	zapOpts := zap.Options{}
 	flag.StringVar(&f.dataplane, "dataplane", "nftables", "what forwards the traffic this node receives for LoadBalancer addresses: nftables, iptables, ipvs, or off (kube-proxy does, with the Services' ipMode VIP)")
 	flag.StringVar(&f.iptables, "iptables", "iptables", "the iptables command of --dataplane=iptables: iptables (whatever the alternative points at), iptables-legacy or iptables-nft")
+	flag.StringVar(&f.remoteTargets, "dataplane-remote-targets", "endpoints", "where the dataplane sends the traffic bound for other nodes: endpoints (straight to the pods, masqueraded, as kube-proxy does) or nodeports (the other nodes' NodePorts, which their kube-proxy forwards)")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -165,8 +167,12 @@ func run(f flags) error {
 	if err != nil {
 		return err
 	}
+	if f.remoteTargets != "endpoints" && f.remoteTargets != "nodeports" {
+		return fmt.Errorf("--dataplane-remote-targets %q: want endpoints or nodeports", f.remoteTargets)
+	}
 	sp := runner.New(tracker, mgr.GetCache(), ann, bgpOut, gossip, reporter, keeper, runner.Options{
 		NodeName: f.node, HandoverTimeout: f.handover, Namespace: f.namespace, Dataplane: dp,
+		ViaNodePorts: f.remoteTargets == "nodeports",
 	}, metrics.Registry, log)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {

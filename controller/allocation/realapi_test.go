@@ -25,8 +25,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
-	"github.com/heraldlb/herald/internal/apiservertest"
 	"github.com/heraldlb/herald/controller/kubeproxy"
+	"github.com/heraldlb/herald/internal/apiservertest"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/speaker/lease"
 )

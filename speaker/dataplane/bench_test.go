@@ -33,10 +33,10 @@ func benchRuleSet(n int) RuleSet {
 			PortName: "http",
 			Destinations: []Destination{
 				{Addr: netip.AddrFrom4([4]byte{203, 0, 113, 1 + byte(i%200)}), Port: 8080},
-				{Addr: netip.MustParseAddr("203.0.113.221"), Port: 30000 + uint16(i%2000), Masquerade: true},
-				{Addr: netip.MustParseAddr("203.0.113.222"), Port: 30000 + uint16(i%2000), Masquerade: true},
+				{Addr: netip.MustParseAddr("203.0.113.221"), Port: 30000 + uint16(i%2000)},
+				{Addr: netip.MustParseAddr("203.0.113.222"), Port: 30000 + uint16(i%2000)},
 			},
-			Scheduler: Random,
+			Masquerade: true, Scheduler: Random,
 		})
 	}
 	return rs
@@ -87,8 +87,8 @@ func BenchmarkIPTablesRenderPartial1of10k(b *testing.B) {
 	r := iptRenderer{opts: IPTablesOptions{}.withDefaults()}
 	for b.Loop() {
 		changes := diff(applied, next)
-		_ = r.partial(true, changes)
-		_ = r.partial(false, changes)
+		_ = r.partial(true, applied, next, changes)
+		_ = r.partial(false, applied, next, changes)
 	}
 }
 

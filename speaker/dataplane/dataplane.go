@@ -70,11 +70,6 @@ func (k Key) Compare(o Key) int {
 type Destination struct {
 	Addr netip.Addr
 	Port uint16
-	// Masquerade: the source is rewritten to this node's address so the
-	// reply comes back through it (another node's NodePort). Not set for
-	// this node's own endpoints, which reply through it anyway and so see
-	// the client's address.
-	Masquerade bool
 }
 
 // Compare orders destinations by address then port.
@@ -94,6 +89,12 @@ type VirtualService struct {
 	// Destinations, sorted; none: the traffic is rejected (the Service has
 	// no endpoint anywhere).
 	Destinations []Destination
+	// Masquerade: the source of every connection is rewritten to this
+	// node's address, so the reply comes back through it (Cluster, or a
+	// Local Service without an endpoint here). Not set when the
+	// destinations are this node's endpoints only, which reply through it
+	// anyway and so see the client's address.
+	Masquerade bool
 	// Affinity: ClientIP session affinity with this timeout; 0: none.
 	Affinity  time.Duration
 	Scheduler Scheduler
@@ -102,7 +103,7 @@ type VirtualService struct {
 // Equal reports whether v and o program the same thing.
 func (v *VirtualService) Equal(o *VirtualService) bool {
 	return v.Key == o.Key && v.Service == o.Service && v.PortName == o.PortName &&
-		v.Affinity == o.Affinity && v.Scheduler == o.Scheduler && slices.Equal(v.Destinations, o.Destinations)
+		v.Masquerade == o.Masquerade && v.Affinity == o.Affinity && v.Scheduler == o.Scheduler && slices.Equal(v.Destinations, o.Destinations)
 }
 
 // RuleSet is everything the dataplane programs: virtual services sorted by Key,

@@ -25,17 +25,18 @@ var (
 
 func allSchedulers(Scheduler) bool { return true }
 
-// dests renders destinations as "addr:port" with a "+masq" suffix.
-func dests(ds []Destination) string {
+// dests renders destinations as "addr:port ...", then " masqueraded" when
+// they are.
+func dests(vs VirtualService) string {
 	var out []string
-	for _, d := range ds {
-		s := d.String()
-		if d.Masquerade {
-			s += "+masq"
-		}
-		out = append(out, s)
+	for _, d := range vs.Destinations {
+		out = append(out, d.String())
 	}
-	return strings.Join(out, " ")
+	s := strings.Join(out, " ")
+	if vs.Masquerade {
+		s += " masqueraded"
+	}
+	return s
 }
 
 func webPort(eps ...Endpoint) Port {
@@ -49,79 +50,101 @@ func endpointOn(addr, node string) Endpoint {
 func TestDestinations(t *testing.T) {
 	onA, onB := endpointOn("10.244.0.5", "a"), endpointOn("10.244.1.5", "b")
 	onA6 := endpointOn("fd00:10:244::5", "a")
+	noNodePort := func(eps ...Endpoint) Port { return Port{Name: "http", Protocol: TCP, Port: 80, Endpoints: eps} }
 	for _, tc := range []struct {
-		name string
-		svc  Service
-		ip   netip.Addr
-		want string
+		name         string
+		svc          Service
+		viaNodePorts bool
+		ip           netip.Addr
+		want         string
 	}{
 		{
-			name: "Cluster: own endpoint directly, the other healthy nodes' NodePorts masqueraded",
+			name: "Cluster: every ready endpoint, masqueraded",
 			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onB)}},
 			ip:   genVIP4,
-			want: "10.244.0.5:8080 198.51.100.12:30080+masq 198.51.100.13:30080+masq",
+			want: "10.244.0.5:8080 10.244.1.5:8080 masqueraded",
 		},
 		{
-			name: "Cluster without an endpoint here: every other healthy node",
-			svc:  Service{NodePorts: true, Ports: []Port{webPort(onB)}},
+			name: "Cluster via NodePorts: own endpoint directly, the other healthy nodes' NodePorts",
+			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onB)}}, viaNodePorts: true,
 			ip:   genVIP4,
-			want: "198.51.100.12:30080+masq 198.51.100.13:30080+masq",
+			want: "10.244.0.5:8080 198.51.100.12:30080 198.51.100.13:30080 masqueraded",
 		},
 		{
-			name: "Local with an endpoint here: only this node's, so pods see the client's address",
+			name: "Cluster via NodePorts without an endpoint here: every other healthy node",
+			svc:  Service{NodePorts: true, Ports: []Port{webPort(onB)}}, viaNodePorts: true,
+			ip:   genVIP4,
+			want: "198.51.100.12:30080 198.51.100.13:30080 masqueraded",
+		},
+		{
+			name: "Local with an endpoint here: only this node's, not masqueraded, so pods see the client's address",
 			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onA, onB)}},
 			ip:   genVIP4,
 			want: "10.244.0.5:8080",
 		},
 		{
-			name: "Local without an endpoint here: the NodePorts of the nodes running one",
-			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onB)}},
-			ip:   genVIP4,
-			want: "198.51.100.12:30080+masq",
-		},
-		{
-			name: "Local without NodePorts: this node's endpoints only",
-			svc:  Service{Local: true, Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onA, onB}}}},
+			name: "Local via NodePorts with an endpoint here: still only this node's",
+			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onA, onB)}}, viaNodePorts: true,
 			ip:   genVIP4,
 			want: "10.244.0.5:8080",
 		},
 		{
-			name: "Local with no endpoint anywhere: nothing, so the connection is refused",
-			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort()}},
+			name: "Local without an endpoint here: the other nodes' endpoints, masqueraded",
+			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onB)}},
 			ip:   genVIP4,
+			want: "10.244.1.5:8080 masqueraded",
 		},
 		{
-			name: "IPv6 address: IPv6 endpoints and the nodes that have an IPv6 address",
+			name: "Local via NodePorts without an endpoint here: the NodePorts of the nodes running one",
+			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort(onB)}}, viaNodePorts: true,
+			ip:   genVIP4,
+			want: "198.51.100.12:30080 masqueraded",
+		},
+		{
+			name: "Local with no endpoint anywhere: nothing, so the connection is refused",
+			svc:  Service{NodePorts: true, Local: true, Ports: []Port{webPort()}}, viaNodePorts: true,
+			ip: genVIP4,
+		},
+		{
+			name: "IPv6 address: the IPv6 endpoints",
 			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onA6, onB)}},
 			ip:   genVIP6,
-			want: "[2001:db8:1::12]:30080+masq [fd00:10:244::5]:8080",
+			want: "[fd00:10:244::5]:8080 masqueraded",
 		},
 		{
-			name: "allocateLoadBalancerNodePorts false: every endpoint directly, other nodes' masqueraded",
-			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onA, onB}}}},
-			ip:   genVIP4,
-			want: "10.244.0.5:8080 10.244.1.5:8080+masq",
+			name: "IPv6 address via NodePorts: the nodes that have an IPv6 address",
+			svc:  Service{NodePorts: true, Ports: []Port{webPort(onA, onA6, onB)}}, viaNodePorts: true,
+			ip:   genVIP6,
+			want: "[2001:db8:1::12]:30080 [fd00:10:244::5]:8080 masqueraded",
 		},
 		{
-			name: "a port without a NodePort goes to endpoints even when others have one",
-			svc:  Service{NodePorts: true, Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{onB}}}},
+			name: "via NodePorts, allocateLoadBalancerNodePorts false: every endpoint directly",
+			svc:  Service{Ports: []Port{noNodePort(onA, onB)}}, viaNodePorts: true,
 			ip:   genVIP4,
-			want: "10.244.1.5:8080+masq",
+			want: "10.244.0.5:8080 10.244.1.5:8080 masqueraded",
+		},
+		{
+			name: "via NodePorts, a port without a NodePort goes to endpoints even when others have one",
+			svc:  Service{NodePorts: true, Ports: []Port{noNodePort(onB)}}, viaNodePorts: true,
+			ip:   genVIP4,
+			want: "10.244.1.5:8080 masqueraded",
 		},
 		{
 			name: "an endpoint without a node name is never taken for this node's",
-			svc:  Service{Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{endpointOn("10.244.2.5", "")}}}},
+			svc:  Service{Local: true, Ports: []Port{noNodePort(endpointOn("10.244.2.5", ""))}},
 			ip:   genVIP4,
-			want: "10.244.2.5:8080+masq",
+			want: "10.244.2.5:8080 masqueraded",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.svc.Key, tc.svc.IPs = svcKey, []netip.Addr{tc.ip}
-			vs, warns := ServiceRules(&tc.svc, lanNode, allSchedulers)
+			nodes := lanNode
+			nodes.ViaNodePorts = tc.viaNodePorts
+			vs, warns := ServiceRules(&tc.svc, nodes, allSchedulers)
 			if len(warns) != 0 || len(vs) != 1 {
 				t.Fatalf("got %d virtual services, warnings %v", len(vs), warns)
 			}
-			if got := dests(vs[0].Destinations); got != tc.want {
+			if got := dests(vs[0]); got != tc.want {
 				t.Errorf("destinations\n got %s\nwant %s", got, tc.want)
 			}
 		})
@@ -203,6 +226,7 @@ func TestGenerateProperties(t *testing.T) {
 		nodeNames := []string{"a", "b", "c"}
 		var nodes Nodes
 		nodes.Self = rapid.SampledFrom(nodeNames).Draw(t, "self")
+		nodes.ViaNodePorts = rapid.Bool().Draw(t, "viaNodePorts")
 		for i, n := range nodeNames {
 			if rapid.Bool().Draw(t, "healthy"+n) {
 				nodes.Healthy = append(nodes.Healthy, Node{Name: n, Addrs: []netip.Addr{
@@ -248,21 +272,21 @@ func TestGenerateProperties(t *testing.T) {
 				if slices.Contains(selfAddrs, d.Addr) {
 					t.Fatalf("%s: this node's own NodePort %s is a destination", vs.Key, d)
 				}
-				own := d.Addr.Is4() && d.Addr.As4()[0] == 10 || d.Addr.Is6() && d.Addr.As16()[0] == 0xfd
-				if own && !d.Masquerade {
-					found := false
-					for _, s := range svcs {
-						for _, p := range s.Ports {
-							for _, e := range p.Endpoints {
-								found = found || e.Addr == d.Addr && e.Node == nodes.Self
-							}
-						}
-					}
-					if !found {
-						t.Fatalf("%s: endpoint %s not masqueraded but not on this node", vs.Key, d)
-					}
+				if !vs.Masquerade && !slices.ContainsFunc(svcs, func(s Service) bool { return s.hasEndpointOn(nodes.Self, d) }) {
+					t.Fatalf("%s: destination %s not masqueraded but not an endpoint on this node", vs.Key, d)
 				}
 			}
 		}
 	})
+}
+
+func (s Service) hasEndpointOn(node string, d Destination) bool {
+	for _, p := range s.Ports {
+		for _, e := range p.Endpoints {
+			if e.Addr == d.Addr && e.Port == d.Port && e.Node == node {
+				return true
+			}
+		}
+	}
+	return false
 }

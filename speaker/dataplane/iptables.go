@@ -7,7 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -17,13 +20,17 @@ import (
 // iptables-restore --noflush, which touches only the chains its input names,
 // and takes the xtables lock (-w) so that it never races kube-proxy.
 //
-// Its rules are a private tree, in the manner of kube-proxy's iptables mode:
+// Its rules are a private tree, flatter than kube-proxy's iptables mode:
 //
-//	nat PREROUTING, OUTPUT  -> HERALD-SERVICES: one rule per virtual service
-//	                           (address, protocol, port) -> HERALD-SVC-<hash>
-//	HERALD-SVC-<hash>       -> affinity (recent), then the scheduler
-//	                           (statistic random, or nth for rr) -> HERALD-SEP-<hash>
-//	HERALD-SEP-<hash>       -> mark for masquerading, affinity record, DNAT
+//	nat PREROUTING, OUTPUT  -> HERALD-SERVICES: one rule per address block
+//	                           (IPv4 /24, IPv6 /120) -> HERALD-DST-<hash>
+//	HERALD-DST-<hash>       -> the block's virtual services in order, each a
+//	                           few rules matching its address, protocol and
+//	                           port: the masquerade mark, affinity checks
+//	                           (recent) -> HERALD-SEP-<hash>, then the
+//	                           scheduler's cascade (statistic random, or nth
+//	                           for rr) of DNATs, the last one unconditional
+//	HERALD-SEP-<hash>       -> affinity only: record (recent) and DNAT
 //	nat POSTROUTING         -> HERALD-POSTROUTING: masquerade what carries the mark
 //	filter INPUT, FORWARD, OUTPUT -> HERALD-NO-ENDPOINTS: reject the virtual
 //	                           services without destinations
@@ -33,24 +40,15 @@ import (
 // of the hook do not see it. Only our chains and our jump rules are ever
 // written.
 //
-// HERALD-SERVICES is a linear list: a packet walks it until its virtual
-// service matches, so the cost per new connection grows with the number of
-// virtual services (nftables' verdict map does not). A partial sync deletes
-// and appends only the dispatch rules that change (-D with the exact rule,
-// then -A), and rewrites only the changed services' chains; iptables-legacy
-// still swaps the whole nat table in the kernel on every restore, which is
-// the cost of that variant, not of the input size.
-//
-// Measured (BenchmarkIPTables*KernelSync10k, kernel 6.18, iptables 1.8.9,
-// 2 shared cores), 10,000 virtual services of 3 destinations each (40,003
-// chains, 130,012 objects): iptables-legacy 3.0 s for a full sync and 0.7 s
-// for a partial sync of one (legacy swaps the whole nat table blob each
-// time); iptables-nft 641 s full and 0.11 s partial. iptables-nft-restore
-// 1.8.9 looks a rule's chain up by a linear walk over the table's chains
-// (strcmp is half the profile), so a full restore is O(rules x chains):
-// 2,000 services (8,000 chains) take 5.3 s, 1,000 take 1.2 s. kube-proxy's
-// iptables mode has the same shape; on such nodes, prefer the nftables
-// backend.
+// Why blocks rather than a chain per service and per destination:
+// iptables-nft-restore 1.8.9 looks a rule's chain up by a linear walk over
+// the table's chains (strcmp was half the profile), so a restore costs
+// rules x chains. With a chain per service and per destination, 10,000
+// virtual services of 2 destinations (30,000 chains) took 46 s to restore;
+// kube-proxy's iptables mode has the same shape. Blocks keep the chains few
+// (a pool's addresses fill blocks densely) and a new connection's walk
+// short: the block rules, then the rules of at most 256 addresses. A
+// partial sync rewrites the blocks of the virtual services that changed.
 //
 // Source hashing (sh) has no iptables match: Supports says so and Generate
 // falls back to random with a warning.
@@ -95,7 +93,6 @@ type IPTables struct {
 
 	mu      sync.Mutex
 	applied map[Key]VirtualService // nil: the next Sync is full
-	rules   int
 }
 
 var _ Backend = (*IPTables)(nil)
@@ -138,7 +135,7 @@ func (ipt *IPTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 			}
 			input = r.full(v4, rs, saved)
 		} else {
-			input = r.partial(v4, changes)
+			input = r.partial(v4, ipt.applied, rs, changes)
 		}
 		if err := ipt.restore(ctx, v4, input); err != nil {
 			ipt.applied = nil
@@ -147,14 +144,10 @@ func (ipt *IPTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	}
 	if full {
 		ipt.applied = index(rs)
-		ipt.rules = r.count(rs)
 	} else {
-		for _, c := range changes {
-			ipt.rules += iptServiceObjects(c.New) - iptServiceObjects(c.Old)
-		}
 		apply(ipt.applied, changes)
 	}
-	return Stats{Full: full, Services: len(rs.Services), Rules: ipt.rules}, nil
+	return Stats{Full: full, Services: len(rs.Services), Rules: r.count(rs)}, nil
 }
 
 // Cleanup deletes our jump rules and our chains, in both families.
@@ -259,7 +252,8 @@ func RenderIPTables(opts IPTablesOptions, v4 bool, rs RuleSet) string {
 // RenderIPTablesPartial is the iptables-restore input of a partial sync of
 // one family from applied (what the last sync programmed) to rs.
 func RenderIPTablesPartial(opts IPTablesOptions, v4 bool, applied, rs RuleSet) string {
-	return iptRenderer{opts: opts.withDefaults()}.partial(v4, diff(index(applied), rs))
+	was := index(applied)
+	return iptRenderer{opts: opts.withDefaults()}.partial(v4, was, rs, diff(was, rs))
 }
 
 // iptRenderer writes iptables-restore input; pure.
@@ -322,17 +316,16 @@ func (r iptRenderer) full(v4 bool, rs RuleSet, saved iptSaved) string {
 	t.nat.rule("-A %s -m mark ! --mark %s/%s -j RETURN", iptPostrouting, mark, mark)
 	t.nat.rule("-A %s -j MARK --xor-mark %s", iptPostrouting, mark)
 	t.nat.rule("-A %s -j MASQUERADE --random-fully", iptPostrouting)
-	for i := range rs.Services {
-		vs := &rs.Services[i]
-		if vs.IP.Is4() != v4 {
-			continue
-		}
-		for _, ch := range iptChains(vs) {
+	for _, blk := range iptBlocks(v4, rs.Services) {
+		for _, ch := range r.block(&t, blk) {
 			want[ch] = true
-			t.nat.chain(ch)
 		}
-		r.dispatch(&t, vs, "-A")
-		r.serviceRules(&t, vs)
+		t.nat.rule("-A %s", blk.dispatchRule())
+	}
+	for i := range rs.Services {
+		if vs := &rs.Services[i]; vs.IP.Is4() == v4 && len(vs.Destinations) == 0 {
+			t.filter.rule("-A %s", iptRejectRule(vs))
+		}
 	}
 	for _, table := range []string{"nat", "filter"} {
 		sec := t.section(table)
@@ -346,148 +339,205 @@ func (r iptRenderer) full(v4 bool, rs RuleSet, saved iptSaved) string {
 	return t.String()
 }
 
-func (t *iptTables) section(table string) *iptSection {
-	if table == "nat" {
-		return &t.nat
-	}
-	return &t.filter
-}
-
-// partial rewrites the chains of the virtual services that differ and
-// replaces their dispatch rules.
-func (r iptRenderer) partial(v4 bool, changes []change) string {
+// partial rewrites the blocks holding a virtual service that changed
+// (applied: what the last sync programmed, before the changes), adds or
+// deletes their dispatch rules as blocks appear or empty, and replaces the
+// reject rules of the virtual services without destinations.
+func (r iptRenderer) partial(v4 bool, applied map[Key]VirtualService, rs RuleSet, changes []change) string {
 	var t iptTables
+	touched := map[netip.Prefix]bool{}
+	oldSEPs := map[string]bool{}
 	for _, c := range changes {
 		if c.key().IP.Is4() != v4 {
 			continue
 		}
-		newChains := map[string]bool{}
-		if c.New != nil {
-			for _, ch := range iptChains(c.New) {
-				newChains[ch] = true
-				t.nat.chain(ch)
-			}
-		}
+		touched[iptBlockOf(c.key().IP)] = true
 		if c.Old != nil {
-			for _, ch := range iptChains(c.Old) {
-				if !newChains[ch] {
-					t.nat.chain(ch)
-					fmt.Fprintf(&t.nat.deletes, "-X %s\n", ch)
-				}
+			for _, ch := range iptDestinationChains(c.Old) {
+				oldSEPs[ch] = true
+			}
+			if len(c.Old.Destinations) == 0 {
+				t.filter.rule("-D %s", iptRejectRule(c.Old))
 			}
 		}
-		switch {
-		case c.Old == nil:
-			r.dispatch(&t, c.New, "-A")
-		case c.New == nil:
-			r.dispatch(&t, c.Old, "-D")
-		case r.dispatchRule(c.Old) != r.dispatchRule(c.New):
-			r.dispatch(&t, c.Old, "-D")
-			r.dispatch(&t, c.New, "-A")
+		if c.New != nil && len(c.New.Destinations) == 0 {
+			t.filter.rule("-A %s", iptRejectRule(c.New))
 		}
-		if c.New != nil {
-			r.serviceRules(&t, c.New)
+	}
+	if len(touched) == 0 {
+		return t.String()
+	}
+	had := map[netip.Prefix]bool{}
+	for k, vs := range applied {
+		if p := iptBlockOf(k.IP); touched[p] && len(vs.Destinations) > 0 {
+			had[p] = true
+		}
+	}
+	var now []VirtualService
+	for i := range rs.Services {
+		if vs := &rs.Services[i]; vs.IP.Is4() == v4 && touched[iptBlockOf(vs.IP)] {
+			now = append(now, *vs)
+		}
+	}
+	kept := map[string]bool{}
+	for _, blk := range iptBlocks(v4, now) {
+		for _, ch := range r.block(&t, blk) {
+			kept[ch] = true
+		}
+		if !had[blk.prefix] {
+			t.nat.rule("-A %s", blk.dispatchRule())
+		}
+		delete(had, blk.prefix)
+	}
+	// The blocks left in had are empty now.
+	for _, p := range slices.SortedFunc(maps.Keys(had), netip.Prefix.Compare) {
+		blk := iptBlock{prefix: p}
+		t.nat.chain(blk.chain())
+		t.nat.rule("-D %s", blk.dispatchRule())
+		fmt.Fprintf(&t.nat.deletes, "-X %s\n", blk.chain())
+	}
+	for _, ch := range slices.Sorted(maps.Keys(oldSEPs)) {
+		if !kept[ch] {
+			t.nat.chain(ch)
+			fmt.Fprintf(&t.nat.deletes, "-X %s\n", ch)
 		}
 	}
 	return t.String()
 }
 
-// dispatch appends (-A) or deletes (-D) the rule that sends vs's packets to
-// its chain, or rejects them when it has no destination.
-func (r iptRenderer) dispatch(t *iptTables, vs *VirtualService, op string) {
-	sec := &t.nat
-	if len(vs.Destinations) == 0 {
-		sec = &t.filter
-	}
-	sec.rule("%s %s", op, r.dispatchRule(vs))
+// iptBlock is one address block's virtual services with destinations.
+type iptBlock struct {
+	prefix netip.Prefix
+	vs     []*VirtualService
 }
 
-func (r iptRenderer) dispatchRule(vs *VirtualService) string {
+// iptBlockOf is the block of an address: its /24 (IPv4) or /120 (IPv6).
+func iptBlockOf(ip netip.Addr) netip.Prefix {
+	bits := 120
+	if ip.Is4() {
+		bits = 24
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// iptBlocks groups the virtual services of one family that have
+// destinations by block; svcs is sorted by key, so a block's are adjacent.
+func iptBlocks(v4 bool, svcs []VirtualService) []iptBlock {
+	var out []iptBlock
+	for i := range svcs {
+		vs := &svcs[i]
+		if vs.IP.Is4() != v4 || len(vs.Destinations) == 0 {
+			continue
+		}
+		p := iptBlockOf(vs.IP)
+		if n := len(out); n == 0 || out[n-1].prefix != p {
+			out = append(out, iptBlock{prefix: p})
+		}
+		out[len(out)-1].vs = append(out[len(out)-1].vs, vs)
+	}
+	return out
+}
+
+func (b iptBlock) chain() string { return "HERALD-DST-" + iptHash(b.prefix.String()) }
+
+func (b iptBlock) dispatchRule() string {
+	return fmt.Sprintf("%s -d %s -j %s", iptServices, b.prefix, b.chain())
+}
+
+// block declares (so flushes) and fills the chain of blk and the affinity
+// chains of its virtual services, and returns their names.
+func (r iptRenderer) block(t *iptTables, blk iptBlock) []string {
+	chains := []string{blk.chain()}
+	t.nat.chain(blk.chain())
+	for _, vs := range blk.vs {
+		for _, sep := range iptDestinationChains(vs) {
+			chains = append(chains, sep)
+			t.nat.chain(sep)
+		}
+		r.serviceRules(t, blk.chain(), vs)
+	}
+	return chains
+}
+
+// iptMatch is what every rule of vs matches: its address, protocol, port.
+func iptMatch(vs *VirtualService) string {
 	bits := 32
 	if !vs.IP.Is4() {
 		bits = 128
 	}
 	p := vs.Protocol.lower()
-	match := fmt.Sprintf("-d %s/%d -p %s -m %s --dport %d -m comment --comment %q", vs.IP, bits, p, p, vs.Port, vs.comment())
-	if len(vs.Destinations) == 0 {
-		return iptNoEndpoints + " " + match + " -j REJECT"
-	}
-	return iptServices + " " + match + " -j " + iptServiceChain(vs.Key)
+	return fmt.Sprintf("-d %s/%d -p %s -m %s --dport %d", vs.IP, bits, p, p, vs.Port)
 }
 
-func (r iptRenderer) serviceRules(t *iptTables, vs *VirtualService) {
-	if len(vs.Destinations) == 0 {
-		return
+func iptRejectRule(vs *VirtualService) string {
+	return fmt.Sprintf("%s %s -m comment --comment %q -j REJECT", iptNoEndpoints, iptMatch(vs), vs.comment())
+}
+
+// serviceRules appends vs's rules to its block's chain: the first carries
+// the Service's name.
+func (r iptRenderer) serviceRules(t *iptTables, chain string, vs *VirtualService) {
+	match := iptMatch(vs)
+	comment := fmt.Sprintf(" -m comment --comment %q", vs.comment())
+	first := func() string { c := comment; comment = ""; return c }
+	if vs.Masquerade {
+		t.nat.rule("-A %s %s%s -j MARK --or-mark 0x%x", chain, match, first(), r.opts.MasqueradeMark)
 	}
-	svc := iptServiceChain(vs.Key)
 	secs := int(vs.Affinity.Seconds())
 	if vs.Affinity > 0 && secs < 1 {
 		secs = 1
 	}
+	p := vs.Protocol.lower()
+	// Where a chosen destination goes: a DNAT, or with affinity its chain,
+	// which records the client and DNATs.
+	send := func(d Destination) string {
+		if vs.Affinity > 0 {
+			return "-j " + iptDestinationChain(vs.Key, d)
+		}
+		return "-j DNAT --to-destination " + d.String()
+	}
 	if vs.Affinity > 0 {
 		for _, d := range vs.Destinations {
 			sep := iptDestinationChain(vs.Key, d)
-			t.nat.rule("-A %s -m recent --name %s --rcheck --seconds %d --reap --rsource -j %s", svc, sep, secs, sep)
+			t.nat.rule("-A %s %s%s -m recent --name %s --rcheck --seconds %d --reap --rsource -j %s", chain, match, first(), sep, secs, sep)
+			t.nat.rule("-A %s -p %s -m recent --name %s --set --rsource -j DNAT --to-destination %s", sep, p, sep, d.String())
 		}
 	}
 	n := len(vs.Destinations)
 	for i, d := range vs.Destinations {
-		sep := iptDestinationChain(vs.Key, d)
 		left := n - i
 		switch {
 		case left == 1:
-			t.nat.rule("-A %s -m comment --comment %q -j %s", svc, d.String(), sep)
+			t.nat.rule("-A %s %s%s %s", chain, match, first(), send(d))
 		case vs.Scheduler == RoundRobin:
 			// Of the connections reaching this rule, every (left)th is
-			// this destination's: the destinations take turns.
-			t.nat.rule("-A %s -m comment --comment %q -m statistic --mode nth --every %d --packet 0 -j %s", svc, d.String(), left, sep)
+			// this destination's: the destinations take turns. The
+			// statistic match comes last, so only this virtual service's
+			// packets advance its counter.
+			t.nat.rule("-A %s %s%s -m statistic --mode nth --every %d --packet 0 %s", chain, match, first(), left, send(d))
 		default:
-			t.nat.rule("-A %s -m comment --comment %q -m statistic --mode random --probability %.10f -j %s", svc, d.String(), 1/float64(left), sep)
+			t.nat.rule("-A %s %s%s -m statistic --mode random --probability %.10f %s", chain, match, first(), 1/float64(left), send(d))
 		}
-	}
-	mark := fmt.Sprintf("0x%x", r.opts.MasqueradeMark)
-	p := vs.Protocol.lower()
-	for _, d := range vs.Destinations {
-		sep := iptDestinationChain(vs.Key, d)
-		if d.Masquerade {
-			t.nat.rule("-A %s -j MARK --or-mark %s", sep, mark)
-		}
-		recent := ""
-		if vs.Affinity > 0 {
-			recent = fmt.Sprintf(" -m recent --name %s --set --rsource", sep)
-		}
-		t.nat.rule("-A %s -p %s%s -j DNAT --to-destination %s", sep, p, recent, d.String())
 	}
 }
 
 // count is Stats.Rules: our chains, their rules and our jumps.
 func (r iptRenderer) count(rs RuleSet) int {
 	n := 3 + len(iptJumps) + 3 // fixed chains, jumps, postrouting rules
+	for _, v4 := range []bool{true, false} {
+		n += 2 * len(iptBlocks(v4, rs.Services)) // chain and dispatch rule
+	}
 	for i := range rs.Services {
-		n += iptServiceObjects(&rs.Services[i])
-	}
-	return n
-}
-
-// iptServiceObjects is what vs takes (nil: nothing): its dispatch or reject
-// rule, and with destinations its chain and per destination a chain, a
-// scheduling rule, the DNAT, the mark and the affinity check if any.
-func iptServiceObjects(vs *VirtualService) int {
-	if vs == nil {
-		return 0
-	}
-	n := 1
-	if len(vs.Destinations) == 0 {
-		return n
-	}
-	n++
-	for _, d := range vs.Destinations {
-		n += 3
-		if d.Masquerade {
+		vs := &rs.Services[i]
+		n += len(vs.Destinations)
+		switch {
+		case len(vs.Destinations) == 0:
+			n++ // the reject rule
+		case vs.Masquerade:
 			n++
 		}
 		if vs.Affinity > 0 {
-			n++
+			n += 3 * len(vs.Destinations) // check, chain, record-and-DNAT
 		}
 	}
 	return n
@@ -511,12 +561,12 @@ func renderIPTablesCleanup(saved iptSaved) string {
 	return t.String()
 }
 
-// iptChains lists the nat chains of vs.
-func iptChains(vs *VirtualService) []string {
-	if len(vs.Destinations) == 0 {
+// iptDestinationChains lists the affinity chains of vs.
+func iptDestinationChains(vs *VirtualService) []string {
+	if vs.Affinity == 0 {
 		return nil
 	}
-	out := []string{iptServiceChain(vs.Key)}
+	var out []string
 	for _, d := range vs.Destinations {
 		out = append(out, iptDestinationChain(vs.Key, d))
 	}
@@ -524,10 +574,8 @@ func iptChains(vs *VirtualService) []string {
 }
 
 // Chain names: iptables allows 28 characters, too few for an address, so
-// the name carries a hash of what the chain is for (and its rules carry a
-// comment saying it in clear).
-func iptServiceChain(k Key) string { return "HERALD-SVC-" + iptHash(k.String()) }
-
+// the name carries a hash of what the chain is for (and the rules jumping
+// to it match it in clear).
 func iptDestinationChain(k Key, d Destination) string {
 	return "HERALD-SEP-" + iptHash(k.String()+">"+d.String())
 }
@@ -535,4 +583,11 @@ func iptDestinationChain(k Key, d Destination) string {
 func iptHash(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return base32.StdEncoding.EncodeToString(h[:])[:16]
+}
+
+func (t *iptTables) section(table string) *iptSection {
+	if table == "nat" {
+		return &t.nat
+	}
+	return &t.filter
 }

@@ -294,10 +294,11 @@ type masqElem struct {
 func masqElems(svcs []VirtualService) []masqElem {
 	var out []masqElem
 	for _, vs := range svcs {
+		if !vs.Masquerade {
+			continue
+		}
 		for _, d := range vs.Destinations {
-			if d.Masquerade {
-				out = append(out, masqElem{vs.Protocol, netip.AddrPortFrom(vs.IP, vs.Port), netip.AddrPortFrom(d.Addr, d.Port)})
-			}
+			out = append(out, masqElem{vs.Protocol, netip.AddrPortFrom(vs.IP, vs.Port), netip.AddrPortFrom(d.Addr, d.Port)})
 		}
 	}
 	slices.SortFunc(out, compareMasq)

@@ -19,8 +19,13 @@ var (
 	node = netip.MustParseAddr("198.51.100.7")
 )
 
-func dest(a netip.Addr, port uint16, masq bool) Destination {
-	return Destination{Addr: a, Port: port, Masquerade: masq}
+func dest(a netip.Addr, port uint16) Destination {
+	return Destination{Addr: a, Port: port}
+}
+
+func masq(v VirtualService) VirtualService {
+	v.Masquerade = true
+	return v
 }
 
 func vs(ip netip.Addr, proto Protocol, port uint16, sched Scheduler, aff time.Duration, ds ...Destination) VirtualService {
@@ -38,14 +43,14 @@ func sampleRuleSet() RuleSet {
 	ep6 := netip.MustParseAddr("2001:db8:1::1")
 	node6 := netip.MustParseAddr("2001:db8:2::7")
 	return RuleSet{Services: []VirtualService{
-		vs(vip4, TCP, 80, Random, 0, dest(ep1, 8080, false), dest(node, 30080, true)),
-		vs(vip4, TCP, 443, SourceHash, 3*time.Hour, dest(ep1, 8443, false), dest(ep2, 8443, true)),
-		vs(vip4, UDP, 53, LeastConn, 0, dest(ep2, 5353, true)),
-		vs(vip4, SCTP, 9000, WeightedRR, 1500*time.Millisecond, dest(ep1, 9000, false)),
+		masq(vs(vip4, TCP, 80, Random, 0, dest(ep1, 8080), dest(node, 30080))),
+		masq(vs(vip4, TCP, 443, SourceHash, 3*time.Hour, dest(ep1, 8443), dest(ep2, 8443))),
+		masq(vs(vip4, UDP, 53, LeastConn, 0, dest(ep2, 5353))),
+		vs(vip4, SCTP, 9000, WeightedRR, 1500*time.Millisecond, dest(ep1, 9000)),
 		vs(netip.MustParseAddr("203.0.113.11"), TCP, 80, DestinationHash, 0),
-		vs(netip.MustParseAddr("203.0.113.11"), TCP, 81, ShortestDelay, 0, dest(ep1, 80, false)),
-		vs(netip.MustParseAddr("203.0.113.11"), TCP, 82, NeverQueue, 0, dest(ep1, 80, false)),
-		vs(vip6, TCP, 80, RoundRobin, 0, dest(ep6, 8080, false), dest(node6, 30080, true)),
+		vs(netip.MustParseAddr("203.0.113.11"), TCP, 81, ShortestDelay, 0, dest(ep1, 80)),
+		vs(netip.MustParseAddr("203.0.113.11"), TCP, 82, NeverQueue, 0, dest(ep1, 80)),
+		masq(vs(vip6, TCP, 80, RoundRobin, 0, dest(ep6, 8080), dest(node6, 30080))),
 	}}
 }
 
@@ -88,8 +93,8 @@ func kernelOf(rs RuleSet) ipvsState {
 func TestPlanIPVS(t *testing.T) {
 	foreign := netip.MustParseAddr("203.0.113.99")
 	base := RuleSet{Services: []VirtualService{
-		vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 8080, false), dest(ep2, 8080, true)),
-		vs(vip4, TCP, 443, RoundRobin, 0, dest(ep1, 8443, false)),
+		masq(vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 8080), dest(ep2, 8080))),
+		vs(vip4, TCP, 443, RoundRobin, 0, dest(ep1, 8443)),
 	}}
 	with := func(f func(rs *RuleSet)) RuleSet {
 		rs := RuleSet{Services: append([]VirtualService(nil), base.Services...)}
@@ -132,7 +137,7 @@ func TestPlanIPVS(t *testing.T) {
 		ops:  []string{"update-service 203.0.113.10:443/TCP family=INET sched=rr flags=ServicePersistent timeout=10800 netmask=255.255.255.255"},
 	}, {
 		name: "a destination replaced: the new one added before the old one goes",
-		want: with(func(rs *RuleSet) { rs.Services[1].Destinations = []Destination{dest(ep2, 8443, false)} }),
+		want: with(func(rs *RuleSet) { rs.Services[1].Destinations = []Destination{dest(ep2, 8443)} }),
 		cur:  kernelOf(base),
 		ops: []string{
 			"add-dest 203.0.113.10:443/TCP -> 10.1.0.2:8443 family=INET fwd=Masquerade weight=1",
@@ -152,7 +157,7 @@ func TestPlanIPVS(t *testing.T) {
 		want: base,
 		cur: func() ipvsState {
 			st := kernelOf(base)
-			old := kernelOf(RuleSet{Services: []VirtualService{vs(foreign, UDP, 53, RoundRobin, 0, dest(ep1, 53, false))}})
+			old := kernelOf(RuleSet{Services: []VirtualService{vs(foreign, UDP, 53, RoundRobin, 0, dest(ep1, 53))}})
 			st.Addrs = append(st.Addrs, old.Addrs...)
 			st.Services = append(st.Services, old.Services...)
 			return st
@@ -184,7 +189,7 @@ func TestPlanIPVS(t *testing.T) {
 // the table's rule sets.
 func TestPlanIPVSConverges(t *testing.T) {
 	sets := []RuleSet{{}, sampleRuleSet(), {Services: sampleRuleSet().Services[2:5]}, {Services: []VirtualService{
-		vs(vip4, TCP, 80, LeastConn, time.Minute, dest(ep2, 1, true)),
+		masq(vs(vip4, TCP, 80, LeastConn, time.Minute, dest(ep2, 1))),
 	}}}
 	for i, from := range sets {
 		for j, to := range sets {
@@ -291,11 +296,9 @@ func TestIPVSValuesPassed(t *testing.T) {
 	if s := desiredService(&v6); s.Family != ipvs.INET6 || s.Netmask.Bits() != 128 || s.Protocol != ipvs.SCTP || s.Flags != 0 || s.Timeout != 0 {
 		t.Errorf("IPv6 service: %+v", s)
 	}
-	// Always NAT forwarding, whatever Destination.Masquerade says: the
+	// Always NAT forwarding, whatever VirtualService.Masquerade says: the
 	// source rewrite is nftables' job.
-	for _, m := range []bool{false, true} {
-		if d := desiredDest(dest(ep1, 80, m)); d.FwdMethod != ipvs.Masquerade || d.Weight != 1 || d.Family != ipvs.INET {
-			t.Errorf("destination (masquerade %v): %+v", m, d)
-		}
+	if d := desiredDest(dest(ep1, 80)); d.FwdMethod != ipvs.Masquerade || d.Weight != 1 || d.Family != ipvs.INET {
+		t.Errorf("destination: %+v", d)
 	}
 }

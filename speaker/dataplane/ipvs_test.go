@@ -198,8 +198,8 @@ func TestIPVSFullSyncAdoptsOursAndNeverTouchesForeignServices(t *testing.T) {
 	// A previous run left 203.0.113.10:80 (still wanted, with a stale
 	// destination) and 203.0.113.50:80 (no longer wanted).
 	prev := RuleSet{Services: []VirtualService{
-		vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80, false), dest(ep2, 80, false)),
-		vs(netip.MustParseAddr("203.0.113.50"), TCP, 80, RoundRobin, 0, dest(ep1, 80, false)),
+		vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80), dest(ep2, 80)),
+		vs(netip.MustParseAddr("203.0.113.50"), TCP, 80, RoundRobin, 0, dest(ep1, 80)),
 	}}
 	for _, s := range kernelOf(prev).Services {
 		n.ipvs.svcs[keyOf(s.Service)] = &s
@@ -208,7 +208,7 @@ func TestIPVSFullSyncAdoptsOursAndNeverTouchesForeignServices(t *testing.T) {
 		n.link.addrs[a] = true
 	}
 
-	st := n.sync(t, RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80, false))}})
+	st := n.sync(t, RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80))}})
 	want := []string{"list", "del-addr 203.0.113.50", "del 203.0.113.50:80/TCP", "del 203.0.113.10:80/TCP -> 10.1.0.2:80"}
 	if !slices.Equal(n.ipvs.calls, want) {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(n.ipvs.calls, "\n"), strings.Join(want, "\n"))
@@ -232,7 +232,7 @@ func TestIPVSPartialSyncTouchesOnlyWhatChanged(t *testing.T) {
 	// One destination of one service changes; 203.0.113.11:82 goes, but
 	// 203.0.113.11 keeps other services, so its address stays.
 	rs = sampleRuleSet()
-	rs.Services[0].Destinations = []Destination{dest(ep2, 8080, true)}
+	rs.Services[0].Destinations = []Destination{dest(ep2, 8080)}
 	rs.Services = slices.Delete(rs.Services, 6, 7)
 	st := n.sync(t, rs)
 	want := []string{
@@ -271,7 +271,7 @@ func TestIPVSPartialSyncTouchesOnlyWhatChanged(t *testing.T) {
 // change what the backend believes the kernel holds.
 func TestIPVSKeepsItsOwnRecord(t *testing.T) {
 	n := newFakeNode()
-	rs := RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80, false), dest(ep2, 80, false))}}
+	rs := RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, dest(ep1, 80), dest(ep2, 80))}}
 	n.sync(t, rs)
 	rs.Services[0].Destinations = slices.DeleteFunc(rs.Services[0].Destinations, func(d Destination) bool { return d.Addr == ep1 })
 	n.sync(t, rs)
@@ -332,14 +332,14 @@ func TestMasqueradeCoversADestinationForItsWholeLife(t *testing.T) {
 	n := newFakeNode()
 	n.masq.log = &n.ipvs.calls
 	one := func(d Destination) RuleSet {
-		return RuleSet{Services: []VirtualService{vs(vip4, TCP, 80, RoundRobin, 0, d)}}
+		return RuleSet{Services: []VirtualService{masq(vs(vip4, TCP, 80, RoundRobin, 0, d))}}
 	}
-	n.sync(t, one(dest(ep1, 80, true)))
+	n.sync(t, one(dest(ep1, 80)))
 	want := []string{"list", "masq = [203.0.113.10:80/TCP -> 10.1.0.1:80]", "add 203.0.113.10:80/TCP", "add 203.0.113.10:80/TCP -> 10.1.0.1:80", "add-addr 203.0.113.10"}
 	if !slices.Equal(n.ipvs.calls, want) {
 		t.Errorf("first sync:\n%s\nwant:\n%s", strings.Join(n.ipvs.calls, "\n"), strings.Join(want, "\n"))
 	}
-	n.sync(t, one(dest(ep2, 80, true)))
+	n.sync(t, one(dest(ep2, 80)))
 	want = []string{"masq + 203.0.113.10:80/TCP -> 10.1.0.2:80", "add 203.0.113.10:80/TCP -> 10.1.0.2:80", "del 203.0.113.10:80/TCP -> 10.1.0.1:80", "masq - 203.0.113.10:80/TCP -> 10.1.0.1:80"}
 	if !slices.Equal(n.ipvs.calls, want) {
 		t.Errorf("destination replaced:\n%s\nwant:\n%s", strings.Join(n.ipvs.calls, "\n"), strings.Join(want, "\n"))

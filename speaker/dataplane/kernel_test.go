@@ -301,6 +301,7 @@ var (
 	vipRR           = netip.MustParseAddr("198.51.100.67")
 	vipSH           = netip.MustParseAddr("198.51.100.68")
 	vipEmpty        = netip.MustParseAddr("198.51.100.69")
+	vipLocal        = netip.MustParseAddr("198.51.100.70")
 )
 
 func labService(name string, ips []netip.Addr, eps ...Endpoint) Service {
@@ -311,10 +312,11 @@ func labService(name string, ips []netip.Addr, eps ...Endpoint) Service {
 }
 
 // labServices: web is dual-stack with an endpoint on this node (pod1) and
-// one on the remote node, so its destinations are pod1 directly and the
-// remote NodePort masqueraded.
+// one on the remote node, both its destinations, masqueraded (Cluster);
+// local is the same with externalTrafficPolicy Local: pod1 alone, not
+// masqueraded.
 func labServices(sched Scheduler, withSH bool) []Service {
-	onBoth := []Endpoint{ep("203.0.113.11", 8080, "node"), ep("2001:db8:2::11", 8080, "node"), ep("203.0.113.99", 8080, "remote"), ep("2001:db8:2::99", 8080, "remote")}
+	onBoth := []Endpoint{ep("203.0.113.11", 8080, "node"), ep("2001:db8:2::11", 8080, "node"), ep("203.0.113.21", 8080, "remote"), ep("2001:db8:2::21", 8080, "remote")}
 	web := labService("web", []netip.Addr{vipWeb, vipWeb6}, onBoth...)
 	sticky := labService("sticky", []netip.Addr{vipSticky}, onBoth...)
 	sticky.Affinity = time.Hour
@@ -322,7 +324,9 @@ func labServices(sched Scheduler, withSH bool) []Service {
 	rr.Scheduler = string(RoundRobin)
 	empty := labService("empty", []netip.Addr{vipEmpty})
 	empty.Local = true
-	svcs := []Service{web, sticky, rr, empty}
+	local := labService("local", []netip.Addr{vipLocal}, onBoth...)
+	local.Local = true
+	svcs := []Service{web, sticky, rr, empty, local}
 	if withSH {
 		sh := labService("sh", []netip.Addr{vipSH}, onBoth...)
 		sh.Scheduler = string(sched)
@@ -358,16 +362,22 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 	withSH := b.Supports(SourceHash)
 	sync(b, labServices(SourceHash, withSH), true)
 
-	t.Run("SpreadsOverTheLocalEndpointAndTheRemoteNodePort", func(t *testing.T) {
+	t.Run("ClusterSpreadsOverTheLocalAndTheRemoteEndpointMasqueraded", func(t *testing.T) {
 		for _, c := range []struct{ client, vip, node netip.Addr }{{clientV4, vipWeb, nodeV4}, {clientV6, vipWeb6, nodeV6}} {
 			got := sawBy(l.gets(c.client, c.vip, 80, 30))
 			want := map[string]map[string]bool{
-				"pod1":   {c.client.String(): true}, // the client's own address
-				"remote": {c.node.String(): true},   // masqueraded to the node's
+				"pod1":   {c.node.String(): true},
+				"remote": {c.node.String(): true},
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("%s: servers and the client addresses they saw: %v; want %v", c.vip, got, want)
 			}
+		}
+	})
+	t.Run("LocalGoesToThisNodesEndpointWithTheClientsAddress", func(t *testing.T) {
+		got := sawBy(l.gets(clientV4, vipLocal, 80, 10))
+		if want := map[string]map[string]bool{"pod1": {clientV4.String(): true}}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("servers and the client addresses they saw: %v; want %v", got, want)
 		}
 	})
 	t.Run("LocallyOriginatedTrafficIsForwardedToo", func(t *testing.T) {
@@ -416,7 +426,7 @@ func testBackendInKernel(t *testing.T, kb kernelBackend) {
 		Endpoints: []Endpoint{ep("203.0.113.12", 8443, "node")}})
 	sync(b, moved, false)
 	t.Run("PartialSyncTakesEffect", func(t *testing.T) {
-		for port, wantServers := range map[uint16]string{80: "pod2 remote", 443: "pod2 remote"} {
+		for port, wantServers := range map[uint16]string{80: "pod2 remote", 443: "pod2"} {
 			got := sawBy(l.gets(clientV4, vipWeb, port, 30))
 			servers := []string{}
 			for s := range got {

@@ -334,7 +334,7 @@ func (r nftRenderer) serviceRules(tx *knftables.Transaction, vs *VirtualService,
 	send := make([]string, len(vs.Destinations))
 	for i, d := range vs.Destinations {
 		var b strings.Builder
-		if d.Masquerade {
+		if vs.Masquerade {
 			b.WriteString("meta mark set meta mark | " + mark + " ")
 		}
 		if vs.Affinity > 0 {

@@ -52,27 +52,35 @@ func web() Service {
 type renderCase struct {
 	name string
 	svcs func() []Service
+	// viaNodePorts: Generate with Nodes.ViaNodePorts.
+	viaNodePorts bool
+}
+
+func (c renderCase) nodes() Nodes {
+	n := nodes
+	n.ViaNodePorts = c.viaNodePorts
+	return n
 }
 
 var renderCases = []renderCase{
-	{"cluster", func() []Service { return []Service{web()} }},
-	{"local", func() []Service {
+	{name: "cluster", svcs: func() []Service { return []Service{web()} }},
+	{name: "local", svcs: func() []Service {
 		s := web()
 		s.Local = true
 		return []Service{s}
 	}},
-	{"affinity", func() []Service {
+	{name: "affinity", svcs: func() []Service {
 		s := web()
 		s.Affinity = 3 * time.Hour
 		return []Service{s}
 	}},
-	{"dualstack", func() []Service {
+	{name: "dualstack", svcs: func() []Service {
 		s := web()
 		s.IPs = addrs("198.51.100.10", "2001:db8::10")
 		s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, ep("2001:db8:2::11", 8080, "self"), ep("2001:db8:2::12", 8080, "n2"))
 		return []Service{s}
 	}},
-	{"sharedip", func() []Service {
+	{name: "sharedip", svcs: func() []Service {
 		s := web()
 		t := web()
 		t.Key.Name = "tls"
@@ -84,29 +92,30 @@ var renderCases = []renderCase{
 			Endpoints: []Endpoint{ep("203.0.113.14", 53, "n3")}}}
 		return []Service{s, t, dns}
 	}},
-	{"no-nodeports", func() []Service {
+	{name: "via-nodeports", svcs: func() []Service { return []Service{web()} }, viaNodePorts: true},
+	{name: "via-nodeports-local-elsewhere", svcs: func() []Service {
 		s := web()
-		s.NodePorts = false
-		s.Ports[0].NodePort = 0
+		s.Local = true
+		s.Ports[0].Endpoints = s.Ports[0].Endpoints[1:]
 		return []Service{s}
-	}},
-	{"no-destinations", func() []Service {
+	}, viaNodePorts: true},
+	{name: "no-destinations", svcs: func() []Service {
 		s := web()
 		s.Local = true
 		s.Ports[0].Endpoints = nil
 		return []Service{s}
 	}},
-	{"scheduler-random", func() []Service {
+	{name: "scheduler-random", svcs: func() []Service {
 		s := web()
 		s.Scheduler = "random"
 		return []Service{s}
 	}},
-	{"scheduler-rr", func() []Service {
+	{name: "scheduler-rr", svcs: func() []Service {
 		s := web()
 		s.Scheduler = "rr"
 		return []Service{s}
 	}},
-	{"scheduler-sh", func() []Service {
+	{name: "scheduler-sh", svcs: func() []Service {
 		s := web()
 		s.Scheduler = "sh"
 		return []Service{s}
@@ -137,7 +146,7 @@ func TestNFTablesRenderGolden(t *testing.T) {
 	b := &NFTables{}
 	for _, c := range renderCases {
 		t.Run(c.name, func(t *testing.T) {
-			rs, _ := Generate(c.svcs(), nodes, b.Supports)
+			rs, _ := Generate(c.svcs(), c.nodes(), b.Supports)
 			golden(t, filepath.Join("testdata", "nftables", c.name+".nft"), RenderNFTables(NFTablesOptions{}, rs))
 		})
 	}
@@ -147,7 +156,7 @@ func TestIPTablesRenderGolden(t *testing.T) {
 	b := &IPTables{}
 	for _, c := range renderCases {
 		t.Run(c.name, func(t *testing.T) {
-			rs, _ := Generate(c.svcs(), nodes, b.Supports)
+			rs, _ := Generate(c.svcs(), c.nodes(), b.Supports)
 			got := "# iptables-restore --noflush\n" + RenderIPTables(IPTablesOptions{}, true, rs) +
 				"# ip6tables-restore --noflush\n" + RenderIPTables(IPTablesOptions{}, false, rs)
 			golden(t, filepath.Join("testdata", "iptables", c.name+".rules"), got)
@@ -217,7 +226,7 @@ func TestIPTablesHasNoSourceHashAndFallsBackWithAWarning(t *testing.T) {
 // map elements (counted here from the text, not by the same code).
 func TestNFTablesRulesCountMatchesTheTransaction(t *testing.T) {
 	for _, c := range renderCases {
-		rs, _ := Generate(c.svcs(), nodes, (&NFTables{}).Supports)
+		rs, _ := Generate(c.svcs(), c.nodes(), (&NFTables{}).Supports)
 		text := RenderNFTables(NFTablesOptions{}, rs)
 		n := 0
 		for _, l := range strings.Split(text, "\n") {
@@ -233,7 +242,7 @@ func TestNFTablesRulesCountMatchesTheTransaction(t *testing.T) {
 
 func TestIPTablesRulesCountMatchesTheRestoreInput(t *testing.T) {
 	for _, c := range renderCases {
-		rs, _ := Generate(c.svcs(), nodes, (&IPTables{}).Supports)
+		rs, _ := Generate(c.svcs(), c.nodes(), (&IPTables{}).Supports)
 		n := 0
 		for _, v4 := range []bool{true, false} {
 			for _, l := range strings.Split(RenderIPTables(IPTablesOptions{}, v4, rs), "\n") {
@@ -271,22 +280,18 @@ func TestNFTablesGoldenIsValidNFT(t *testing.T) {
 	}
 }
 
-// A partial sync keeps Stats.Rules by difference; it must land where a
-// count of the whole new RuleSet does.
+// The nftables backend keeps Stats.Rules by difference after a partial
+// sync; it must land where a count of the whole new RuleSet does.
 func TestPartialSyncRulesCountEqualsAFullCount(t *testing.T) {
 	before, after := partialCase()
 	old, _ := Generate(before, nodes, func(Scheduler) bool { return true })
 	rs, _ := Generate(after, nodes, func(Scheduler) bool { return true })
-	nft, ipt := (nftRenderer{}).count(old), (iptRenderer{}).count(old)
+	nft := (nftRenderer{}).count(old)
 	for _, c := range diff(index(old), rs) {
 		nft += nftServiceObjects(c.New) - nftServiceObjects(c.Old)
-		ipt += iptServiceObjects(c.New) - iptServiceObjects(c.Old)
 	}
 	if want := (nftRenderer{}).count(rs); nft != want {
 		t.Errorf("nftables: %d after the partial sync, %d counted", nft, want)
-	}
-	if want := (iptRenderer{}).count(rs); ipt != want {
-		t.Errorf("iptables: %d after the partial sync, %d counted", ipt, want)
 	}
 }
 

@@ -28,12 +28,12 @@ type forwarder struct {
 	m       *dataplaneMetrics
 }
 
-func newForwarder(b dataplane.Backend, self string, reg prometheus.Registerer) *forwarder {
+func newForwarder(b dataplane.Backend, self string, viaNodePorts bool, reg prometheus.Registerer) *forwarder {
 	if b == nil {
 		return nil
 	}
 	return &forwarder{
-		backend: b, nodes: dataplane.Nodes{Self: self},
+		backend: b, nodes: dataplane.Nodes{Self: self, ViaNodePorts: viaNodePorts},
 		vs:      map[types.NamespacedName][]dataplane.VirtualService{},
 		warned:  map[types.NamespacedName]string{},
 		pending: true, // the first sync adopts or clears what a previous run left
@@ -41,10 +41,11 @@ func newForwarder(b dataplane.Backend, self string, reg prometheus.Registerer) *
 	}
 }
 
-// setNodes records the healthy nodes; every forwarded Service's
-// destinations are derived again when they changed.
+// setNodes records the healthy nodes; when traffic goes through their
+// NodePorts, every forwarded Service's destinations are derived again when
+// they changed.
 func (f *forwarder) setNodes(healthy []dataplane.Node) []types.NamespacedName {
-	if slices.EqualFunc(healthy, f.nodes.Healthy, func(a, b dataplane.Node) bool {
+	if !f.nodes.ViaNodePorts || slices.EqualFunc(healthy, f.nodes.Healthy, func(a, b dataplane.Node) bool {
 		return a.Name == b.Name && slices.Equal(a.Addrs, b.Addrs)
 	}) {
 		return nil

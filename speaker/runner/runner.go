@@ -46,6 +46,10 @@ type Options struct {
 	// Dataplane forwards the traffic this node receives; nil: kube-proxy
 	// does (the Services' ipMode is VIP).
 	Dataplane dataplane.Backend
+	// ViaNodePorts: the dataplane sends the traffic for other nodes to
+	// their NodePorts rather than straight to the endpoints there
+	// (dataplane.Nodes.ViaNodePorts).
+	ViaNodePorts bool
 }
 
 // Layer2 is the layer-2 output (speaker/layer2.Announcer).
@@ -108,7 +112,7 @@ func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, bgp BGP, gossip
 		status: reporter, keeper: keeper, metrics: newMetrics(reg), log: log,
 		started: time.Now(), ready: make(chan struct{}), joinPeers: peerList{kick: make(chan struct{}, 1)},
 		owned: map[netip.Addr][]string{},
-		fwd:   newForwarder(opts.Dataplane, opts.NodeName, reg),
+		fwd:   newForwarder(opts.Dataplane, opts.NodeName, opts.ViaNodePorts, reg),
 	}
 }
 

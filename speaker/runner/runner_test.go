@@ -434,7 +434,8 @@ func (f *fakeDataplane) destinations() []string {
 }
 
 // The glue from a Service to the dataplane: the owner forwards the
-// Service's port to the other Ready nodes' NodePorts, the others forward
+// Service's port to the other Ready nodes' NodePorts (remote targets
+// nodeports, the mode that reads the nodes), the others forward
 // nothing; a node going NotReady leaves the destinations; an unavailable
 // scheduler is said once; a failed sync is retried.
 func TestPassForwardsOnTheOwner(t *testing.T) {
@@ -444,7 +445,7 @@ func TestPassForwardsOnTheOwner(t *testing.T) {
 		t.Run(self, func(t *testing.T) {
 			h := newHarness(t, self)
 			dp := &fakeDataplane{}
-			h.r.fwd = newForwarder(dp, self, nil)
+			h.r.fwd = newForwarder(dp, self, true, nil)
 			for i, n := range []string{"a", "b", "c"} {
 				h.setNode(n, corev1.ConditionTrue, fmt.Sprintf("198.51.100.%d", 11+i))
 			}

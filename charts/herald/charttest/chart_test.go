@@ -80,6 +80,15 @@ var valueSets = []valueSet{
 		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "ipvs", "") },
 	},
 	{
+		name: "dataplaneViaNodePorts", release: "herald", namespace: "herald-system",
+		set: []string{"dataplane.remoteTargets=nodeports"},
+		check: func(t *testing.T, r *rendering) {
+			if got := flags(r.speakerContainer(t))["dataplane-remote-targets"]; got != "nodeports" {
+				t.Errorf("speaker --dataplane-remote-targets=%q, want nodeports", got)
+			}
+		},
+	},
+	{
 		name: "dataplaneOff", release: "herald", namespace: "herald-system",
 		set:   []string{"dataplane.backend=off"},
 		check: func(t *testing.T, r *rendering) { r.checkDataplane(t, "off", "") },
@@ -681,6 +690,9 @@ func (r *rendering) checkDataplane(t *testing.T, backend, ipMode string) {
 	t.Helper()
 	if got := flags(r.speakerContainer(t))["dataplane"]; got != backend {
 		t.Errorf("speaker --dataplane=%q, want %q", got, backend)
+	}
+	if got := flags(r.speakerContainer(t))["dataplane-remote-targets"]; got != "endpoints" {
+		t.Errorf("speaker --dataplane-remote-targets=%q, want the default endpoints", got)
 	}
 	got, set := flags(r.controllerContainer(t))["ip-mode"]
 	switch {

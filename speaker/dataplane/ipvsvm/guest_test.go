@@ -131,31 +131,39 @@ func TestGuestIPVSBackend(t *testing.T) {
 			t.Errorf("persistent rr: %v, want one backend", got)
 		}
 	})
-	t.Run("masquerade destinations see the node, the others the client", func(t *testing.T) {
+	t.Run("a masqueraded service's destinations see the node, the others the client", func(t *testing.T) {
 		for _, fam := range []struct{ vip, client netip.Addr }{{vip4, client4}, {vip6, client6}} {
-			seen := map[string]string{}
+			masq, plain := map[string]string{}, map[string]string{}
 			for range 4 {
 				name, src := g.get(t, fam.client, fam.vip, 88)
-				seen[name] = src
+				masq[name] = src
+				name, src = g.get(t, fam.client, fam.vip, 80)
+				plain[name] = src
 			}
-			b1 := g.backends[0]
-			wantB1 := b1.node4
-			if fam.vip.Is6() {
-				wantB1 = b1.node6
-			}
-			if seen["b1"] != wantB1.String() || seen["b2"] != fam.client.String() {
-				t.Errorf("%s: sources seen %v; want b1 (masquerade) to see the node's %s and b2 the client's %s", fam.vip, seen, wantB1, fam.client)
+			for _, b := range g.backends[:2] {
+				node := b.node4
+				if fam.vip.Is6() {
+					node = b.node6
+				}
+				if masq[b.name] != node.String() {
+					t.Errorf("%s:88 (masquerade): %s saw %q; want the node's %s (all seen: %v)", fam.vip, b.name, masq[b.name], node, masq)
+				}
+				if plain[b.name] != fam.client.String() {
+					t.Errorf("%s:80: %s saw %q; want the client's %s (all seen: %v)", fam.vip, b.name, plain[b.name], fam.client, plain)
+				}
 			}
 		}
 	})
-	t.Run("UDP: rr across the backends, masquerade for b1", func(t *testing.T) {
+	t.Run("UDP: rr across the backends, masqueraded", func(t *testing.T) {
 		seen := map[string]string{}
 		for range 4 {
 			name, src := g.udp(t, client4, vip4, 53)
 			seen[name] = src
 		}
-		if seen["b1"] != g.backends[0].node4.String() || seen["b2"] != client4.String() {
-			t.Errorf("UDP sources seen %v; want b1 to see the node's %s, b2 the client's %s", seen, g.backends[0].node4, client4)
+		for _, b := range g.backends[:2] {
+			if seen[b.name] != b.node4.String() {
+				t.Errorf("UDP sources seen %v; want %s to see the node's %s", seen, b.name, b.node4)
+			}
 		}
 	})
 	t.Run("IPv6 VIP serves", func(t *testing.T) {
@@ -227,7 +235,7 @@ func TestGuestIPVSBackend(t *testing.T) {
 }
 
 // measureScale times the backend at 200 virtual services (50 VIPs, 4
-// ports, 3 destinations each, one masqueraded) and logs it; under QEMU's
+// ports, 3 destinations each) and logs it; under QEMU's
 // software emulation, so slower than a real node. 200, not thousands: it
 // runs in every unit phase (1000 took 5.8 s to sync, 4.2 s to clean up
 // here).
@@ -238,8 +246,8 @@ func measureScale(t *testing.T, bs []*backend) {
 		vip := netip.AddrFrom4([4]byte{198, 18, byte(i / 200), byte(1 + i%200)})
 		for p := range uint16(4) {
 			vs := dataplane.VirtualService{Key: dataplane.Key{IP: vip, Protocol: dataplane.TCP, Port: 1000 + p}, Scheduler: dataplane.RoundRobin}
-			for j, b := range bs {
-				vs.Destinations = append(vs.Destinations, dataplane.Destination{Addr: b.addr4, Port: backendPort, Masquerade: j == 0})
+			for _, b := range bs {
+				vs.Destinations = append(vs.Destinations, dataplane.Destination{Addr: b.addr4, Port: backendPort})
 			}
 			rs.Services = append(rs.Services, vs)
 		}
@@ -271,9 +279,9 @@ func measureScale(t *testing.T, bs []*backend) {
 }
 
 // ruleSet is what the node programs: one service per scheduler on vip4,
-// persistence on 87, mixed masquerading on 88 for both families.
+// persistence on 87, masquerading on 88 for both families and on UDP 53.
 func ruleSet(bs []*backend) dataplane.RuleSet {
-	dests := func(masq map[string]bool, six bool, names ...string) []dataplane.Destination {
+	dests := func(six bool, names ...string) []dataplane.Destination {
 		var out []dataplane.Destination
 		for _, b := range bs {
 			if slices.Contains(names, b.name) {
@@ -281,7 +289,7 @@ func ruleSet(bs []*backend) dataplane.RuleSet {
 				if six {
 					a = b.addr6
 				}
-				out = append(out, dataplane.Destination{Addr: a, Port: backendPort, Masquerade: masq[b.name]})
+				out = append(out, dataplane.Destination{Addr: a, Port: backendPort})
 			}
 		}
 		slices.SortFunc(out, dataplane.Destination.Compare)
@@ -294,21 +302,24 @@ func ruleSet(bs []*backend) dataplane.RuleSet {
 		vs.Protocol = dataplane.UDP
 		return vs
 	}
-	none := map[string]bool{}
+	masq := func(vs dataplane.VirtualService) dataplane.VirtualService {
+		vs.Masquerade = true
+		return vs
+	}
 	all := []string{"b1", "b2", "b3"}
 	rs := dataplane.RuleSet{Services: []dataplane.VirtualService{
-		svc(vip4, 80, dataplane.RoundRobin, 0, dests(none, false, all...)),
-		svc(vip4, 81, dataplane.SourceHash, 0, dests(none, false, all...)),
-		svc(vip4, 82, dataplane.LeastConn, 0, dests(none, false, "b1", "b2")),
-		svc(vip4, 83, dataplane.WeightedRR, 0, dests(none, false, "b1", "b2")),
-		svc(vip4, 84, dataplane.DestinationHash, 0, dests(none, false, "b1", "b2")),
-		svc(vip4, 85, dataplane.ShortestDelay, 0, dests(none, false, "b1", "b2")),
-		svc(vip4, 86, dataplane.NeverQueue, 0, dests(none, false, "b1", "b2")),
-		svc(vip4, 87, dataplane.Random, time.Minute, dests(none, false, all...)),
-		svc(vip4, 88, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, false, "b1", "b2")),
-		svc(vip6, 80, dataplane.RoundRobin, 0, dests(none, true, "b1", "b2")),
-		udp(svc(vip4, 53, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, false, "b1", "b2"))),
-		svc(vip6, 88, dataplane.RoundRobin, 0, dests(map[string]bool{"b1": true}, true, "b1", "b2")),
+		svc(vip4, 80, dataplane.RoundRobin, 0, dests(false, all...)),
+		svc(vip4, 81, dataplane.SourceHash, 0, dests(false, all...)),
+		svc(vip4, 82, dataplane.LeastConn, 0, dests(false, "b1", "b2")),
+		svc(vip4, 83, dataplane.WeightedRR, 0, dests(false, "b1", "b2")),
+		svc(vip4, 84, dataplane.DestinationHash, 0, dests(false, "b1", "b2")),
+		svc(vip4, 85, dataplane.ShortestDelay, 0, dests(false, "b1", "b2")),
+		svc(vip4, 86, dataplane.NeverQueue, 0, dests(false, "b1", "b2")),
+		svc(vip4, 87, dataplane.Random, time.Minute, dests(false, all...)),
+		masq(svc(vip4, 88, dataplane.RoundRobin, 0, dests(false, "b1", "b2"))),
+		svc(vip6, 80, dataplane.RoundRobin, 0, dests(true, "b1", "b2")),
+		masq(udp(svc(vip4, 53, dataplane.RoundRobin, 0, dests(false, "b1", "b2")))),
+		masq(svc(vip6, 88, dataplane.RoundRobin, 0, dests(true, "b1", "b2"))),
 	}}
 	slices.SortFunc(rs.Services, func(a, b dataplane.VirtualService) int { return a.Key.Compare(b.Key) })
 	return rs
