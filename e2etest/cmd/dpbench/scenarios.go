@@ -316,8 +316,8 @@ func ratios(r *benchkit.Report) {
 // changes edits e.o.changes fake Services' EndpointSlices, one at a time:
 // the first endpoint is replaced by a new address on the owner, which the
 // owner forwards to directly. Each is timed from the API write to the
-// kernel's announcement of the new destination (nft monitor: its rule with
-// nftables, its chain with iptables-nft), and the virtual service's chain
+// kernel's announcement of the new destination (nft monitor: its DNAT
+// rule, with either backend), and the virtual service's chain
 // is then checked to go there.
 func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 	idle := e.quiet(ctx)
@@ -345,7 +345,7 @@ func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 		addr := fakeEndpoint(e.owner, seq)
 		s.Endpoints[0].Addresses = []string{addr.String()}
 		s.Endpoints[0].NodeName = &e.owner.Name
-		chain, inRules := e.kernelHas(svcIP, addr)
+		rule, inRules := e.kernelHas(svcIP, addr)
 		mon.forget()
 		start := time.Now()
 		if err := e.c.Update(ctx, &s); err != nil {
@@ -354,13 +354,13 @@ func (e *env) changes(ctx context.Context, r *benchkit.Report) error {
 		var at time.Time
 		if err := benchkit.WaitFor(ctx, 2*time.Minute, time.Millisecond, func() bool {
 			var ok bool
-			at, ok = mon.created(chain, start)
+			at, ok = mon.created(rule, start)
 			return ok
 		}); err != nil {
-			return fmt.Errorf("change %d: the chain %s for [%s]:8080 never appeared on %s (%s) for %s: %w", i, chain, addr, e.owner.Name, e.backend, svcIP, err)
+			return fmt.Errorf("change %d: no rule %q appeared on %s (%s) for %s: %w", i, rule, e.owner.Name, e.backend, svcIP, err)
 		}
 		if err := benchkit.WaitFor(ctx, 10*time.Second, 10*time.Millisecond, inRules); err != nil {
-			return fmt.Errorf("change %d: the chain %s appeared on %s but %s's rules do not go to it: %w", i, chain, e.owner.Name, svcIP, err)
+			return fmt.Errorf("change %d: a rule %q appeared on %s but %s's chain does not hold it: %w", i, rule, e.owner.Name, svcIP, err)
 		}
 		ms = append(ms, float64(at.Sub(start).Microseconds())/1000)
 		time.Sleep(200 * time.Millisecond)
@@ -376,7 +376,7 @@ func pollTool(backend string) string {
 	if backend == "nftables" {
 		return "`nft list chain inet herald <service chain>`"
 	}
-	return "`ip6tables -t nat -S <service chain>`"
+	return "`ip6tables -t nat -S <address block chain>`"
 }
 
 // serviceIP is the LB address of Service name.
@@ -391,11 +391,12 @@ func (e *env) serviceIP(ctx context.Context, name string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("service %s/%s has no address", ns, name)
 }
 
-// kernelHas names what the chain of virtual service [ip]:80/TCP on the
-// owner holds once it sends to [addr]:8080, and returns a check that it
-// does (reading only that chain).
+// kernelHas names what nft monitor prints once the owner sends virtual
+// service [ip]:80/TCP to [addr]:8080 (a DNAT rule "... to [addr]:8080",
+// with either backend: iptables-nft writes nftables rules too), and
+// returns a check that its chain holds that rule (reading only that
+// chain).
 func (e *env) kernelHas(ip, addr netip.Addr) (string, func() bool) {
-	key := dataplane.Key{IP: ip, Protocol: dataplane.TCP, Port: 80}
 	dest := dataplane.Destination{Addr: addr, Port: 8080}
 	var argv []string
 	var want string
@@ -403,15 +404,16 @@ func (e *env) kernelHas(ip, addr netip.Addr) (string, func() bool) {
 	case "nftables":
 		// The chain's name as speaker/dataplane/nftables.go makes it; each
 		// destination is a rule in it.
-		chain := "svc-" + nftName(ip.String()) + "-tcp-80"
-		argv = []string{"nft", "list", "chain", "inet", "herald", chain}
+		argv = []string{"nft", "list", "chain", "inet", "herald", "svc-" + nftName(ip.String()) + "-tcp-80"}
 		want = " to " + dest.String()
 	default:
-		// Chain names as speaker/dataplane/iptables.go makes them.
-		argv = []string{"ip6tables", "-w", "-t", "nat", "-S", "HERALD-SVC-" + iptHash(key.String())}
-		want = "HERALD-SEP-" + iptHash(key.String()+">"+dest.String())
+		// The chain of the address's block of 16, named as
+		// speaker/dataplane/iptables.go names it.
+		block, _ := ip.Prefix(124)
+		argv = []string{"ip6tables", "-w", "-t", "nat", "-S", "HERALD-DST-" + iptHash(block.String())}
+		want = "--to-destination " + dest.String()
 	}
-	return want, func() bool {
+	return " to " + dest.String(), func() bool {
 		out, err := exec.Command("ip", append([]string{"netns", "exec", e.owner.Netns}, argv...)...).Output()
 		return err == nil && strings.Contains(string(out), want)
 	}
