@@ -22,6 +22,7 @@ var Fields = []FieldMapping{
 	{"IPAddressPool spec.addresses", "IPAddressPool spec.addresses", "CIDRs written as their network address (MetalLB ignores host bits, Herald refuses them), ranges as a-b; addresses not in ascending order are LOST (MetalLB allocates in listed order, Herald lowest first)"},
 	{"IPAddressPool spec.autoAssign", "IPAddressPool spec.autoAssign", "same meaning, same default (true)"},
 	{"IPAddressPool spec.avoidBuggyIPs", "IPAddressPool spec.avoidBuggyIPs", "same meaning: IPv4 addresses ending in .0 or .255 are skipped"},
+	{"IPAddressPool spec.serviceAllocation", "IPAddressPool spec.serviceAllocation", "kept, field by field below; present means the pool is tried before pools without it, only for the Services it selects, in both"},
 	{"IPAddressPool spec.serviceAllocation.priority", "IPAddressPool spec.serviceAllocation.priority", "same order (lower first); MetalLB's unset (0) means last, written as 2147483647 because Herald's 0 means first"},
 	{"IPAddressPool spec.serviceAllocation.namespaces", "IPAddressPool spec.serviceAllocation.namespaces", "kept; with namespaceSelectors too it becomes one more namespaceSelector on kubernetes.io/metadata.name (MetalLB allows listed OR selected, Herald listed AND selected)"},
 	{"IPAddressPool spec.serviceAllocation.namespaceSelectors", "IPAddressPool spec.serviceAllocation.namespaceSelectors", "kept"},
@@ -93,6 +94,7 @@ var Fields = []FieldMapping{
 	{"BGPPeer spec.localASN", "none", "v1beta2, FRR only; LOST: Herald has no local-as"},
 
 	{"ConfigMap data.config", "all of the above", "MetalLB before v0.13; read as the custom resources MetalLB v0.13 replaced it with, then as above"},
+	{"ConfigMap address-pools", "IPAddressPool", "one each, plus its advertisements (see protocol)"},
 	{"ConfigMap address-pools.name", "IPAddressPool metadata.name", "kept; also names the pool's L2Advertisement or first BGPAdvertisement"},
 	{"ConfigMap address-pools.protocol", "L2Advertisement / BGPAdvertisement", "layer2: an L2Advertisement named after the pool; bgp: a BGPAdvertisement per bgp-advertisements entry (<pool>, <pool>-2, ...), or one with the defaults when there is none"},
 	{"ConfigMap address-pools.addresses", "IPAddressPool spec.addresses", "as spec.addresses"},
@@ -138,7 +140,11 @@ func WriteFieldTable(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("| MetalLB | Herald | how |\n| --- | --- | --- |\n")
 	for _, f := range Fields {
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.MetalLB, f.Herald, f.Note)
+		herald := f.Herald
+		if herald != "none" {
+			herald = "`" + herald + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.MetalLB, herald, f.Note)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
