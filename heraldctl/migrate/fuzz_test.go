@@ -55,3 +55,22 @@ func FuzzParseConfigMap(f *testing.F) {
 		}
 	})
 }
+
+// MetalLB's YAML decoder matches keys exactly: "Addresses" is not
+// "addresses". heraldctl reports such a key and reads the configuration as
+// MetalLB does, without it.
+func TestKeysAreMatchedExactlyAsMetalLBDoes(t *testing.T) {
+	in := &Input{}
+	in.addLegacy("test", "address-pools:\n- name: p\n  protocol: layer2\n  Addresses: [192.0.2.0/28]\n  addresses: [198.51.100.0/28]\n")
+	res := Translate(in, Options{})
+	if len(res.Pools) != 1 || len(res.Pools[0].Spec.Addresses) != 1 || res.Pools[0].Spec.Addresses[0] != "198.51.100.0/28" {
+		t.Errorf("pools: %+v, want p with 198.51.100.0/28 only", res.Pools)
+	}
+	found := false
+	for _, f := range res.Findings {
+		found = found || (f.Severity == Lost && strings.Contains(f.Field, "address-pools[0].Addresses"))
+	}
+	if !found {
+		t.Errorf("Addresses is not reported: %v", res.Findings)
+	}
+}

@@ -122,22 +122,17 @@ func (in *Input) addConfigMap(where string, m map[string]any) {
 // addResource decodes one MetalLB custom resource.
 func (in *Input) addResource(apiVersion, kind string, m map[string]any) {
 	ref := kind + " " + objectName(m)
-	b, err := json.Marshal(m)
-	if err != nil {
-		in.note(Lost, ref, "", "cannot read: "+err.Error())
-		return
-	}
 	switch {
 	case kind == "IPAddressPool" && apiVersion == mlbV1beta1:
-		decodeResource(in, ref, m, b, &in.pools)
+		decodeResource(in, ref, m, &in.pools)
 	case kind == "L2Advertisement" && apiVersion == mlbV1beta1:
-		decodeResource(in, ref, m, b, &in.l2)
+		decodeResource(in, ref, m, &in.l2)
 	case kind == "BGPAdvertisement" && apiVersion == mlbV1beta1:
-		decodeResource(in, ref, m, b, &in.bgpAdvs)
+		decodeResource(in, ref, m, &in.bgpAdvs)
 	case kind == "BFDProfile" && apiVersion == mlbV1beta1:
-		decodeResource(in, ref, m, b, &in.bfd)
+		decodeResource(in, ref, m, &in.bfd)
 	case kind == "Community" && apiVersion == mlbV1beta1:
-		decodeResource(in, ref, m, b, &in.communities)
+		decodeResource(in, ref, m, &in.communities)
 	case kind == "BGPPeer":
 		if apiVersion == mlbV1beta1 {
 			spec, _ := m["spec"].(map[string]any)
@@ -147,9 +142,8 @@ func (in *Input) addResource(apiVersion, kind string, m map[string]any) {
 					delete(spec, f)
 				}
 			}
-			b, _ = json.Marshal(m)
 		}
-		ok := decodeResource(in, ref, m, b, &in.peers)
+		ok := decodeResource(in, ref, m, &in.peers)
 		if ok && apiVersion == mlbV1beta1 {
 			// v1beta1's timers are not pointers: zero means unset.
 			p := &in.peers[len(in.peers)-1].Spec
@@ -169,12 +163,17 @@ func (in *Input) addResource(apiVersion, kind string, m map[string]any) {
 	}
 }
 
-// decodeResource appends the object in b to list, after reporting every
-// field of m that the MetalLB type does not know.
-func decodeResource[S any](in *Input, ref string, m map[string]any, b []byte, list *[]mlbObject[S]) bool {
+// decodeResource appends the object in m to list, after reporting and
+// dropping every field the MetalLB type does not have.
+func decodeResource[S any](in *Input, ref string, m map[string]any, list *[]mlbObject[S]) bool {
 	var o mlbObject[S]
-	for _, f := range unknownFields(m, reflect.TypeOf(o), "") {
+	for _, f := range dropUnknown(m, reflect.TypeOf(o), "") {
 		in.note(Lost, ref, f, "not a MetalLB field heraldctl knows; not translated")
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		in.note(Lost, ref, "", "cannot read: "+err.Error())
+		return false
 	}
 	if err := json.Unmarshal(b, &o); err != nil {
 		in.note(Lost, ref, "", "cannot read: "+err.Error())
@@ -188,10 +187,12 @@ func decodeResource[S any](in *Input, ref string, m map[string]any, b []byte, li
 	return true
 }
 
-// unknownFields lists the keys of v (a decoded JSON value) that type t does
-// not have, as paths. metadata is not checked (heraldctl keeps only name,
-// namespace and labels from it).
-func unknownFields(v any, t reflect.Type, path string) []string {
+// dropUnknown removes from v (a decoded JSON value) the keys type t does
+// not have, and returns their paths. Decoding what is left then reads what
+// MetalLB reads: its YAML decoder matches keys exactly, where Go's JSON
+// decoder would also take "Addresses" for "addresses". metadata and status
+// are not checked (heraldctl keeps only name, namespace and labels).
+func dropUnknown(v any, t reflect.Type, path string) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -225,15 +226,16 @@ func unknownFields(v any, t reflect.Type, path string) []string {
 			switch {
 			case !known:
 				out = append(out, p)
+				delete(m, k)
 			case path == "" && (k == "metadata" || k == "status"):
 			default:
-				out = append(out, unknownFields(m[k], ft, p)...)
+				out = append(out, dropUnknown(m[k], ft, p)...)
 			}
 		}
 	case reflect.Slice:
 		l, _ := v.([]any)
 		for i, e := range l {
-			out = append(out, unknownFields(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			out = append(out, dropUnknown(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -23,13 +24,14 @@ func ParseConfigMap(config string) (legacyConfig, []Finding, error) {
 		return c, nil, err
 	}
 	var fs []Finding
-	for _, f := range unknownFields(m, reflect.TypeOf(c), "") {
+	for _, f := range dropUnknown(m, reflect.TypeOf(c), "") {
 		fs = append(fs, Finding{Severity: Lost, Field: f, Message: "not a field of MetalLB's ConfigMap heraldctl knows; not translated"})
 	}
-	if err := yaml.Unmarshal([]byte(config), &c); err != nil {
-		return c, fs, err
+	b, err := json.Marshal(m)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
 	}
-	return c, fs, nil
+	return c, fs, err
 }
 
 // addLegacy turns a legacy configuration into the custom resources MetalLB

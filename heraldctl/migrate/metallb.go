@@ -9,7 +9,7 @@ import (
 // BFDProfile, Community and BGPPeer, metallb.io/v1beta2 BGPPeer, and the
 // legacy ConfigMap (metallb-system/config, key "config") of MetalLB before
 // v0.13. A field MetalLB has that is not here is reported as unknown, never
-// dropped silently (see unknownFields).
+// dropped silently (see dropUnknown).
 
 // mlbObject is the envelope of every MetalLB custom resource.
 type mlbObject[S any] struct {

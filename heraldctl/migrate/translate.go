@@ -340,6 +340,16 @@ func (t *translation) bgpAdv(o mlbObject[mlbBGPAdvertisementSpec]) {
 		NodeSelectors:          s.NodeSelectors,
 		ServiceSelectors:       s.ServiceSelectors,
 	}}
+	for _, a := range []struct {
+		field   string
+		length  **int32
+		maximum int32
+	}{{"spec.aggregationLength", &out.Spec.AggregationLength, 32}, {"spec.aggregationLengthV6", &out.Spec.AggregationLengthV6, 128}} {
+		if l := *a.length; l != nil && (*l < 0 || *l > a.maximum) {
+			t.note(Lost, kind, o.Metadata, a.field, "%d is not a prefix length from 0 to %d (MetalLB refuses it too); each address is announced alone", *l, a.maximum)
+			*a.length = nil
+		}
+	}
 	if s.LocalPref != 0 {
 		lp := s.LocalPref
 		out.Spec.LocalPref = &lp
