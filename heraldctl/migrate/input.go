@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -111,7 +112,7 @@ func (in *Input) addConfigMap(where string, m map[string]any) {
 		in.note(Note, where+": "+name, "", "a ConfigMap without a config key is not MetalLB's configuration; skipped")
 		return
 	}
-	for k := range data {
+	for _, k := range slices.Sorted(maps.Keys(data)) {
 		if k != "config" {
 			in.note(Lost, name, "data."+k, "MetalLB reads only the config key; this key is not translated")
 		}
@@ -212,12 +213,7 @@ func dropUnknown(v any, t reflect.Type, path string) []string {
 			}
 			fields[name] = f.Type
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			p := k
 			if path != "" {
 				p = path + "." + k

@@ -3,6 +3,7 @@ package migrate
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"regexp"
@@ -578,10 +579,5 @@ func (t *translation) judge() {
 }
 
 func sortedRefs(m map[model.Ref]model.Verdict) []model.Ref {
-	out := make([]model.Ref, 0, len(m))
-	for r := range m {
-		out = append(out, r)
-	}
-	slices.SortFunc(out, func(a, b model.Ref) int { return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name)) })
-	return out
+	return slices.SortedFunc(maps.Keys(m), func(a, b model.Ref) int { return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name)) })
 }
