@@ -156,25 +156,24 @@ func (t *translation) bfd(o mlbObject[mlbBFDProfileSpec]) {
 
 // poolAddress reads one entry of a MetalLB pool the way MetalLB does (a CIDR,
 // whose host bits it ignores, or a range "a-b") and writes it the way
-// Herald's CRD accepts.
-func poolAddress(s string) (string, iprange.Range, error) {
+// Herald's CRD accepts; masked says host bits were cleared.
+func poolAddress(s string) (out string, r iprange.Range, masked bool, err error) {
 	t := strings.TrimSpace(s)
 	if strings.Contains(t, "/") {
 		p, err := netip.ParsePrefix(t)
 		if err != nil {
-			return "", iprange.Range{}, fmt.Errorf("%q is not a CIDR", s)
+			return "", iprange.Range{}, false, fmt.Errorf("%q is not a CIDR", s)
 		}
-		p = p.Masked()
-		return p.String(), iprange.FromPrefix(p), nil
+		m := p.Masked()
+		return m.String(), iprange.FromPrefix(m), m != p, nil
 	}
-	r, err := iprange.Parse(t)
-	if err != nil {
-		return "", r, err
+	if r, err = iprange.Parse(t); err != nil {
+		return "", r, false, err
 	}
 	if r.First == r.Last && !strings.Contains(t, "-") {
-		return r.First.String(), r, nil
+		return r.First.String(), r, false, nil
 	}
-	return r.First.String() + "-" + r.Last.String(), r, nil
+	return r.First.String() + "-" + r.Last.String(), r, false, nil
 }
 
 func (t *translation) pool(o mlbObject[mlbPoolSpec]) {
@@ -188,12 +187,12 @@ func (t *translation) pool(o mlbObject[mlbPoolSpec]) {
 	ordered := true
 	for i, a := range o.Spec.Addresses {
 		field := fmt.Sprintf("spec.addresses[%d]", i)
-		s, r, err := poolAddress(a)
+		s, r, masked, err := poolAddress(a)
 		if err != nil {
 			t.note(Lost, kind, o.Metadata, field, "%v (MetalLB refuses it too); not translated", err)
 			continue
 		}
-		if s != strings.TrimSpace(a) && strings.Contains(a, "/") {
+		if masked {
 			t.note(Note, kind, o.Metadata, field, "%q has bits set after the prefix length, which MetalLB ignores; written as %s, which Herald requires", a, s)
 		}
 		fam := 0
