@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,7 +74,7 @@ func up(ctx context.Context, o options) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Nodes, cfg.NodePortRange, cfg.Log = 3, nodePortRange, os.Stderr
+	cfg.Nodes, cfg.NodePortRange, cfg.Log, cfg.ProxyMode = 3, nodePortRange, os.Stderr, o.proxyMode
 	l, err := lab.UpWaiting(ctx, cfg, o.labWait, func(err error) { fmt.Fprintf(os.Stderr, "dpbench: %v; retrying in 3s\n", err) })
 	if err != nil {
 		return nil, err
@@ -301,7 +303,7 @@ func (e *env) createFakes(ctx context.Context, upTo int) error {
 					return
 				}
 				for _, o := range []client.Object{lbService(fakeName(i)), e.fakeSlice(i)} {
-					if err := e.c.Create(ctx, o); err != nil {
+					if err := e.create(ctx, o); err != nil {
 						errs <- fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
 						return
 					}
@@ -320,6 +322,32 @@ func (e *env) createFakes(ctx context.Context, upTo int) error {
 	e.fakes = upTo
 	fmt.Fprintf(os.Stderr, "dpbench: %d Services with an EndpointSlice created in %.1fs\n", n, time.Since(start).Seconds())
 	return ctx.Err()
+}
+
+// create creates o, again after a timeout or throttling of the loaded API
+// server (up to 10 times); AlreadyExists after such a retry means the
+// timed-out create landed.
+func (e *env) create(ctx context.Context, o client.Object) error {
+	var err error
+	for try := range 10 {
+		err = e.c.Create(ctx, o)
+		switch {
+		case err == nil:
+			return nil
+		case try > 0 && apierrors.IsAlreadyExists(err):
+			return nil
+		case !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) && !apierrors.IsTooManyRequests(err) && !errors.Is(err, context.DeadlineExceeded):
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "dpbench: create %s: %v; again in 2s\n", o.GetName(), err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		o.SetResourceVersion("")
+	}
+	return err
 }
 
 // scale names figures by Service count: 10 for the few, else -services.

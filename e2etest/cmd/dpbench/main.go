@@ -1,5 +1,6 @@
 // Command dpbench measures the speaker's dataplane (issue 10, "Benchmark")
-// in a lab of its own: 3 pod nodes with the real kube-proxy (iptables mode),
+// in a lab of its own: 3 pod nodes with the real kube-proxy (nftables mode
+// by default, -kube-proxy-mode),
 // the NodePort range widened, and one L2Advertisement whose node selector
 // picks node-1 alone, so node-1 receives and forwards every LB address and
 // its speaker programs all of them. N LoadBalancer Services (default
@@ -51,6 +52,7 @@ type options struct {
 	loadFor     time.Duration
 	concurrency int
 	labWait     time.Duration
+	proxyMode   string
 }
 
 // scenarios in the order they run.
@@ -64,6 +66,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 50, "new connections timed for the first-packet latency")
 	flag.DurationVar(&o.loadFor, "load-duration", 5*time.Second, "duration of each throughput run")
 	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent clients of each throughput run")
+	flag.StringVar(&o.proxyMode, "kube-proxy-mode", "nftables", "the lab's kube-proxy mode: nftables or iptables (with iptables-nft and 10,000 Services, the three kube-proxies' restores took most of the machine and the API server timed out creates)")
 	flag.DurationVar(&o.labWait, "lab-wait", 30*time.Minute, "how long to wait for another lab on this machine")
 	flag.Parse()
 	for _, s := range strings.Split(o.only, ",") {

@@ -30,8 +30,8 @@ func run(ctx context.Context, o options, r *benchkit.Report) error {
 		return err
 	}
 	defer e.down()
-	r.Note(fmt.Sprintf("3 pod nodes, kube-proxy in iptables mode on each; the one L2Advertisement selects %s alone, so %s receives and forwards every LB address and its speaker syncs all %d Services (%d real, backed by lab pods; the rest IPv6, NodePorts allocated, 2 fake endpoints on the other nodes)",
-		e.owner.Name, e.owner.Name, o.services+realCount, realCount))
+	r.Note(fmt.Sprintf("3 pod nodes, kube-proxy in %s mode on each; the one L2Advertisement selects %s alone, so %s receives and forwards every LB address and its speaker syncs all %d Services (%d real, backed by lab pods; the rest IPv6, NodePorts allocated, 2 fake endpoints on the other nodes)",
+		o.proxyMode, e.owner.Name, e.owner.Name, o.services+realCount, realCount))
 
 	// A scenario that fails is reported as skipped, with why, and the
 	// others still run.
@@ -293,7 +293,7 @@ func (e *env) kubeProxyFullSync(ctx context.Context, r *benchkit.Report) error {
 	}); err != nil {
 		return fmt.Errorf("kube-proxy on %s: no IPv6 full sync: %w", e.owner.Name, err)
 	}
-	r.Add("kubeproxy_full_sync_ms", 1000*sum/count, "ms", fmt.Sprintf("kube-proxy (iptables mode) on %s restarted: %s{ip_family=IPv6} sum/count (%.0f sync(s)) for the same %d IPv6 Services (ClusterIP, NodePort, endpoints)", e.owner.Name, name, count, e.total()))
+	r.Add("kubeproxy_full_sync_ms", 1000*sum/count, "ms", fmt.Sprintf("kube-proxy (%s mode) on %s restarted: %s{ip_family=IPv6} sum/count (%.0f sync(s)) for the same %d IPv6 Services (ClusterIP, NodePort, endpoints)", e.o.proxyMode, e.owner.Name, name, count, e.total()))
 	if n, ok := m.Get("kubeproxy_sync_proxy_rules_iptables_total", v6); ok {
 		r.Add("kubeproxy_rules", n, "rules", "kubeproxy_sync_proxy_rules_iptables_total{ip_family=IPv6}, all tables")
 	}
