@@ -78,6 +78,9 @@ type NFTables struct {
 	// Sync is full.
 	applied map[Key]VirtualService
 	objects int // Stats.Rules of applied
+	// netlinkSyncs counts the partial syncs that went over netlink (for
+	// tests).
+	netlinkSyncs int
 }
 
 var _ Backend = (*NFTables)(nil)
@@ -107,17 +110,25 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 	tx := n.nft.NewTransaction()
 	full := n.applied == nil
 	var changes []change
-	if full {
+	var err error
+	switch {
+	case full:
 		r.full(tx, rs)
-	} else {
+	default:
 		changes = diff(n.applied, rs)
+		if len(changes) > 0 && nftNetlinkCan(changes) {
+			n.netlinkSyncs++
+			err = n.partialNetlink(changes)
+			break
+		}
 		r.partial(tx, changes)
 	}
-	if tx.NumOperations() > 0 {
-		if err := n.nft.Run(ctx, tx); err != nil {
-			n.applied = nil
-			return Stats{Full: full}, fmt.Errorf("nftables: table %s: %w", n.opts.Table, err)
-		}
+	if err == nil && tx.NumOperations() > 0 {
+		err = n.nft.Run(ctx, tx)
+	}
+	if err != nil {
+		n.applied = nil
+		return Stats{Full: full}, fmt.Errorf("nftables: table %s: %w", n.opts.Table, err)
 	}
 	if full {
 		n.applied = index(rs)
