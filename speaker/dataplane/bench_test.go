@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,12 +94,15 @@ func BenchmarkIPTablesRenderPartial1of10k(b *testing.B) {
 }
 
 // The kernel benchmarks program 10,000 virtual services into a fresh
-// namespace: one full sync (what a restart costs), then a partial sync of
-// one. Root only:
+// namespace: one full sync (what a restart costs), then partial syncs of one
+// (an endpoint of one Service gone, then back: kernelPartials of them; their
+// median and max). Root only:
 //
 //	go test ./speaker/dataplane -run '^$' -bench KernelSync10k -benchtime=1x -timeout 30m
 //
 // (iptables-nft alone takes about 11 minutes; see iptables.go.)
+
+const kernelPartials = 21
 
 func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error)) {
 	needRoot(b, tools...)
@@ -112,7 +116,8 @@ func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error
 	rs := benchRuleSet(10000)
 	next := oneChanged(rs)
 	ctx := context.Background()
-	var full, partial time.Duration
+	var full time.Duration
+	var partials []time.Duration
 	var st Stats
 	for b.Loop() {
 		err := inNS(ns, func() error {
@@ -125,24 +130,44 @@ func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error
 				return err
 			}
 			full += time.Since(start)
-			start = time.Now()
-			if _, err := be.Sync(ctx, next); err != nil {
-				return err
+			for i := range kernelPartials {
+				to := next
+				if i%2 == 1 {
+					to = rs
+				}
+				start = time.Now()
+				if _, err := be.Sync(ctx, to); err != nil {
+					return err
+				}
+				partials = append(partials, time.Since(start))
 			}
-			partial += time.Since(start)
 			return nil
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
+	slices.Sort(partials)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(float64(full.Milliseconds())/float64(b.N), "full-sync-ms")
-	b.ReportMetric(float64(partial.Milliseconds())/float64(b.N), "partial-sync-ms")
+	b.ReportMetric(ms(partials[len(partials)/2]), "partial-sync-median-ms")
+	b.ReportMetric(ms(partials[len(partials)-1]), "partial-sync-max-ms")
 	b.ReportMetric(float64(st.Rules), "rules")
 }
 
 func BenchmarkNFTablesKernelSync10k(b *testing.B) {
 	benchKernel(b, []string{"nft"}, func() (Backend, error) { return NewNFTables(NFTablesOptions{}) })
+}
+
+// The same with every partial sync through nft, as before the netlink path.
+func BenchmarkNFTablesKernelSync10kPartialViaNft(b *testing.B) {
+	benchKernel(b, []string{"nft"}, func() (Backend, error) {
+		n, err := NewNFTables(NFTablesOptions{})
+		if n != nil {
+			n.partialViaNft = true
+		}
+		return n, err
+	})
 }
 
 func BenchmarkIPTablesLegacyKernelSync10k(b *testing.B) {

@@ -78,9 +78,10 @@ type NFTables struct {
 	// Sync is full.
 	applied map[Key]VirtualService
 	objects int // Stats.Rules of applied
-	// netlinkSyncs counts the partial syncs that went over netlink (for
-	// tests).
-	netlinkSyncs int
+	// netlinkSyncs counts the partial syncs that went over netlink;
+	// partialViaNft sends them all through nft. For tests and benchmarks.
+	netlinkSyncs  int
+	partialViaNft bool
 }
 
 var _ Backend = (*NFTables)(nil)
@@ -116,7 +117,7 @@ func (n *NFTables) Sync(ctx context.Context, rs RuleSet) (Stats, error) {
 		r.full(tx, rs)
 	default:
 		changes = diff(n.applied, rs)
-		if len(changes) > 0 && nftNetlinkCan(changes) {
+		if len(changes) > 0 && !n.partialViaNft && nftNetlinkCan(changes) {
 			n.netlinkSyncs++
 			err = n.partialNetlink(changes)
 			break
