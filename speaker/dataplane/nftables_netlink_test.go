@@ -228,3 +228,72 @@ func nftTableListing() (string, error) {
 	}
 	return b.String(), nil
 }
+
+// A netlink batch is one transaction: when part of it fails (here the
+// chain of one of the two changed services was removed behind the
+// backend's back), nothing of it is applied, and the next sync is full.
+func TestNFTablesNetlinkPartialFailsWhole(t *testing.T) {
+	needRoot(t, "nft", "ip")
+	ns := fmt.Sprintf("%s%d-nlfail", leftoverPrefix, os.Getpid())
+	netnstest.Run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	ctx := context.Background()
+	to := edit(func(s []VirtualService) []VirtualService {
+		find(s, "198.51.100.65", 80).Destinations[0].Port = 8081
+		find(s, "198.51.100.68", 82).Destinations[0].Port = 30083
+		return s
+	})
+	chain := func(name string) (string, error) {
+		out, err := exec.Command("nft", "list", "chain", "inet", "herald", name).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("nft list chain %s: %v: %s", name, err, out)
+		}
+		return string(out), nil
+	}
+	err := inNS(ns, func() error {
+		b, err := NewNFTables(NFTablesOptions{})
+		if err != nil {
+			return err
+		}
+		if _, err := b.Sync(ctx, netlinkBase()); err != nil {
+			return err
+		}
+		before, err := chain("svc-198.51.100.65-tcp-80")
+		if err != nil {
+			return err
+		}
+		rm := exec.Command("nft", "-f", "-")
+		rm.Stdin = strings.NewReader("delete element inet herald services-ip4 { 198.51.100.68 . tcp . 82 }\n" +
+			"flush chain inet herald svc-198.51.100.68-tcp-82\ndelete chain inet herald svc-198.51.100.68-tcp-82\n")
+		if out, err := rm.CombinedOutput(); err != nil {
+			return fmt.Errorf("removing a chain: %v: %s", err, out)
+		}
+		if st, err := b.Sync(ctx, to); err == nil || b.netlinkSyncs != 1 {
+			return fmt.Errorf("partial sync over netlink (%d) without its chain: %+v, %v; want an error", b.netlinkSyncs, st, err)
+		}
+		if after, err := chain("svc-198.51.100.65-tcp-80"); err != nil || after != before {
+			return fmt.Errorf("after the failed batch, the other service's chain:\n%s\nwas:\n%s (%v)", after, before, err)
+		}
+		if st, err := b.Sync(ctx, to); err != nil || !st.Full {
+			return fmt.Errorf("the sync after: %+v, %v; want a full one", st, err)
+		}
+		got, err := nftTableListing()
+		if err != nil {
+			return err
+		}
+		b2, err := NewNFTables(NFTablesOptions{})
+		if err != nil {
+			return err
+		}
+		if _, err := b2.Sync(ctx, to); err != nil {
+			return err
+		}
+		if want, err := nftTableListing(); err != nil || got != want {
+			return fmt.Errorf("after the full sync:\n%s\nwant:\n%s (%v)", got, want, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
