@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -13,8 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
-
-	"github.com/heraldlb/herald/internal/netnstest"
 )
 
 // benchRuleSet is n virtual services as a node of a large cluster has them:
@@ -107,9 +103,7 @@ const kernelPartials = 21
 
 func benchKernel(b *testing.B, tools []string, newBackend func() (Backend, error)) {
 	needRoot(b, tools...)
-	ns := fmt.Sprintf("%s%d-bench", leftoverPrefix, os.Getpid())
-	netnstest.Run(b, "ip", "netns", "add", ns)
-	b.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	ns := emptyNS(b, "bench")
 	var be Backend
 	if err := inNS(ns, func() (err error) { be, err = newBackend(); return err }); err != nil {
 		b.Fatal(err)

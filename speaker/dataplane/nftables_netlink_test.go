@@ -73,9 +73,7 @@ func find(s []VirtualService, ip string, port uint16) *VirtualService {
 // the same bytecode in each chain, rule by rule.
 func TestNFTablesNetlinkPartialMatchesNft(t *testing.T) {
 	needRoot(t, "nft", "ip")
-	ns := fmt.Sprintf("%s%d-nl", leftoverPrefix, os.Getpid())
-	netnstest.Run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	ns := emptyNS(t, "nl")
 	ctx := context.Background()
 	for _, c := range []struct {
 		name       string
@@ -166,6 +164,14 @@ func TestNFTablesNetlinkPartialMatchesNft(t *testing.T) {
 	}
 }
 
+// emptyNS is a new network namespace, deleted after the test.
+func emptyNS(t testing.TB, suffix string) string {
+	ns := fmt.Sprintf("%s%d-%s", leftoverPrefix, os.Getpid(), suffix)
+	netnstest.Run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	return ns
+}
+
 // nftTableListing is `nft list table inet herald` and the bytecode of
 // `nft --debug=netlink list table inet herald`, in an order that only
 // what is programmed decides: lines of the listing sorted (partial syncs
@@ -234,9 +240,7 @@ func nftTableListing() (string, error) {
 // backend's back), nothing of it is applied, and the next sync is full.
 func TestNFTablesNetlinkPartialFailsWhole(t *testing.T) {
 	needRoot(t, "nft", "ip")
-	ns := fmt.Sprintf("%s%d-nlfail", leftoverPrefix, os.Getpid())
-	netnstest.Run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	ns := emptyNS(t, "nlfail")
 	ctx := context.Background()
 	to := edit(func(s []VirtualService) []VirtualService {
 		find(s, "198.51.100.65", 80).Destinations[0].Port = 8081
