@@ -55,9 +55,10 @@ import (
 // over netlink is the kernel's: a transaction that adds a rule with a
 // DNAT, or a map element that jumps, makes the commit validate the whole
 // table, walking the 10,000 service chains once per NAT base chain
-// (prerouting and output): about 19 ms (perf: nft_chain_validate under
-// nf_tables_commit); finding the changed service among 10,000 (diff) takes
-// 1.5-3.5 ms.
+// (prerouting and output): 19-25 ms of CPU (perf: nft_chain_validate under
+// nf_tables_commit), where flushing a chain alone takes 0.13 ms and adding
+// an element to a map whose values are not verdicts 0.6 ms. Finding the
+// changed service among 10,000 (diff) takes 2.5 ms.
 
 // NFTablesOptions configures the nftables backend.
 type NFTablesOptions struct {
