@@ -21,6 +21,14 @@ type forwarder struct {
 	backend dataplane.Backend
 	nodes   dataplane.Nodes
 	vs      map[types.NamespacedName][]dataplane.VirtualService
+	// all is every Service's virtual services sorted by Key (a Key
+	// claimed twice: both, Merge keeps one), brought up to date for the
+	// Services in changed at the next sync; spare and buf are arrays
+	// reused for the next all and for the RuleSet. Why not gather vs and
+	// sort at each sync: at 10,000 Services that took 20-25 ms of a
+	// partial sync of one (2 shared cores), this takes about 1.
+	all, spare, buf []dataplane.VirtualService
+	changed         map[types.NamespacedName]bool
 	// warned is the last warning sent per Service, so each is sent once.
 	warned  map[types.NamespacedName]string
 	pending bool // vs changed since the last successful sync
@@ -35,6 +43,7 @@ func newForwarder(b dataplane.Backend, self string, viaNodePorts bool, reg prome
 	return &forwarder{
 		backend: b, nodes: dataplane.Nodes{Self: self, ViaNodePorts: viaNodePorts},
 		vs:      map[types.NamespacedName][]dataplane.VirtualService{},
+		changed: map[types.NamespacedName]bool{},
 		warned:  map[types.NamespacedName]string{},
 		pending: true, // the first sync adopts or clears what a previous run left
 		m:       newDataplaneMetrics(reg, b.Name()),
@@ -61,18 +70,12 @@ func (f *forwarder) update(p *plan.Planner, keys []types.NamespacedName) []datap
 	for _, k := range keys {
 		svc, ok := p.Forwarding(k)
 		if !ok {
-			if _, had := f.vs[k]; had {
-				delete(f.vs, k)
-				f.pending = true
-			}
+			f.set(k, nil)
 			delete(f.warned, k)
 			continue
 		}
 		vs, warns := dataplane.ServiceRules(&svc, f.nodes, f.backend.Supports)
-		if !slices.EqualFunc(vs, f.vs[k], func(a, b dataplane.VirtualService) bool { return a.Equal(&b) }) {
-			f.vs[k] = vs
-			f.pending = true
-		}
+		f.set(k, vs)
 		msg := ""
 		for _, w := range warns {
 			msg += w.Message + "; "
@@ -85,19 +88,61 @@ func (f *forwarder) update(p *plan.Planner, keys []types.NamespacedName) []datap
 	return fresh
 }
 
+// set records the virtual services of k (nil: k forwards nothing); each
+// names k as its Service.
+func (f *forwarder) set(k types.NamespacedName, vs []dataplane.VirtualService) {
+	if slices.EqualFunc(vs, f.vs[k], func(a, b dataplane.VirtualService) bool { return a.Equal(&b) }) {
+		return
+	}
+	if vs == nil {
+		delete(f.vs, k)
+	} else {
+		f.vs[k] = vs
+	}
+	f.changed[k] = true
+	f.pending = true
+}
+
+// ruleSet is the RuleSet of every Service: all brought up to date (the
+// entries of the changed Services dropped, their new ones sorted and
+// merged in, in one pass), then Merge, which finds it sorted already.
+func (f *forwarder) ruleSet() dataplane.RuleSet {
+	if len(f.changed) > 0 {
+		var fresh []dataplane.VirtualService
+		for k := range f.changed {
+			fresh = append(fresh, f.vs[k]...)
+		}
+		byKey := func(a, b dataplane.VirtualService) int { return a.Key.Compare(b.Key) }
+		slices.SortFunc(fresh, byKey)
+		next := f.spare[:0]
+		for _, vs := range f.all {
+			if f.changed[vs.Service] {
+				continue
+			}
+			for len(fresh) > 0 && byKey(fresh[0], vs) < 0 {
+				next, fresh = append(next, fresh[0]), fresh[1:]
+			}
+			next = append(next, vs)
+		}
+		next = append(next, fresh...)
+		f.all, f.spare = next, f.all
+		clear(f.changed)
+	}
+	// Merge drops duplicates in place: a copy, so all keeps them.
+	f.buf = append(f.buf[:0], f.all...)
+	// A port claimed twice was refused by the controller; the one that
+	// keeps it is chosen the same way on every node, so nothing to say here.
+	rs, _ := dataplane.Merge(f.buf)
+	return rs
+}
+
 // sync programs the desired virtual services when they changed since the
 // last successful sync, or the last one failed; nil stats: nothing to do.
 func (f *forwarder) sync(ctx context.Context) (*dataplane.Stats, error) {
 	if !f.pending && !f.failed {
 		return nil, nil
 	}
-	var rs dataplane.RuleSet
-	for _, vs := range f.vs {
-		rs.Services = append(rs.Services, vs...)
-	}
-	// A port claimed twice was refused by the controller; the one that
-	// keeps it is chosen the same way on every node, so nothing to say here.
-	rs, _ = dataplane.Merge(rs.Services)
+	rs := f.ruleSet()
 	start := time.Now()
 	stats, err := f.backend.Sync(ctx, rs)
 	f.m.observe(stats, time.Since(start), err)
