@@ -59,6 +59,11 @@ import (
 // nf_tables_commit), where flushing a chain alone takes 0.13 ms and adding
 // an element to a map whose values are not verdicts 0.6 ms. Finding the
 // changed service among 10,000 (diff) takes 2.5 ms.
+//
+// End to end (dpbench -only change, 1,002 Services, the machine 62% idle):
+// an EndpointSlice update to the new rule in node-1's kernel, median 18.9
+// ms and max 301 ms over 20, where partial syncs through nft gave 157 and
+// 529 ms.
 
 // NFTablesOptions configures the nftables backend.
 type NFTablesOptions struct {
