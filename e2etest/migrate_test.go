@@ -37,6 +37,13 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 	// webhook (which the controller serves) is up.
 	l2Setup(t, ns, []string{"198.51.100.101-198.51.100.103"})
 	pool := ns + "-lan"
+	// Addresses handed out only on request, as MetalLB users pin them.
+	pinned := newPool(t, ns+"-pinned", ns, []string{"198.51.100.126"}, func(p *v1alpha1.IPAddressPool) { p.Spec.AutoAssign = ptr.To(false) })
+	adv := &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: ns + "-pinned"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{pinned.Name}}}
+	if err := crClient.Create(ctx, adv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = crClient.Delete(context.Background(), adv) })
 	createWeb(t, ns, "web", 2)
 	readyPods(t, ns, "app=web", 2)
 
@@ -50,7 +57,7 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 		"shop":   {"metallb.universe.tf/address-pool": pool, "metallb.universe.tf/ip-allocated-from-pool": pool},
 		"api":    {"metallb.io/ip-allocated-from-pool": pool},
 		"legacy": {"metallb.universe.tf/ip-allocated-from-pool": "retired"},
-		"pinned": {"metallb.universe.tf/loadBalancerIPs": "198.51.100.101"},
+		"pinned": {"metallb.universe.tf/loadBalancerIPs": "198.51.100.126"},
 	}
 	for _, name := range []string{"shop", "api", "legacy", "pinned"} {
 		svc := lbService(t, ns, name, func(s *corev1.Service) { s.Annotations = annotations[name] })
@@ -61,6 +68,14 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 			}
 		}
 	}
+
+	// Herald's speakers announce what the status holds, as MetalLB's did;
+	// kube-proxy forwards (ipMode VIP). Requests to shop's address go on
+	// while Herald's controller starts and writes ipMode Proxy.
+	shopURL := "http://" + left["shop"] + "/"
+	curlOK(t, shopURL)
+	p := startProber(shopURL, 20*time.Millisecond)
+	defer p.finish()
 
 	// Every write of the Services from here on, as the API server sees it.
 	list, err := theLab.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
@@ -91,8 +106,8 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 			return c != nil && c.Status == allocated, nil
 		})
 	}
-	if got := externalIPs(t, ns, "pinned", 1); got[0] != "198.51.100.101" {
-		t.Errorf("pinned asked for 198.51.100.101 through metallb.universe.tf/loadBalancerIPs and got %s", got[0])
+	if got := externalIPs(t, ns, "pinned", 1); got[0] != "198.51.100.126" {
+		t.Errorf("pinned asked for 198.51.100.126 through metallb.universe.tf/loadBalancerIPs and got %s", got[0])
 	}
 	t.Logf("every Service adopted or answered %.1fs after the controller started", time.Since(start).Seconds())
 
@@ -109,6 +124,13 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 		}
 	}
 	t.Logf("status writes per Service: %v", writes)
+	// The probe ran from before the start until the writes were 3 s quiet.
+	total, failed, outage := p.finish()
+	t.Logf("requests to %s while Herald's controller started (ipMode VIP -> %s, the lab's dataplane %s): %d, %d failed, longest outage %s; errors %v",
+		shopURL, ipModeOf(t, ns, "shop"), hd.Dataplane(), total, failed, outage, p.errors)
+	if failed > 0 {
+		t.Errorf("%d of %d requests to %s failed while Herald's controller started", failed, total, shopURL)
+	}
 
 	// The address in no pool: left in place, and said so.
 	c := allocatedCondition(t, ns, "legacy", metav1.ConditionFalse, v1alpha1.ReasonIPNotAdopted)

@@ -186,3 +186,23 @@ func TestAddressHeldByAnotherServiceIsNotTakenFromIt(t *testing.T) {
 		t.Errorf("web/second: condition %+v, want %s naming web/first", c, v1alpha1.ReasonIPNotAdopted)
 	}
 }
+
+// TestClearingTheStatusOfAnAddressNotAdoptedGivesANewOne: the way out the
+// IPNotAdopted condition offers when the old address is not wanted.
+func TestClearingTheStatusOfAnAddressNotAdoptedGivesANewOne(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{},
+		testPool("lan", 0, "198.51.100.10-198.51.100.19"),
+		lbService("web", "legacy", withStatus("203.0.113.200")))
+	h.mustReconcile("web", "legacy")
+	h.wantIPs("web", "legacy", "203.0.113.200")
+	svc := h.service("web", "legacy")
+	svc.Status.LoadBalancer.Ingress = nil
+	if err := h.client.Status().Update(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("web", "legacy")
+	h.wantIPs("web", "legacy", "198.51.100.10")
+	if c := h.condition("web", "legacy"); c.Status != metav1.ConditionTrue {
+		t.Errorf("condition %+v, want True once the status was cleared", c)
+	}
+}
