@@ -502,15 +502,15 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonIPAllocated
 		cond.Message = fmt.Sprintf("%s from pool %s", joinAddrs(a.IPs), a.Pool)
 	}
-	// Conflicting annotations stay in the condition, so that the warning
-	// is recorded once, when they appear, and kubectl describe shows them.
+	// Conflicting annotations follow the outcome in the condition's
+	// message, so that each warning is recorded once, when the conflict
+	// appears, and the condition shows it as long as it lasts.
+	outcome := cond.Message
 	var conflicts []string
 	ann, _ := model.ReadServiceAnnotations(svc.Annotations)
 	for _, cf := range ann.Conflicts {
 		conflicts = append(conflicts, cf.String())
-	}
-	if len(conflicts) > 0 {
-		cond.Message += "; " + strings.Join(conflicts, "; ")
+		cond.Message += conflictSeparator + cf.String()
 	}
 	old := meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
 	meta.SetStatusCondition(&desired.Status.Conditions, cond)
@@ -523,12 +523,7 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 	c.usageChanged()
 	// Events only on transitions: a new outcome, new addresses, a new
 	// conflict.
-	outcome, _, _ := strings.Cut(cond.Message, "; annotation ")
-	var oldOutcome string
-	if old != nil {
-		oldOutcome, _, _ = strings.Cut(old.Message, "; annotation ")
-	}
-	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || (cond.Status == metav1.ConditionTrue && oldOutcome != outcome) {
+	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || (cond.Status == metav1.ConditionTrue && outcomeOf(old.Message) != outcome) {
 		switch {
 		case cond.Reason == v1alpha1.ReasonIPNotAdopted:
 			c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonIPNotAdopted, "Adopt", "%s", outcome)
@@ -546,6 +541,16 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 		}
 	}
 	return nil
+}
+
+// conflictSeparator precedes each annotation conflict in the condition's
+// message (model.AnnotationConflict.String begins with "annotation ").
+const conflictSeparator = "; "
+
+// outcomeOf is a condition's message without the annotation conflicts.
+func outcomeOf(message string) string {
+	outcome, _, _ := strings.Cut(message, conflictSeparator+"annotation ")
+	return outcome
 }
 
 // patchStatus writes desired's ingress list and conditions in one JSON
