@@ -380,8 +380,8 @@ func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
 	}
 }
 
-// eventsAbout lists the events recorded about a cluster-scoped object with
-// the given reason.
+// eventsAbout lists the events recorded about an object of that name, in
+// any namespace, with the given reason.
 func eventsAbout(t *testing.T, cs kubernetes.Interface, name, reason string) []eventsv1.Event {
 	t.Helper()
 	l, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
@@ -552,17 +552,7 @@ func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
 		t.Errorf("legacy: condition %+v, want False %s naming the address and MetalLB's pool", cond, v1alpha1.ReasonIPNotAdopted)
 	}
 	eventually(t, "legacy has an "+v1alpha1.ReasonIPNotAdopted+" warning", func() (bool, string) {
-		l, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		var seen []string
-		for _, e := range l.Items {
-			seen = append(seen, e.Regarding.Name+" "+e.Reason)
-			if e.Regarding.Name == "legacy" && e.Reason == v1alpha1.ReasonIPNotAdopted && e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "203.0.113.250") {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(seen)
+		evs := eventsAbout(t, cs, "legacy", v1alpha1.ReasonIPNotAdopted)
+		return len(evs) == 1 && evs[0].Type == corev1.EventTypeWarning && strings.Contains(evs[0].Note, "203.0.113.250"), fmt.Sprint(evs)
 	})
 }
