@@ -185,6 +185,21 @@ func TestAddressHeldByAnotherServiceIsNotTakenFromIt(t *testing.T) {
 	if c := h.condition("web", "second"); c.Reason != v1alpha1.ReasonIPNotAdopted || !strings.Contains(c.Message, "owned by web/first") {
 		t.Errorf("web/second: condition %+v, want %s naming web/first", c, v1alpha1.ReasonIPNotAdopted)
 	}
+
+	// web/first goes away: web/second is woken and adopts the address.
+	h.retried()
+	if err := h.client.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile("web", "first")
+	if got := h.retried(); !slices.Contains(got, nn("web", "second")) {
+		t.Fatalf("retried %v once web/first released 198.51.100.14, want web/second", got)
+	}
+	h.mustReconcile("web", "second")
+	h.wantIPs("web", "second", "198.51.100.14")
+	if c := h.condition("web", "second"); c.Status != metav1.ConditionTrue {
+		t.Errorf("web/second: condition %+v, want True once the address is free", c)
+	}
 }
 
 // TestClearingTheStatusOfAnAddressNotAdoptedGivesANewOne: the way out the

@@ -307,9 +307,16 @@ func (c *Controller) namespaceLabels(ctx context.Context, cfg *model.Config, ns 
 func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]string, nsErr error) (ipam.Assignment, error) {
 	nn := types.NamespacedName(keyOf(svc))
 	if err := c.adoptLocked(svc); err != nil {
-		// Waits for a configuration change (a pool that holds the
-		// address), which wakes every pending Service.
-		c.pending.add(nn, nil)
+		// Waits for the address to be freed in its pool (another Service
+		// held it) or for a configuration change (a pool that holds it),
+		// which wakes every pending Service.
+		var pools []string
+		for _, ip := range statusIPs(svc) {
+			if p, ok := c.cfg.PoolOf(ip); ok && !slices.Contains(pools, p.Name) {
+				pools = append(pools, p.Name)
+			}
+		}
+		c.pending.add(nn, pools)
 		held, _ := c.alloc.Assigned(keyOf(svc))
 		return held, err
 	}
