@@ -254,7 +254,8 @@ func (c *Controller) start(ctx context.Context) error {
 	restored := 0
 	for _, svc := range svcs {
 		if ips := statusIPs(svc); len(ips) > 0 {
-			if err := c.alloc.Restore(keyOf(svc), ips, sharingOf(svc)); err != nil {
+			ann, _ := model.ReadServiceAnnotations(svc.Annotations)
+			if err := c.alloc.Restore(keyOf(svc), ips, sharingOf(svc, ann.AllowSharedIP)); err != nil {
 				log.FromContext(ctx).Info("could not keep an address from status", "service", keyOf(svc), "reason", err.Error())
 			}
 			restored++
@@ -305,6 +306,20 @@ func (c *Controller) namespaceLabels(ctx context.Context, cfg *model.Config, ns 
 // configuration and the pending set stay consistent with the allocator.
 func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]string, nsErr error) (ipam.Assignment, error) {
 	nn := types.NamespacedName(keyOf(svc))
+	if err := c.adoptLocked(svc); err != nil {
+		// Waits for the address to be freed in its pool (another Service
+		// held it) or for a configuration change (a pool that holds it),
+		// which wakes every pending Service.
+		var pools []string
+		for _, ip := range statusIPs(svc) {
+			if p, ok := c.cfg.PoolOf(ip); ok && !slices.Contains(pools, p.Name) {
+				pools = append(pools, p.Name)
+			}
+		}
+		c.pending.add(nn, pools)
+		held, _ := c.alloc.Assigned(keyOf(svc))
+		return held, err
+	}
 	held, _ := c.alloc.Assigned(keyOf(svc))
 	if nsErr != nil {
 		// Retried with backoff, and when the namespace changes.
@@ -325,6 +340,61 @@ func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]strin
 	}
 	c.pending.remove(nn)
 	return a, nil
+}
+
+// adoptLocked takes over, as they are, the addresses a Service's status
+// held before Herald handled it: MetalLB (or an earlier implementation of
+// the class) left them there, and traffic already goes to them. start
+// restores them like Herald's own; this covers those Restore could not keep
+// then, and keeps trying while the Service waits (see pendingSet).
+//
+// An address Herald cannot keep (in no pool, held by another Service it may
+// not share with) stays in the status and the Service gets nothing new:
+// taking it away, or giving the Service another address, would change its
+// address under its users. The *ipam.AllocationError returned then, with
+// reason IPNotAdopted, says so; writeStatus leaves the ingress untouched.
+func (c *Controller) adoptLocked(svc *corev1.Service) error {
+	ips := statusIPs(svc)
+	if len(ips) == 0 || !notYetHeralds(svc) {
+		return nil
+	}
+	held, _ := c.alloc.Assigned(keyOf(svc))
+	if !slices.ContainsFunc(ips, func(ip netip.Addr) bool { return !slices.Contains(held.IPs, ip) }) {
+		return nil
+	}
+	ann, _ := model.ReadServiceAnnotations(svc.Annotations)
+	err := c.alloc.Restore(keyOf(svc), ips, sharingOf(svc, ann.AllowSharedIP))
+	if err == nil {
+		return nil
+	}
+	var why []string
+	for _, e := range unjoin(err) {
+		why = append(why, e.Error())
+	}
+	from := ""
+	if ann.MetalLBPool != "" {
+		from = fmt.Sprintf(" (MetalLB's pool %s)", ann.MetalLBPool)
+	}
+	return &ipam.AllocationError{Key: keyOf(svc), Reason: v1alpha1.ReasonIPNotAdopted, Message: fmt.Sprintf(
+		"%s, in the Service's status before Herald handled it%s, is left as it is and not served by Herald: %s. "+
+			"Add the address to an IPAddressPool to adopt it, or remove it from the Service's status to be given a new one",
+		joinAddrs(ips), from, strings.Join(why, "; "))}
+}
+
+// notYetHeralds reports whether the Service's status was written by someone
+// other than Herald: it has no IPAllocated condition, or one saying its
+// addresses were not adopted.
+func notYetHeralds(svc *corev1.Service) bool {
+	cond := meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
+	return cond == nil || cond.Reason == v1alpha1.ReasonIPNotAdopted
+}
+
+// unjoin lists the errors errors.Join joined, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func (c *Controller) reconcileService(ctx context.Context, r reconcile.Request) (ctrl.Result, error) {
@@ -421,6 +491,7 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 	// Service, which is then written again with the new mode.
 	mode := c.ipMode()
 	cond := metav1.Condition{Type: v1alpha1.ConditionIPAllocated, ObservedGeneration: svc.Generation}
+	adopted := false
 	if allocErr != nil {
 		var ae *ipam.AllocationError
 		reason := string(ipam.ReasonInvalidRequest)
@@ -429,11 +500,24 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 			reason, msg = string(ae.Reason), ae.Message
 		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reason, msg
-		desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs, mode)
+		if reason != v1alpha1.ReasonIPNotAdopted {
+			desired.Status.LoadBalancer.Ingress = heldIngress(svc.Status.LoadBalancer.Ingress, a.IPs, mode)
+		}
 	} else {
+		adopted = notYetHeralds(svc) && slices.Equal(statusIPs(svc), a.IPs)
 		desired.Status.LoadBalancer.Ingress = ingressFor(a.IPs, svc.Status.LoadBalancer.Ingress, mode)
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonIPAllocated
 		cond.Message = fmt.Sprintf("%s from pool %s", joinAddrs(a.IPs), a.Pool)
+	}
+	// Conflicting annotations follow the outcome in the condition's
+	// message, so that each warning is recorded once, when the conflict
+	// appears, and the condition shows it as long as it lasts.
+	outcome := cond.Message
+	var conflicts []string
+	ann, _ := model.ReadServiceAnnotations(svc.Annotations)
+	for _, cf := range ann.Conflicts {
+		conflicts = append(conflicts, cf.String())
+		cond.Message += conflictSeparator + cf.String()
 	}
 	old := meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
 	meta.SetStatusCondition(&desired.Status.Conditions, cond)
@@ -444,15 +528,36 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 		return err
 	}
 	c.usageChanged()
-	// Events only on transitions: a new outcome, or new addresses.
-	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || (cond.Status == metav1.ConditionTrue && old.Message != cond.Message) {
-		if allocErr != nil {
-			c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonAllocationFailed, "Allocate", "%s: %s", cond.Reason, cond.Message)
-		} else {
-			c.recorder.Eventf(svc, nil, corev1.EventTypeNormal, v1alpha1.ReasonIPAllocated, "Allocate", "assigned %s", cond.Message)
+	// Events only on transitions: a new outcome, new addresses, a new
+	// conflict.
+	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || (cond.Status == metav1.ConditionTrue && outcomeOf(old.Message) != outcome) {
+		switch {
+		case cond.Reason == v1alpha1.ReasonIPNotAdopted:
+			c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonIPNotAdopted, "Adopt", "%s", outcome)
+		case allocErr != nil:
+			c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonAllocationFailed, "Allocate", "%s: %s", cond.Reason, outcome)
+		case adopted:
+			c.recorder.Eventf(svc, nil, corev1.EventTypeNormal, v1alpha1.ReasonIPAllocated, "Adopt", "adopted %s, as the Service's status already held it", outcome)
+		default:
+			c.recorder.Eventf(svc, nil, corev1.EventTypeNormal, v1alpha1.ReasonIPAllocated, "Allocate", "assigned %s", outcome)
+		}
+	}
+	for _, cf := range conflicts {
+		if old == nil || !strings.Contains(old.Message, cf) {
+			c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonAnnotationConflict, "ReadAnnotations", "%s", cf)
 		}
 	}
 	return nil
+}
+
+// conflictSeparator precedes each annotation conflict in the condition's
+// message (model.AnnotationConflict.String begins with "annotation ").
+const conflictSeparator = "; "
+
+// outcomeOf is a condition's message without the annotation conflicts.
+func outcomeOf(message string) string {
+	outcome, _, _ := strings.Cut(message, conflictSeparator+"annotation ")
+	return outcome
 }
 
 // patchStatus writes desired's ingress list and conditions in one JSON

@@ -13,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -203,6 +204,15 @@ func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
 	checkOneWriteEach(t, w, names, "after the switch")
 }
 
+// ingressString shows an ingress list as kubectl get -o yaml would.
+func ingressString(in []corev1.LoadBalancerIngress) string {
+	var parts []string
+	for _, e := range in {
+		parts = append(parts, fmt.Sprintf("{ip: %s, ipMode: %s, ports: %v}", e.IP, modeOf(e), e.Ports))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
 // checkOneWriteEach collects the writes the watch w reports until it is
 // quiet for 2s, and checks each Service of names was written exactly once.
 func checkOneWriteEach(t *testing.T, w watch.Interface, names []string, when string) {
@@ -370,8 +380,8 @@ func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
 	}
 }
 
-// eventsAbout lists the events recorded about a cluster-scoped object with
-// the given reason.
+// eventsAbout lists the events recorded about an object of that name, in
+// any namespace, with the given reason.
 func eventsAbout(t *testing.T, cs kubernetes.Interface, name, reason string) []eventsv1.Event {
 	t.Helper()
 	l, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
@@ -474,4 +484,75 @@ func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T)
 			return n == 1, fmt.Sprintf("%d events", n)
 		})
 	}
+}
+
+// TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach: Services as
+// MetalLB leaves them (its annotations, addresses in their status, no
+// condition of Herald's) when Herald's controller first starts: each keeps
+// its ingress exactly and is written once (the condition); the address in
+// no pool stays with a False condition and a warning; the Service that asks
+// through metallb.universe.tf/loadBalancerIPs gets that address.
+func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
+	cfg, ctlCfg := realAPI(t)
+	c := adminClient(t, cfg)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const ns = "adopt"
+	mustCreate(t, c, namespace(ns, nil), testPool("adopt", 0, "198.51.100.208/28"))
+	t.Cleanup(func() { _ = c.Delete(ctx, testPool("adopt", 0)) })
+	left := map[string]string{"web": "198.51.100.213", "api": "198.51.100.209", "legacy": "203.0.113.250"}
+	for name, ip := range left {
+		svc := lbService(ns, name, withAnnotations("metallb.universe.tf/ip-allocated-from-pool", "adopt"))
+		if name == "legacy" {
+			svc.Annotations["metallb.universe.tf/ip-allocated-from-pool"] = "old"
+		}
+		mustCreate(t, c, svc)
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip, IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)}}
+		if err := c.Status().Update(ctx, svc); err != nil {
+			t.Fatalf("setting %s/%s's status as MetalLB does: %v", ns, name, err)
+		}
+	}
+	mustCreate(t, c, lbService(ns, "pinned", withAnnotations("metallb.universe.tf/loadBalancerIPs", "198.51.100.220")))
+	before := map[string][]corev1.LoadBalancerIngress{}
+	for name := range left {
+		before[name] = ingressOf(t, c, ns, name)
+	}
+
+	w := watchServices(t, cs, ns)
+	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	condition := func(name string) *metav1.Condition {
+		var svc corev1.Service
+		if err := c.Get(ctx, nn(ns, name), &svc); err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
+	}
+	for name := range left {
+		eventually(t, name+" has Herald's condition", func() (bool, string) {
+			cond := condition(name)
+			return cond != nil, fmt.Sprint(cond)
+		})
+		if got := ingressOf(t, c, ns, name); !apiequality.Semantic.DeepEqual(got, before[name]) {
+			t.Errorf("%s: ingress %s once Herald started, was %s", name, ingressString(got), ingressString(before[name]))
+		}
+	}
+	eventually(t, "pinned gets 198.51.100.220", func() (bool, string) {
+		in := ingressOf(t, c, ns, "pinned")
+		return len(in) == 1 && in[0].IP == "198.51.100.220", fmt.Sprint(in)
+	})
+	checkOneWriteEach(t, w, []string{"web", "api", "legacy", "pinned"}, "when Herald started")
+
+	for _, name := range []string{"web", "api"} {
+		if cond := condition(name); cond.Status != metav1.ConditionTrue || cond.Message != left[name]+" from pool adopt" {
+			t.Errorf("%s: condition %+v, want True: %s from pool adopt", name, cond, left[name])
+		}
+	}
+	cond := condition("legacy")
+	if cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonIPNotAdopted || !strings.Contains(cond.Message, "203.0.113.250") || !strings.Contains(cond.Message, "MetalLB's pool old") {
+		t.Errorf("legacy: condition %+v, want False %s naming the address and MetalLB's pool", cond, v1alpha1.ReasonIPNotAdopted)
+	}
+	eventually(t, "legacy has an "+v1alpha1.ReasonIPNotAdopted+" warning", func() (bool, string) {
+		evs := eventsAbout(t, cs, "legacy", v1alpha1.ReasonIPNotAdopted)
+		return len(evs) == 1 && evs[0].Type == corev1.EventTypeWarning && strings.Contains(evs[0].Note, "203.0.113.250"), fmt.Sprint(evs)
+	})
 }

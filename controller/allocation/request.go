@@ -3,12 +3,10 @@ package allocation
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/controller/ipam"
 	"github.com/heraldlb/herald/internal/model"
 )
@@ -16,10 +14,11 @@ import (
 // requestFor turns a Service into what the allocator needs. Errors name the
 // field or annotation at fault.
 func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Config) (ipam.Request, error) {
+	ann, annErr := model.ReadServiceAnnotations(svc.Annotations)
 	req := ipam.Request{
 		Key:     keyOf(svc),
-		Pool:    svc.Annotations[v1alpha1.AnnotationAddressPool],
-		Sharing: sharingOf(svc),
+		Pool:    ann.AddressPool,
+		Sharing: sharingOf(svc, ann.AllowSharedIP),
 	}
 	for _, f := range svc.Spec.IPFamilies {
 		if f == corev1.IPv6Protocol {
@@ -36,18 +35,15 @@ func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Conf
 			req.FamilyPolicy = ipam.RequireDualStack
 		}
 	}
-	if s, ok := svc.Annotations[v1alpha1.AnnotationLoadBalancerIPs]; ok {
-		for _, f := range strings.Split(s, ",") {
-			ip, err := netip.ParseAddr(strings.TrimSpace(f))
-			if err != nil {
-				return req, fmt.Errorf("annotation %s: %q is not an IP address", v1alpha1.AnnotationLoadBalancerIPs, strings.TrimSpace(f))
-			}
-			req.IPs = append(req.IPs, ip)
-		}
-	} else if s := svc.Spec.LoadBalancerIP; s != "" {
-		ip, err := netip.ParseAddr(s)
+	switch {
+	case annErr != nil:
+		return req, annErr
+	case ann.LoadBalancerIPsKey != "":
+		req.IPs = ann.LoadBalancerIPs
+	case svc.Spec.LoadBalancerIP != "":
+		ip, err := netip.ParseAddr(svc.Spec.LoadBalancerIP)
 		if err != nil {
-			return req, fmt.Errorf("spec.loadBalancerIP: %q is not an IP address", s)
+			return req, fmt.Errorf("spec.loadBalancerIP: %q is not an IP address", svc.Spec.LoadBalancerIP)
 		}
 		req.IPs = []netip.Addr{ip}
 	}
@@ -58,10 +54,11 @@ func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Conf
 	return req, nil
 }
 
-// sharingOf says with whom the Service may share an address.
-func sharingOf(svc *corev1.Service) ipam.Sharing {
+// sharingOf says with whom the Service may share an address; key is its
+// sharing key (model.ServiceAnnotations.AllowSharedIP).
+func sharingOf(svc *corev1.Service, key string) ipam.Sharing {
 	sh := ipam.Sharing{
-		Key:                svc.Annotations[v1alpha1.AnnotationAllowSharedIP],
+		Key:                key,
 		LocalTrafficPolicy: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		Selector:           labels.Set(svc.Spec.Selector).String(),
 	}

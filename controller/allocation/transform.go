@@ -1,8 +1,6 @@
 package allocation
 
 import (
-	"strings"
-
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/controller/kubeproxy"
+	"github.com/heraldlb/herald/internal/model"
 )
 
 // CacheOptions makes the manager's cache keep only what the controller
@@ -37,9 +36,9 @@ func CacheOptions(namespace string) cache.Options {
 
 // Transform trims an object before the cache stores it. Every object loses
 // its managedFields. A Service keeps its identity, its type and class, the
-// status Herald writes, and, when it is a LoadBalancer, the labels, Herald's
-// annotations and the spec fields allocation reads; a node keeps only its
-// addresses; a Lease (the speakers') keeps its annotations and spec, what
+// status Herald writes, and, when it is a LoadBalancer, the labels, the
+// annotations Herald reads (its own and their MetalLB aliases) and the spec
+// fields allocation reads; a node keeps only its addresses; a Lease (the speakers') keeps its annotations and spec, what
 // the ipMode decision reads; namespaces (cached as metadata) keep only their
 // labels.
 //
@@ -80,9 +79,6 @@ func identity(m *metav1.ObjectMeta) metav1.ObjectMeta {
 	}
 }
 
-// annotationPrefix marks the annotations Herald reads.
-const annotationPrefix = "herald.dev/"
-
 func trimService(s *corev1.Service) *corev1.Service {
 	out := &corev1.Service{
 		TypeMeta:   s.TypeMeta,
@@ -97,7 +93,7 @@ func trimService(s *corev1.Service) *corev1.Service {
 	}
 	out.Labels = s.Labels // pools' serviceSelectors
 	for k, v := range s.Annotations {
-		if strings.HasPrefix(k, annotationPrefix) {
+		if model.ReadsServiceAnnotation(k) {
 			if out.Annotations == nil {
 				out.Annotations = map[string]string{}
 			}

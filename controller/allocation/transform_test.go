@@ -51,28 +51,44 @@ func fullService() *corev1.Service {
 }
 
 // TestTrimmedServiceAllocatesExactlyLikeTheFullOne guards the cache
-// transform: whatever it drops, the allocator must be asked the same thing.
+// transform: whatever it drops, the allocator must be asked the same thing,
+// whether the Service says it with Herald's annotations or MetalLB's.
 func TestTrimmedServiceAllocatesExactlyLikeTheFullOne(t *testing.T) {
-	full := fullService()
-	out, err := Transform(full.DeepCopy())
-	if err != nil {
-		t.Fatal(err)
+	metallb := fullService()
+	metallb.Annotations = map[string]string{
+		"metallb.universe.tf/allow-shared-ip":              "dns",
+		"metallb.io/address-pool":                          "lan",
+		"metallb.universe.tf/address-pool":                 "old",
+		"metallb.universe.tf/loadBalancerIPs":              "198.51.100.7, 2001:db8::7",
+		"metallb.universe.tf/ip-allocated-from-pool":       "lan",
+		"kubectl.kubernetes.io/last-applied-configuration": `{"a very":"long document"}`,
 	}
-	trimmed := out.(*corev1.Service)
-	cfg := model.Build(model.Input{})
-	a, errA := requestFor(full, nil, cfg)
-	b, errB := requestFor(trimmed, nil, cfg)
-	a.Eligible, b.Eligible = nil, nil // funcs; eligibility reads labels, compared below
-	if errA != nil || errB != nil || !reflect.DeepEqual(a, b) {
-		t.Errorf("request from the full Service %+v (%v), from the trimmed one %+v (%v)", a, errA, b, errB)
-	}
-	if !reflect.DeepEqual(trimmed.Labels, full.Labels) || !reflect.DeepEqual(trimmed.Status, full.Status) ||
-		trimmed.Generation != full.Generation || trimmed.ResourceVersion != full.ResourceVersion || trimmed.UID != full.UID ||
-		!model.Handles(trimmed, "") {
-		t.Errorf("trimmed Service lost what allocation, status writes or events read: %+v", trimmed)
-	}
-	if _, ok := trimmed.Annotations["kubectl.kubernetes.io/last-applied-configuration"]; ok || trimmed.ManagedFields != nil || trimmed.Spec.ClusterIPs != nil {
-		t.Errorf("trimmed Service kept what Herald never reads: %+v", trimmed)
+	for name, full := range map[string]*corev1.Service{"Herald's annotations": fullService(), "MetalLB's annotations": metallb} {
+		out, err := Transform(full.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		trimmed := out.(*corev1.Service)
+		cfg := model.Build(model.Input{})
+		a, errA := requestFor(full, nil, cfg)
+		b, errB := requestFor(trimmed, nil, cfg)
+		a.Eligible, b.Eligible = nil, nil // funcs; eligibility reads labels, compared below
+		if errA != nil || errB != nil || !reflect.DeepEqual(a, b) || len(a.IPs) != 2 || a.Pool != "lan" || a.Sharing.Key != "dns" {
+			t.Errorf("%s: request from the full Service %+v (%v), from the trimmed one %+v (%v)", name, a, errA, b, errB)
+		}
+		annA, _ := model.ReadServiceAnnotations(full.Annotations)
+		annB, _ := model.ReadServiceAnnotations(trimmed.Annotations)
+		if !reflect.DeepEqual(annA, annB) {
+			t.Errorf("%s: annotations read from the full Service %+v, from the trimmed one %+v", name, annA, annB)
+		}
+		if !reflect.DeepEqual(trimmed.Labels, full.Labels) || !reflect.DeepEqual(trimmed.Status, full.Status) ||
+			trimmed.Generation != full.Generation || trimmed.ResourceVersion != full.ResourceVersion || trimmed.UID != full.UID ||
+			!model.Handles(trimmed, "") {
+			t.Errorf("%s: trimmed Service lost what allocation, status writes or events read: %+v", name, trimmed)
+		}
+		if _, ok := trimmed.Annotations["kubectl.kubernetes.io/last-applied-configuration"]; ok || trimmed.ManagedFields != nil || trimmed.Spec.ClusterIPs != nil {
+			t.Errorf("%s: trimmed Service kept what Herald never reads: %+v", name, trimmed)
+		}
 	}
 }
 

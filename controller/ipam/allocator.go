@@ -99,8 +99,8 @@ func (a *Allocator) SetPools(pools []Pool) (evicted []Key, err error) {
 // Restore cannot keep (outside every pool, taken by a Service they may not be
 // shared with, a second address of one family or in a second pool) are left
 // out, and the error (one *AllocationError per address, joined) names them so
-// the caller can record an event; the next Assign gives the Service what it
-// still lacks. Restore replaces what key held before.
+// the caller can say what it does with them: the next Assign gives the
+// Service what it still lacks. Restore replaces what key held before.
 func (a *Allocator) Restore(key Key, ips []netip.Addr, sharing Sharing) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -121,16 +121,16 @@ func (a *Allocator) Restore(key Key, ips []netip.Addr, sharing Sharing) error {
 		case !ip.IsValid() || ip.Zone() != "":
 			fail(ReasonInvalidRequest, "status address %q is not a plain IP address", ip)
 		case p == nil:
-			fail(ReasonOutsidePools, "address %s is outside every pool; releasing it", ip)
+			fail(ReasonOutsidePools, "address %s is outside every pool", ip)
 		case !usable:
-			fail(ReasonOutsidePools, "address %s is excluded from pool %q by avoidBuggyIPs; releasing it", ip, p.name)
+			fail(ReasonOutsidePools, "address %s is excluded from pool %q by avoidBuggyIPs", ip, p.name)
 		case seen[familyOf(ip).index()].IsValid():
-			fail(ReasonInvalidRequest, "status holds two %s addresses, %s and %s; keeping %[2]s", familyOf(ip), seen[familyOf(ip).index()], ip)
+			fail(ReasonInvalidRequest, "status holds two %s addresses, %s and %s; a service has one per family", familyOf(ip), seen[familyOf(ip).index()], ip)
 		case c.pool != nil && p != c.pool:
-			fail(ReasonNoMatchingPool, "address %s is in pool %q, but %s is in pool %q and a service's addresses come from one pool; releasing %[1]s", ip, p.name, c.ips[0], c.pool.name)
+			fail(ReasonNoMatchingPool, "address %s is in pool %q, but %s is in pool %q and a service's addresses come from one pool", ip, p.name, c.ips[0], c.pool.name)
 		default:
 			if reason, msg := a.shareProblem(key, sharing, ip); reason != "" {
-				fail(reason, "%s; releasing it", msg)
+				fail(reason, "%s", msg)
 				continue
 			}
 			seen[familyOf(ip).index()] = ip
