@@ -17,8 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/heraldctl/migrate"
 )
 
 // TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach: Services
@@ -175,5 +177,53 @@ func statusWrites(w watch.Interface, quiet time.Duration) map[string]int {
 		case <-time.After(quiet):
 			return writes
 		}
+	}
+}
+
+// TestHeraldctlMigrateOfTheLayer2TutorialGivesTheAddressMetalLBWould: the
+// legacy ConfigMap of MetalLB's layer-2 tutorial (one pool, protocol
+// layer2, a range), translated as `heraldctl migrate -f` does and applied,
+// gives the first Service the range's lowest address and the second the
+// next one, as MetalLB's allocator does, and the client reaches them.
+func TestHeraldctlMigrateOfTheLayer2TutorialGivesTheAddressMetalLBWould(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	configMap := fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata:
+  namespace: metallb-system
+  name: config
+data:
+  config: |
+    address-pools:
+    - name: %s-default
+      protocol: layer2
+      addresses:
+      - 198.51.100.48-198.51.100.52
+`, ns)
+	in := &migrate.Input{}
+	if err := in.AddYAML("tutorial.yaml", []byte(configMap)); err != nil {
+		t.Fatal(err)
+	}
+	res := migrate.Translate(in, migrate.Options{})
+	if !res.Complete() || len(res.Pools) != 1 || len(res.L2Advertisements) != 1 {
+		var report strings.Builder
+		_ = res.WriteReport(&report)
+		t.Fatalf("translation: %d pools, %d L2Advertisements, complete %v:\n%s", len(res.Pools), len(res.L2Advertisements), res.Complete(), report.String())
+	}
+	for _, o := range []client.Object{&res.Pools[0], &res.L2Advertisements[0]} {
+		if err := crClient.Create(ctx, o); err != nil {
+			t.Fatalf("applying the translated %T %s: %v", o, o.GetName(), err)
+		}
+		t.Cleanup(func() { _ = crClient.Delete(context.Background(), o) })
+	}
+	createWeb(t, ns, "web", 2)
+	readyPods(t, ns, "app=web", 2)
+	for _, want := range []struct{ svc, ip string }{{"first", "198.51.100.48"}, {"second", "198.51.100.49"}} {
+		lbService(t, ns, want.svc)
+		if got := externalIPs(t, ns, want.svc, 1)[0]; got != want.ip {
+			t.Errorf("%s got %s; MetalLB would give %s (its range's lowest free address)", want.svc, got, want.ip)
+		}
+		curlOK(t, "http://"+want.ip+"/")
 	}
 }
