@@ -103,6 +103,9 @@ func (c *Controller) decideIPMode(ctx context.Context) (ipmode.Decision, bool, e
 	d := ipmode.Decide(speakers, time.Now())
 	c.modeMu.Lock()
 	old, first := c.mode, !c.modeDecided
+	if d.NoneFresh && !first {
+		d.Mode, d.Reason = old.Mode, d.Reason+"; keeping "+string(old.Mode)+" until a speaker is back"
+	}
 	c.mode, c.modeDecided = d, true
 	c.modeMu.Unlock()
 	changed := old.Mode != d.Mode

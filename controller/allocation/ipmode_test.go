@@ -107,4 +107,32 @@ func TestAutoIPModeDrivesIngressAndStrictARP(t *testing.T) {
 	if c := strictARP(); c == nil || c.Status != metav1.ConditionFalse {
 		t.Errorf("KubeProxyStrictARP %+v once a speaker runs without a dataplane, want False", c)
 	}
+
+	// Every speaker gone (a lone speaker restarting): the mode in force
+	// stays, nothing is requeued.
+	for _, l := range []*coordinationv1.Lease{n1, n2} {
+		if err := h.client.Delete(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n3 := testSpeakerLease("node-3", "nftables", now, time.Hour)
+	if err := h.client.Create(ctx, n3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.reconcileIPMode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.c.retry.take()
+	if err := h.client.Delete(ctx, n3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.reconcileIPMode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.c.retry.take(); len(got) != 0 {
+		t.Errorf("no speaker's Lease fresh: %v requeued, want none (the mode in force stays)", got)
+	}
+	if d, _, _ := h.c.decideIPMode(ctx); d.Mode != corev1.LoadBalancerIPModeProxy {
+		t.Errorf("no speaker's Lease fresh after Proxy: %s (%s), want Proxy kept", d.Mode, d.Reason)
+	}
 }

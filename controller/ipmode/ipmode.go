@@ -71,6 +71,12 @@ type Decision struct {
 	// Recheck is when the decision may change although no Lease does: the
 	// earliest expiry of a fresh Lease. Zero when no Lease is fresh.
 	Recheck time.Time
+	// NoneFresh: no speaker's Lease is fresh. A controller that already
+	// wrote a mode keeps it: no speaker announces anything meanwhile, a
+	// crashed speaker's rules still forward, and switching would cost a
+	// write per Service, undone when the speakers are back (a lone
+	// speaker's restart rewrote 10,000 Services twice).
+	NoneFresh bool
 }
 
 // Decide is Proxy iff at least one speaker's Lease is fresh at now and every
@@ -85,7 +91,7 @@ func Decide(speakers []Speaker, now time.Time) Decision {
 		}
 	}
 	if len(fresh) == 0 {
-		return Decision{Mode: corev1.LoadBalancerIPModeVIP, Reason: "no speaker's Lease is fresh: no speaker forwards, kube-proxy must"}
+		return Decision{Mode: corev1.LoadBalancerIPModeVIP, NoneFresh: true, Reason: "no speaker's Lease is fresh: no speaker forwards, kube-proxy must"}
 	}
 	slices.SortFunc(fresh, func(a, b Speaker) int { return strings.Compare(a.Node, b.Node) })
 	d := Decision{Recheck: fresh[0].Expiry}
