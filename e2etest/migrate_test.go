@@ -184,7 +184,9 @@ func statusWrites(w watch.Interface, quiet time.Duration) map[string]int {
 // legacy ConfigMap of MetalLB's layer-2 tutorial (one pool, protocol
 // layer2, a range), translated as `heraldctl migrate -f` does and applied,
 // gives the first Service the range's lowest address and the second the
-// next one, as MetalLB's allocator does, and the client reaches them.
+// next one, as MetalLB's allocator does, and the client reaches them. The
+// range is on the lab's IPv6 LAN: its IPv4 one has no free range left
+// (and 198.51.100.48-52, among the node addresses, gave .50 first).
 func TestHeraldctlMigrateOfTheLayer2TutorialGivesTheAddressMetalLBWould(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -199,7 +201,7 @@ data:
     - name: %s-default
       protocol: layer2
       addresses:
-      - 198.51.100.48-198.51.100.52
+      - 2001:db8:1::1:30-2001:db8:1::1:34
 `, ns)
 	in := &migrate.Input{}
 	if err := in.AddYAML("tutorial.yaml", []byte(configMap)); err != nil {
@@ -219,11 +221,16 @@ data:
 	}
 	createWeb(t, ns, "web", 2)
 	readyPods(t, ns, "app=web", 2)
-	for _, want := range []struct{ svc, ip string }{{"first", "198.51.100.48"}, {"second", "198.51.100.49"}} {
-		lbService(t, ns, want.svc)
-		if got := externalIPs(t, ns, want.svc, 1)[0]; got != want.ip {
+	single := corev1.IPFamilyPolicySingleStack
+	for _, want := range []struct{ svc, ip string }{{"first", "2001:db8:1::1:30"}, {"second", "2001:db8:1::1:31"}} {
+		lbService(t, ns, want.svc, func(s *corev1.Service) {
+			s.Spec.IPFamilyPolicy = &single
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+		})
+		got := externalIPs(t, ns, want.svc, 1)[0]
+		if got != want.ip {
 			t.Errorf("%s got %s; MetalLB would give %s (its range's lowest free address)", want.svc, got, want.ip)
 		}
-		curlOK(t, "http://"+want.ip+"/")
+		curlOK(t, "http://["+got+"]/")
 	}
 }
