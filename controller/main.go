@@ -26,6 +26,7 @@ import (
 	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/webhook"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
+	"github.com/heraldlb/herald/internal/version"
 )
 
 type options struct {
@@ -61,9 +62,15 @@ func main() {
 	flag.StringVar(&o.webhookDNSNames, "webhook-extra-dns-names", "", "more names for the certificate, comma-separated (e.g. localhost)")
 	flag.BoolVar(&o.webhook.EnableCertRotation, "enable-cert-rotation", true, "generate, rotate and inject the webhook certificate; off when another tool manages it")
 	zapOpts := zap.Options{}
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("herald-controller"))
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.Log.Info("starting controller", "version", version.Version(), "revision", version.Revision())
 	setMemoryLimit()
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "controller stopped")
@@ -168,15 +175,24 @@ func setMemoryLimit() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+	if limit, ok := memoryLimit(os.Getenv); ok {
+		debug.SetMemoryLimit(limit)
+		ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit)
 	}
-	limit, err := strconv.ParseInt(os.Getenv("HERALD_MEMORY_LIMIT"), 10, 64)
+}
+
+// memoryLimit is the soft memory limit to set from the environment: 90% of
+// HERALD_MEMORY_LIMIT, unless GOMEMLIMIT is set (the runtime has read it) or
+// there is no valid limit.
+func memoryLimit(getenv func(string) string) (int64, bool) {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	limit, err := strconv.ParseInt(getenv("HERALD_MEMORY_LIMIT"), 10, 64)
 	if err != nil || limit <= 0 {
-		return
+		return 0, false
 	}
-	debug.SetMemoryLimit(limit / 10 * 9)
-	ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit/10*9)
+	return limit / 10 * 9, true
 }
 
 func envOr(k, def string) string {

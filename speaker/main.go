@@ -27,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
+	"github.com/heraldlb/herald/internal/version"
 	"github.com/heraldlb/herald/speaker/bgp"
 	"github.com/heraldlb/herald/speaker/dataplane"
 	"github.com/heraldlb/herald/speaker/layer2"
@@ -71,9 +72,15 @@ func main() {
 	flag.StringVar(&f.dataplane, "dataplane", "nftables", "what forwards the traffic this node receives for LoadBalancer addresses: nftables, iptables, ipvs, or off (kube-proxy does, with the Services' ipMode VIP)")
 	flag.StringVar(&f.iptables, "iptables", "iptables", "the iptables command of --dataplane=iptables: iptables (whatever the alternative points at), iptables-legacy or iptables-nft")
 	flag.StringVar(&f.remoteTargets, "dataplane-remote-targets", "endpoints", "where the dataplane sends the traffic bound for other nodes: endpoints (straight to the pods, masqueraded, as kube-proxy does) or nodeports (the other nodes' NodePorts, which their kube-proxy forwards)")
+	printVersion := flag.Bool("version", false, "print the version and exit")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String("herald-speaker"))
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.Log.Info("starting speaker", "version", version.Version(), "revision", version.Revision())
 	if err := run(f); err != nil {
 		ctrl.Log.Error(err, "speaker stopped")
 		os.Exit(1)
@@ -120,7 +127,10 @@ func run(f flags) error {
 			// Safe fallback: the API view alone detects dead speakers, slowly.
 			log.Error(err, "gossip disabled; dead speakers are detected through their Leases only")
 		} else {
-			m, err := membership.Start(membership.Config{NodeName: f.node, BindAddr: addr, Port: f.gossipPort, SecretKey: key, Log: log.WithName("gossip")})
+			m, err := membership.Start(membership.Config{
+				NodeName: f.node, BindAddr: addr, Port: f.gossipPort, SecretKey: key,
+				Log: log.WithName("gossip"), Registerer: metrics.Registry,
+			})
 			if err != nil {
 				log.Error(err, "gossip disabled; dead speakers are detected through their Leases only")
 			} else {
@@ -193,6 +203,9 @@ func run(f flags) error {
 			return errors.New("first reconcile not done")
 		}
 	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("gossip", func(*http.Request) error { return sp.CutOff() }); err != nil {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
