@@ -3,20 +3,47 @@ SHELL   := /bin/bash
 GO      ?= go
 LAB_DIR ?= $(CURDIR)/.lab
 BIN     := $(CURDIR)/bin
+# Herald's version is written in one place, the chart's appVersion: the
+# binaries, the images and their tags take it from there.
+VERSION := $(shell sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$$/\1/p' charts/herald/Chart.yaml)
 export LAB_DIR
 
 include hack/generate.mk
 
-.PHONY: all build lab lab-up lab-down lab-exec lab-bins test unit e2e lint bench clean
+.PHONY: all build version images test-images release-check lab lab-up lab-down lab-exec lab-bins realnode test unit e2e lint bench chaos soak clean
 
 all: build
 
 build:
 	$(GO) build ./...
 
+## version: Herald's version (the chart's appVersion)
+version:
+	@echo $(VERSION)
+
+## images: the controller's and the speaker's images for linux/amd64 and linux/arm64, built without
+## Docker: one OCI layout per image in bin/images (crane push bin/images/herald-controller REF)
+images:
+	$(GO) run ./hack/images -out $(BIN)/images
+
+## test-images: build both images as make images does and inspect them: config, files, the amd64 binary's
+## --version, the arm64 ELF, the chart's users, two builds one digest (not in make test: minutes cold)
+test-images:
+	HERALD_IMAGE_TEST=1 $(GO) test -count=1 -timeout 60m -v ./hack/images
+
+## release-check: the chart's version, appVersion, image tags (values, config/herald.yaml, bin/images)
+## and CRDs agree (TAG=v1.2.3: and the git tag being released)
+release-check: helm
+	@bash hack/render-manifests.sh --check
+	$(GO) run ./hack/releasecheck -images $(BIN)/images -tag "$(TAG)"
+
 ## lab-bins: build the pinned kube-apiserver, kube-controller-manager, kube-proxy, kubectl and etcd (once per pin)
 lab-bins:
 	@bash e2etest/tools/build.sh
+
+## realnode: a real kubelet and containerd in a network namespace, pods on them (prototype; needs root, runc, containernetworking-plugins)
+realnode:
+	@bash hack/realnode.sh
 
 $(BIN)/lab: $(shell find e2etest/lab e2etest/cmd e2etest/herald -name '*.go') go.mod
 	$(GO) build -o $@ ./e2etest/cmd/lab
@@ -57,6 +84,18 @@ unit: helm lab-bins
 # The e2e packages share one lab (fixed namespace names), so they run one at a time.
 e2e: lab-bins helm
 	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
+
+## chaos: the chaos cases at full length (faults with steady traffic; `make test`
+## runs their short versions), printing `bench:` lines
+chaos: lab-bins helm
+	set -o pipefail; mkdir -p $(LAB_DIR); HERALD_CHAOS=full $(GO) test -count=1 -p 1 -timeout 60m -v -run '^TestChaos' ./e2etest/ 2>&1 | tee $(LAB_DIR)/chaos.log
+
+## soak: $(SOAK) (default 30m) of churn at 20 changes/s on announced Services,
+## the controller's and speakers' memory, goroutines and open files sampled
+## every 10 s (fails on growth beyond noise), printing `bench:` lines
+SOAK ?= 30m
+soak: lab-bins helm
+	set -o pipefail; mkdir -p $(LAB_DIR); HERALD_CHAOS=full HERALD_SOAK=$(SOAK) $(GO) test -count=1 -p 1 -timeout 120m -v -run '^TestSoak$$' ./e2etest/ 2>&1 | tee $(LAB_DIR)/soak.log
 
 ## bench: the controller's, the layer-2, the speaker-scale, BGP and dataplane benchmarks, each in its own lab
 ## (BENCH=cold|warm|single|rss|writes|restart for the controller, failover|create for layer 2,

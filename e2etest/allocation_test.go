@@ -50,6 +50,15 @@ func newPool(t *testing.T, name, ns string, addrs []string, mutate ...func(*v1al
 // lbService creates a Service of type LoadBalancer for app=web on port 80.
 func lbService(t *testing.T, ns, name string, mutate ...func(*corev1.Service)) *corev1.Service {
 	t.Helper()
+	svc := newLBService(ns, name, mutate...)
+	if err := crClient.Create(context.Background(), svc); err != nil {
+		t.Fatalf("create service %s: %v", name, err)
+	}
+	return svc
+}
+
+// newLBService is the Service lbService creates.
+func newLBService(ns, name string, mutate ...func(*corev1.Service)) *corev1.Service {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.ServiceSpec{
@@ -60,9 +69,6 @@ func lbService(t *testing.T, ns, name string, mutate ...func(*corev1.Service)) *
 	}
 	for _, m := range mutate {
 		m(svc)
-	}
-	if err := crClient.Create(context.Background(), svc); err != nil {
-		t.Fatalf("create service %s: %v", name, err)
 	}
 	return svc
 }

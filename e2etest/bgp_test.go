@@ -24,6 +24,7 @@ import (
 	"github.com/heraldlb/herald/api/v1alpha1"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	"github.com/heraldlb/herald/e2etest/traffic"
 	"github.com/heraldlb/herald/internal/bgprouter"
 )
 
@@ -407,18 +408,19 @@ func TestBGPRollingRestartWithGracefulRestartLosesNoRequest(t *testing.T) {
 	routerNextHops(t, theLab.FRR, prefix, nodes, false, 20*time.Second)
 	waitNodePorts(t, ns, "web")
 
-	p := startProberIn(lab.BGPClientNetns, "http://"+ip+"/", 20*time.Millisecond)
+	p := traffic.Start(lab.BGPClientNetns, "http://"+ip+"/", 20*time.Millisecond)
 	for _, n := range theLab.Nodes {
 		hd.Speaker(n.Name).Stop()
 		if err := hd.StartSpeaker(n); err != nil {
-			p.finish()
+			p.Finish()
 			t.Fatal(err)
 		}
 		bgpSessions(t, peer, 30*time.Second, "Established again", established)
 		time.Sleep(time.Second)
 	}
-	total, failed, outage := p.finish()
-	t.Logf("rolling restart with graceful restart: %d requests from behind FRR, %d failed (longest outage %s), errors %v", total, failed, outage, p.errors)
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
+	t.Logf("rolling restart with graceful restart: %d requests from behind FRR, %d failed (longest outage %s), errors %v", total, failed, outage, st.Errors)
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed; want none", failed, total)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -166,8 +167,17 @@ func waitNodePorts(t *testing.T, ns, name string) {
 		t.Fatal(err)
 	}
 	for _, n := range theLab.Nodes {
-		for _, p := range svc.Spec.Ports {
-			curlOK(t, fmt.Sprintf("http://%s:%d/", n.IPv4, p.NodePort))
+		if n.SpeakerOnly {
+			continue // no kube-proxy there
+		}
+		for _, fam := range svc.Spec.IPFamilies {
+			addr := n.IPv4 // a single-stack Service's NodePort listens on its family's node addresses only
+			if fam == corev1.IPv6Protocol {
+				addr = n.IPv6
+			}
+			for _, p := range svc.Spec.Ports {
+				curlOK(t, "http://"+netip.AddrPortFrom(addr, uint16(p.NodePort)).String()+"/")
+			}
 		}
 	}
 }
@@ -438,7 +448,7 @@ func TestDataplaneSwitchedOffAndOnAtRuntimeKeepsServing(t *testing.T) {
 	p := startProber("http://"+ip+"/", 10*time.Millisecond)
 	offAt := time.Now()
 	if err := hd.SetDataplane("off"); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeVIP)
@@ -450,7 +460,7 @@ func TestDataplaneSwitchedOffAndOnAtRuntimeKeepsServing(t *testing.T) {
 	curlOK(t, "http://"+ip+"/") // kube-proxy forwards now
 	onAt := time.Now()
 	if err := hd.SetDataplane("nftables"); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	waitIPMode(t, ns, "web", corev1.LoadBalancerIPModeProxy)
@@ -463,9 +473,10 @@ func TestDataplaneSwitchedOffAndOnAtRuntimeKeepsServing(t *testing.T) {
 		return strings.Contains(heraldRules(t, owner), ip), nil
 	})
 	time.Sleep(time.Second)
-	total, failed, outage := p.finish()
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
 	t.Logf("dataplane off (%s) and on again (%s), one speaker at a time: %d requests, %d failed, longest outage %s; errors %v",
-		onAt.Sub(offAt).Round(time.Millisecond), time.Since(onAt).Round(time.Millisecond), total, failed, outage, p.errors)
+		onAt.Sub(offAt).Round(time.Millisecond), time.Since(onAt).Round(time.Millisecond), total, failed, outage, st.Errors)
 	// One kube-proxy sync at most (the lab's kube-proxy syncs within a second).
 	if outage > 1500*time.Millisecond {
 		t.Errorf("switching the dataplane left a gap of %s", outage)

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -20,87 +19,16 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
+	"github.com/heraldlb/herald/e2etest/traffic"
 )
 
-// prober sends a request from the client every interval, each on a new TCP
-// connection (so each one resolves the address afresh), and records outcomes.
-type prober struct {
-	mu      sync.Mutex
-	results []probe
-	stop    context.CancelFunc
-	done    chan struct{}
-	errors  map[string]int // why requests failed, by count (after finish)
-}
-
-type probe struct {
-	at, end time.Time // the request was sent at at and had its answer or error at end
-	ok      bool
-	err     string
-}
-
-func startProber(url string, interval time.Duration) *prober {
-	return startProberIn(lab.ClientNetns, url, interval)
-}
-
-// startProberIn is startProber from another lab namespace.
-func startProberIn(ns, url string, interval time.Duration) *prober {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &prober{stop: cancel, done: make(chan struct{})}
-	hc := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{
-		DialContext: lab.DialContextIn(ns), DisableKeepAlives: true,
-	}}
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for ctx.Err() == nil {
-			at := time.Now()
-			resp, err := hc.Get(url)
-			ok := err == nil && resp.StatusCode == 200
-			why := ""
-			if err != nil {
-				why = err.Error()
-			}
-			if resp != nil {
-				resp.Body.Close()
-			}
-			p.mu.Lock()
-			p.results = append(p.results, probe{at: at, end: time.Now(), ok: ok, err: why})
-			p.mu.Unlock()
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-// finish stops the prober and returns the count of failures and the longest
-// outage: from the last success before a failure to the next success.
-func (p *prober) finish() (total, failed int, outage time.Duration) {
-	p.stop()
-	<-p.done
-	p.errors = map[string]int{}
-	var lastOK time.Time
-	inOutage := false
-	for _, r := range p.results {
-		total++
-		if !r.ok {
-			failed++
-			inOutage = true
-			p.errors[r.err]++
-			continue
-		}
-		if inOutage && !lastOK.IsZero() && r.at.Sub(lastOK) > outage {
-			outage = r.at.Sub(lastOK)
-		}
-		inOutage = false
-		lastOK = r.at
-	}
-	return total, failed, outage
+// startProber asks url from the client every interval (traffic.Prober).
+func startProber(url string, interval time.Duration) *traffic.Prober {
+	return traffic.Start(lab.ClientNetns, url, interval)
 }
 
 func TestLayer2AbruptNodeLossFailsOverFast(t *testing.T) {
@@ -140,14 +68,15 @@ func TestLayer2AbruptNodeLossFailsOverFast(t *testing.T) {
 		return len(got) == 1 && got[0] != owner, nil
 	})
 	time.Sleep(500 * time.Millisecond)
-	total, failed, outage := p.finish()
-	t.Logf("owner %s cut: %d requests, %d failed, longest outage %s; errors %v", owner, total, failed, outage, p.errors)
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
+	t.Logf("owner %s cut: %d requests, %d failed, longest outage %s; errors %v", owner, total, failed, outage, st.Errors)
 	if outage > 2*time.Second {
 		t.Errorf("outage %s after losing the owner; the goal is under 1 s (2 s max)", outage)
 	}
 	// Served again: one of the last 5 requests answered (one request
 	// timing out at 300 ms on the loaded machine is not an outage).
-	if last := p.results[max(0, len(p.results)-5):]; !slices.ContainsFunc(last, func(r probe) bool { return r.ok }) {
+	if last := p.Results()[max(0, len(p.Results())-5):]; !slices.ContainsFunc(last, func(r traffic.Result) bool { return r.OK }) {
 		t.Errorf("requests still failing at the end: the last %d all failed", len(last))
 	}
 }
@@ -171,15 +100,16 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 		hd.Speaker(n.Name).Stop()
 		steps = append(steps, fmt.Sprintf("%s exited %s", n.Name, time.Now().Format("15:04:05.000")))
 		if err := hd.StartSpeaker(n); err != nil {
-			p.finish()
+			p.Finish()
 			t.Fatal(err)
 		}
 		steps = append(steps, fmt.Sprintf("%s ready %s", n.Name, time.Now().Format("15:04:05.000")))
 		time.Sleep(time.Second)
 	}
-	total, failed, outage := p.finish()
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
 	answers := moves.finish(nodeMAC(nodeByName(t, before)))
-	t.Logf("rolling restart of %d speakers: %d requests, %d failed (longest outage %s); errors %v; %s moved %v", len(theLab.Nodes), total, failed, outage, p.errors, ip, answers)
+	t.Logf("rolling restart of %d speakers: %d requests, %d failed (longest outage %s); errors %v; %s moved %v", len(theLab.Nodes), total, failed, outage, st.Errors, ip, answers)
 	// A move of the address resets the one TCP connection that may be open
 	// across it: its handshake went to the old node, whose kube-proxy chose
 	// a pod and keeps the flow's conntrack entry; its next packets go to the
@@ -188,19 +118,19 @@ func TestLayer2RollingRestartOfAllSpeakersLosesNoRequest(t *testing.T) {
 	// conntrack, so such a reset is excused: at most one per move, sent
 	// before the move and ended by a reset after it. Every other failure is
 	// a lost request.
-	lost, excused := straddledMoves(p.results, answers)
+	lost, excused := straddledMoves(p.Results(), answers)
 	if len(excused) > 0 {
 		t.Logf("connections open across a move of %s, reset by the new node: %v", ip, excused)
 	}
 	if len(lost) != 0 {
 		t.Errorf("%d of %d requests failed during a rolling restart; want none\nfailed: %v\nsteps: %v\nanswering MAC changes: %v", len(lost), total, lost, steps, answers)
 		var first, last time.Time
-		for _, r := range p.results {
-			if !r.ok && (first.IsZero() || r.at.Before(first)) {
-				first = r.at
+		for _, r := range p.Results() {
+			if !r.OK && (first.IsZero() || r.At.Before(first)) {
+				first = r.At
 			}
-			if !r.ok && r.end.After(last) {
-				last = r.end
+			if !r.OK && r.End.After(last) {
+				last = r.End
 			}
 		}
 		logSpeakersAround(t, first, last)
@@ -233,14 +163,15 @@ func TestLayer2SpeakerKilledOnTheOwnerComesBackOwningTheSameAddress(t *testing.T
 		return len(got) == 1 && got[0] != owner, nil
 	})
 	if err := hd.StartSpeaker(nodeByName(t, owner)); err != nil {
-		p.finish()
+		p.Finish()
 		t.Fatal(err)
 	}
 	// ...and the restarted speaker owns it again.
 	eventually(t, 10*time.Second, owner+" to answer for "+ip+" again", func(context.Context) (bool, error) {
 		return slices.Equal(arpingNodes(ip), []string{owner}), nil
 	})
-	total, failed, outage := p.finish()
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
 	t.Logf("speaker SIGKILLed on the owner and restarted: %d requests, %d failed, longest outage %s", total, failed, outage)
 	if outage > 3*time.Second {
 		t.Errorf("outage %s", outage)
@@ -267,6 +198,8 @@ func TestLayer2SpeakerCutOffFromGossipButOnTheLANNeverDoublesAnOwner(t *testing.
 		})
 	}
 	n := nodeByName(t, owner)
+	// Earlier cases may have cut this node off too (a lost link is a cut).
+	cutOffsBefore := cutOffs(t, n)
 	// Ask for every address every 100 ms from before the cut until 3 s
 	// after it, capturing the answers: the first second is when a
 	// partition could give an address two owners.
@@ -296,6 +229,28 @@ func TestLayer2SpeakerCutOffFromGossipButOnTheLANNeverDoublesAnOwner(t *testing.
 	if !slices.Contains(answeredBy[ips[0]], owner) || len(answeredBy[ips[0]]) < 2 {
 		t.Errorf("%s was answered by %v: the watch did not see the isolated owner %s hand it over", ips[0], answeredBy[ips[0]], owner)
 	}
+	// The cut speaker says so: NotReady, and one event on its Node.
+	eventually(t, 10*time.Second, n.Name+"'s speaker to report itself not ready", func(ctx context.Context) (bool, error) {
+		resp, err := herald.SpeakerHTTPClient(n).Get("http://127.0.0.1:7475/readyz?verbose")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode != 200, nil
+	})
+	eventually(t, 5*time.Second, n.Name+"'s speaker to count one cut-off", func(context.Context) (bool, error) {
+		return cutOffs(t, n) == cutOffsBefore+1, nil
+	})
+	time.Sleep(time.Second)
+	if got := cutOffs(t, n); got != cutOffsBefore+1 {
+		t.Errorf("the speaker counted %v cut-offs for one cut", got-cutOffsBefore)
+	}
+	// The event: a speaker's first cut creates it; a repeat within the
+	// recorder's series window only counts in it (events.k8s.io series).
+	eventually(t, 10*time.Second, "a GossipCutOff event on "+n.Name, func(ctx context.Context) (bool, error) {
+		list, err := theLab.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + n.Name + ",reason=GossipCutOff"})
+		return err == nil && len(list.Items) > 0, err
+	})
 	// And in the steady state after the partition: one owner, never the
 	// isolated speaker.
 	for round := range 3 {
@@ -309,6 +264,17 @@ func TestLayer2SpeakerCutOffFromGossipButOnTheLANNeverDoublesAnOwner(t *testing.
 			}
 		}
 	}
+}
+
+// cutOffs reads a speaker's count of its cut-offs from its peers' gossip.
+func cutOffs(t *testing.T, n lab.Node) float64 {
+	t.Helper()
+	m, err := herald.Scrape(context.Background(), herald.SpeakerHTTPClient(n), "http://"+herald.SpeakerMetrics+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := m.Get("herald_speaker_gossip_cut_offs_total")
+	return v
 }
 
 // arpWatch asks the LAN for some addresses at a fixed interval from the
@@ -457,17 +423,17 @@ func (w *answerWatch) finish(first string) []move {
 // straddledMoves sorts the failed requests into those excused (reset by
 // the peer, sent before a move and failed after it; one per move) and the
 // lost ones.
-func straddledMoves(results []probe, moves []move) (lost, excused []string) {
+func straddledMoves(results []traffic.Result, moves []move) (lost, excused []string) {
 	used := make([]bool, len(moves))
 	for _, r := range results {
-		if r.ok {
+		if r.OK {
 			continue
 		}
-		desc := r.at.Format("15:04:05.000") + " " + r.err
+		desc := r.At.Format("15:04:05.000") + " " + r.Err
 		ok := false
-		if strings.Contains(r.err, "connection reset by peer") {
+		if strings.Contains(r.Err, "connection reset by peer") {
 			for i, m := range moves {
-				if !used[i] && !m.at.Before(r.at) && !m.at.After(r.end) {
+				if !used[i] && !m.at.Before(r.At) && !m.at.After(r.End) {
 					used[i], ok = true, true
 					excused = append(excused, desc+" (across "+m.String()+")")
 					break

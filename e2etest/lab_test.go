@@ -64,9 +64,20 @@ func TestDeploymentPodsBecomeReadyOnEveryNode(t *testing.T) {
 	for _, p := range pods {
 		for _, ip := range p.Status.PodIPs {
 			url := "http://" + bracket(ip.IP) + "/"
-			out, err := curl(theLab.Nodes[0].Netns, url)
+			// A pod reported Ready can refuse for a moment after the
+			// stand-in replaced the previous test's pod at the same
+			// address (seen after the layer-2 cases): ask for up to 10 s.
+			var out string
+			var err error
+			start := time.Now()
+			for out, err = curl(theLab.Nodes[0].Netns, url); err != nil && time.Since(start) < 10*time.Second; out, err = curl(theLab.Nodes[0].Netns, url) {
+				time.Sleep(200 * time.Millisecond)
+			}
 			if err != nil {
 				t.Fatalf("pod %s: %v", p.Name, err)
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Logf("pod %s answered at %s only %.1fs after it was Ready", p.Name, url, d.Seconds())
 			}
 			a, err := parseAnswer(out)
 			if err != nil || a.Pod != p.Name || a.Node != p.Spec.NodeName {

@@ -34,6 +34,8 @@ func runWithLab(m *testing.M) int {
 	cfg.Log = os.Stderr
 	// The BGP cases peer with the lab's FRR and BIRD.
 	cfg.Routers = len(bgprouter.Missing()) == 0
+	// The chaos cases count Herald's writes after an outage.
+	cfg.AuditWrites = true
 	setup := 3 * time.Minute
 	if os.Getenv("HERALD_LAB_WAIT") != "" {
 		// Up first queues behind another lab for as long as that one runs

@@ -77,7 +77,7 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 	shopURL := "http://" + left["shop"] + "/"
 	curlOK(t, shopURL)
 	p := startProber(shopURL, 20*time.Millisecond)
-	defer p.finish()
+	defer p.Finish()
 
 	// Every write of the Services from here on, as the API server sees it.
 	list, err := theLab.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
@@ -127,9 +127,10 @@ func TestMigratedServicesKeepTheirAddressesWithOneStatusWriteEach(t *testing.T) 
 	}
 	t.Logf("status writes per Service: %v", writes)
 	// The probe ran from before the start until the writes were 3 s quiet.
-	total, failed, outage := p.finish()
+	st := p.Finish()
+	total, failed, outage := st.Total, st.Failed, st.Outage
 	t.Logf("requests to %s while Herald's controller started (ipMode VIP -> %s, the lab's dataplane %s): %d, %d failed, longest outage %s; errors %v",
-		shopURL, ipModeOf(t, ns, "shop"), hd.Dataplane(), total, failed, outage, p.errors)
+		shopURL, ipModeOf(t, ns, "shop"), hd.Dataplane(), total, failed, outage, st.Errors)
 	if failed > 0 {
 		t.Errorf("%d of %d requests to %s failed while Herald's controller started", failed, total, shopURL)
 	}

@@ -15,13 +15,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/heraldlb/herald/heraldctl/migrate"
+	"github.com/heraldlb/herald/internal/version"
 )
 
 // Exit codes.
@@ -57,11 +57,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "migrate":
 		return migrateCmd(prog, args[2:], stdin, stdout, stderr)
 	case "version", "--version":
-		v := "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		fmt.Fprintf(stdout, "heraldctl %s\n", v)
+		fmt.Fprintln(stdout, version.String("heraldctl"))
 		return 0
 	case "-h", "--help", "help":
 		usage()

@@ -92,3 +92,12 @@ func TestFieldsPrintsTheMappingTable(t *testing.T) {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
 }
+
+func TestVersionNamesTheReleaseAndRevision(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		code, out, _ := runCmd("", "heraldctl", arg)
+		if code != 0 || !strings.HasPrefix(out, "heraldctl (devel) (revision ") {
+			t.Errorf("%s: exit %d, %q, want heraldctl, the version and the revision", arg, code, out)
+		}
+	}
+}

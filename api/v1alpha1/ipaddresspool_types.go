@@ -90,12 +90,23 @@ type ServiceAllocation struct {
 	ServiceSelectors []metav1.LabelSelector `json:"serviceSelectors,omitempty"`
 }
 
+// ConditionAdvertised is present on an IPAddressPool in force while no
+// advertisement in force selects it: False, reason NotAdvertised (its
+// addresses are assigned to Services but no node announces them). It is
+// removed, with a Normal event, once an advertisement selects the pool.
+const ConditionAdvertised = "Advertised"
+
+// ReasonNotAdvertised is ConditionAdvertised's reason.
+const ReasonNotAdvertised = "NotAdvertised"
+
 // IPAddressPoolStatus reports whether the pool is in force and how much of it is
 // used. Counts are per address family; a family the pool has no addresses of
 // counts zero.
 type IPAddressPoolStatus struct {
 	// conditions: Accepted is False when the pool cannot be used (for example it
 	// overlaps another pool), with a reason and a message saying what to change.
+	// Advertised is False while no L2Advertisement or BGPAdvertisement in force
+	// selects the pool: its addresses are assigned but nothing announces them.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,10 +95,20 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]types.NamespacedNa
 	for _, name := range slices.Sorted(maps.Keys(inForce)) {
 		ip = append(ip, ipamPool(inForce[name]))
 	}
+	// Services holding addresses of a pool whose serviceAllocation changed
+	// are checked again: the pool may no longer serve them (no pending
+	// Service is among them; every pending one is woken anyway).
+	for _, name := range slices.Sorted(maps.Keys(inForce)) {
+		if old := c.pools[name]; old != nil && !sameServiceAllocation(old, inForce[name]) {
+			for _, k := range c.alloc.Holders(name, "") {
+				c.retry.add(types.NamespacedName(k))
+			}
+		}
+	}
 	if c.cfg != nil && reflect.DeepEqual(ip, c.ipamPools) {
-		// Only verdicts or other kinds changed: the allocator's state of
-		// every Service need not be rebuilt.
-		c.cfg = cfg
+		// Only verdicts, pools' serviceAllocation or other kinds changed:
+		// the allocator's state of every Service need not be rebuilt.
+		c.cfg, c.pools = cfg, inForce
 		return nil, nil
 	}
 	evicted, err := c.alloc.SetPools(ip)
@@ -118,6 +129,21 @@ func (c *Controller) loadConfigLocked(ctx context.Context) ([]types.NamespacedNa
 		c.pending.add(out[i], nil) // woken below with every pending Service
 	}
 	return out, nil
+}
+
+// sameServiceAllocation reports whether pools a and b serve the same
+// Services.
+func sameServiceAllocation(a, b *model.Pool) bool {
+	selectors := func(sels []labels.Selector) []string {
+		out := make([]string, len(sels))
+		for i, s := range sels {
+			out[i] = s.String()
+		}
+		return out
+	}
+	return slices.Equal(a.Namespaces, b.Namespaces) &&
+		slices.Equal(selectors(a.NamespaceSelectors), selectors(b.NamespaceSelectors)) &&
+		slices.Equal(selectors(a.ServiceSelectors), selectors(b.ServiceSelectors))
 }
 
 func (c *Controller) reconcileConfig(ctx context.Context) error {
@@ -185,7 +211,8 @@ func fingerprint(pools []v1alpha1.IPAddressPool) string {
 // L2Advertisement: one status write per object whose conditions changed.
 func (c *Controller) writeVerdicts(ctx context.Context) error {
 	c.mu.Lock()
-	verdicts := c.cfg.Verdicts
+	cfg := c.cfg
+	verdicts := cfg.Verdicts
 	inForce := maps.Clone(c.pools)
 	c.mu.Unlock()
 	arp, err := c.strictARPFinding(ctx)
@@ -214,7 +241,9 @@ func (c *Controller) writeVerdicts(ctx context.Context) error {
 			cond := metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v.Reason, Message: v.Message, ObservedGeneration: obj.GetGeneration()}
 			if !v.Accepted {
 				cond.Status = metav1.ConditionFalse
-				if kind == model.KindIPAddressPool && inForce[obj.GetName()] != nil {
+				// A pool holding cluster addresses stays in force without
+				// them, which its message says.
+				if kind == model.KindIPAddressPool && inForce[obj.GetName()] != nil && v.Reason != model.ReasonClusterAddresses {
 					cond.Message += "; the last accepted version of the pool stays in force"
 				}
 			}
@@ -224,6 +253,9 @@ func (c *Controller) writeVerdicts(ctx context.Context) error {
 			changes := []conditionChange{acceptedChange(cond)}
 			if kind == model.KindL2Advertisement {
 				changes = append(changes, strictARPChange(arp, obj.GetGeneration()))
+			}
+			if kind == model.KindIPAddressPool && inForce[obj.GetName()] != nil {
+				changes = append(changes, advertisedChange(len(cfg.Advertisers(obj.GetName())) > 0, obj.GetGeneration()))
 			}
 			if err := c.setConditions(ctx, obj, changes...); err != nil {
 				return err
@@ -279,6 +311,19 @@ func strictARPChange(f kubeproxy.Finding, generation int64) conditionChange {
 		return conditionChange{cond: cond, remove: true, eventType: corev1.EventTypeNormal, eventReason: kubeproxy.ReasonStrictARPResolved, action: "CheckKubeProxy"}
 	}
 	return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: f.Reason, action: "CheckKubeProxy"}
+}
+
+// advertisedChange sets Advertised False on a pool in force that no
+// advertisement selects, with a warning, and removes it, with a Normal
+// event, once one does.
+func advertisedChange(advertised bool, generation int64) conditionChange {
+	cond := metav1.Condition{Type: v1alpha1.ConditionAdvertised, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNotAdvertised,
+		Message: "no L2Advertisement or BGPAdvertisement selects this pool: its addresses are assigned to Services but no node announces them", ObservedGeneration: generation}
+	if advertised {
+		cond.Message = "an advertisement selects the pool: its addresses are announced"
+		return conditionChange{cond: cond, remove: true, eventType: corev1.EventTypeNormal, eventReason: "Advertised", action: "Advertise"}
+	}
+	return conditionChange{cond: cond, eventType: corev1.EventTypeWarning, eventReason: v1alpha1.ReasonNotAdvertised, action: "Advertise"}
 }
 
 // setConditions applies the changes to obj's status.conditions and writes
@@ -339,5 +384,5 @@ func conditionsOf(obj client.Object) *[]metav1.Condition {
 
 // ipamPool is the pool as the allocator sees it.
 func ipamPool(p *model.Pool) ipam.Pool {
-	return ipam.Pool{Name: p.Name, Ranges: p.Ranges, AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
+	return ipam.Pool{Name: p.Name, Ranges: p.Assignable(), AutoAssign: p.AutoAssign, AvoidBuggyIPs: p.AvoidBuggyIPs, Priority: p.Priority}
 }

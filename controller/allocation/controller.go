@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -155,7 +156,7 @@ func New(mgr ctrl.Manager, opts Options) (*Controller, error) {
 			}))).
 		// A namespace's labels decide pools' namespaceSelectors; only
 		// metadata is cached.
-		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(c.pendingInNamespace),
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(c.namespaceRelabelled),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// The priority queue serves new events before the initial resync of
 		// every Service, so a Service created right after a restart is not
@@ -329,17 +330,38 @@ func (c *Controller) assignLocked(svc *corev1.Service, nsLabels map[string]strin
 	req, err := requestFor(svc, nsLabels, c.cfg)
 	if err != nil {
 		// Only a change of the Service can fix it; its own event comes then.
+		// Meanwhile it keeps only what it may still hold: an invalid
+		// annotation must not keep an address its pool no longer serves it
+		// or whose sharing partner now uses its ports.
 		c.pending.remove(nn)
-		return held, &ipam.AllocationError{Key: keyOf(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
+		ae := &ipam.AllocationError{Key: keyOf(svc), Reason: ipam.ReasonInvalidRequest, Message: err.Error()}
+		ae.Released, ae.ReleaseReason = c.alloc.Retain(req)
+		c.releasedLocked(nn, held.Pool, ae.Released)
+		held, _ = c.alloc.Assigned(keyOf(svc))
+		return held, ae
 	}
 	a, err := c.alloc.Assign(req)
 	if err != nil {
-		// A failed Assign leaves what the Service held.
+		// A failed Assign leaves what the Service may still hold.
 		c.pending.add(nn, poolsServing(c.cfg, req))
+		var ae *ipam.AllocationError
+		if errors.As(err, &ae) {
+			c.releasedLocked(nn, held.Pool, ae.Released)
+		}
+		held, _ = c.alloc.Assigned(keyOf(svc))
 		return held, err
 	}
 	c.pending.remove(nn)
 	return a, nil
+}
+
+// releasedLocked wakes, after svc lost addresses of pool in a failed
+// Assign, the other pending Services that pool could serve.
+func (c *Controller) releasedLocked(svc types.NamespacedName, pool string, released []netip.Addr) {
+	if len(released) == 0 {
+		return
+	}
+	c.retry.add(slices.DeleteFunc(c.pending.servedBy(pool), func(k types.NamespacedName) bool { return k == svc })...)
 }
 
 // adoptLocked takes over, as they are, the addresses a Service's status
@@ -440,14 +462,20 @@ func (c *Controller) reconcileService(ctx context.Context, r reconcile.Request) 
 	return ctrl.Result{}, nil
 }
 
-// pendingInNamespace maps a change of a namespace's labels to its pending
-// Services.
-func (c *Controller) pendingInNamespace(_ context.Context, ns client.Object) []reconcile.Request {
+// namespaceRelabelled maps a change of a namespace's labels to its pending
+// Services, which a pool may now serve, and, when a pool selects namespaces
+// by label, to those holding addresses, which it may no longer serve.
+func (c *Controller) namespaceRelabelled(_ context.Context, ns client.Object) []reconcile.Request {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []reconcile.Request
 	for _, svc := range c.pending.inNamespace(ns.GetName()) {
 		out = append(out, reconcile.Request{NamespacedName: svc})
+	}
+	if c.cfg != nil && slices.ContainsFunc(slices.Collect(maps.Values(c.cfg.Pools)), func(p *model.Pool) bool { return len(p.NamespaceSelectors) > 0 }) {
+		for _, k := range c.alloc.Holders("", ns.GetName()) {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName(k)})
+		}
 	}
 	return out
 }
@@ -541,6 +569,13 @@ func (c *Controller) writeStatus(ctx context.Context, svc *corev1.Service, a ipa
 		default:
 			c.recorder.Eventf(svc, nil, corev1.EventTypeNormal, v1alpha1.ReasonIPAllocated, "Allocate", "assigned %s", outcome)
 		}
+	}
+	// An address taken off the Service because it may no longer hold it
+	// (its pool's serviceAllocation, its sharing partner's ports): once,
+	// when the allocator released it.
+	var ae *ipam.AllocationError
+	if errors.As(allocErr, &ae) && len(ae.Released) > 0 {
+		c.recorder.Eventf(svc, nil, corev1.EventTypeWarning, v1alpha1.ReasonIPReleased, "Release", "released %s: %s", joinAddrs(ae.Released), ae.ReleaseReason)
 	}
 	for _, cf := range conflicts {
 		if old == nil || !strings.Contains(old.Message, cf) {

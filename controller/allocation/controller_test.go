@@ -145,7 +145,7 @@ func TestLabellingTheNamespaceWakesItsPendingService(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the Namespace watch maps the label change to.
-	got := h.c.pendingInNamespace(context.Background(), ns)
+	got := h.c.namespaceRelabelled(context.Background(), ns)
 	if len(got) != 1 || got[0].NamespacedName != nn("shop", "web") {
 		t.Fatalf("a label change of namespace shop requeues %v, want shop/web alone", got)
 	}
@@ -296,6 +296,69 @@ func TestPoolOverlappingAServiceCIDRIsNotAcceptedAndAssignsNothing(t *testing.T)
 	}
 	h.mustReconcile("web", "shop")
 	h.wantIPs("web", "shop")
+}
+
+// TestNodeJoiningWithAPoolsAddressMovesOnlyTheServiceHoldingIt: a node
+// that joins with an address of a pool in use (DHCP gave it one) makes the
+// pool not Accepted; the Service holding that address is moved off it (the
+// speaker would otherwise answer ARP for the node's own address), the
+// others keep theirs, none is given the node's address, and a restart of
+// the controller changes nothing.
+func TestNodeJoiningWithAPoolsAddressMovesOnlyTheServiceHoldingIt(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.10-198.51.100.12"), lbService("web", "a"), lbService("web", "b"))
+	h.mustReconcile("web", "a")
+	h.mustReconcile("web", "b")
+	h.wantIPs("web", "a", "198.51.100.10")
+	h.wantIPs("web", "b", "198.51.100.11")
+	h.events.take()
+	h.retried()
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-3"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.51.100.10"}}}}
+	if err := h.client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.reconcileConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var p v1alpha1.IPAddressPool
+	if err := h.client.Get(ctx, types.NamespacedName{Name: "lan"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted); c == nil || c.Status != metav1.ConditionFalse ||
+		c.Reason != model.ReasonClusterAddresses || !strings.Contains(c.Message, "node worker-3's InternalIP (198.51.100.10)") {
+		t.Fatalf("Accepted %+v, want False %s naming the node's address", c, model.ReasonClusterAddresses)
+	}
+	if got := h.retried(); !slices.Contains(got, nn("web", "a")) {
+		t.Fatalf("retried %v, want web/a, which holds the node's address", got)
+	}
+	h.mustReconcile("web", "a")
+	h.mustReconcile("web", "b")
+	h.wantIPs("web", "a", "198.51.100.12")
+	h.wantIPs("web", "b", "198.51.100.11")
+	if ev := h.events.take(); !slices.ContainsFunc(ev, func(e recorded) bool {
+		return e.reason == v1alpha1.ReasonIPReleased && strings.Contains(e.note, "198.51.100.10")
+	}) {
+		t.Errorf("events %v, want %s of 198.51.100.10 on web/a", ev, v1alpha1.ReasonIPReleased)
+	}
+
+	// The controller restarts: it has no memory of the pool's last
+	// accepted version, and needs none.
+	h.c = newController(h.client, h.events, Options{})
+	lbc := lbService("web", "c")
+	if err := h.client.Create(ctx, lbc); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		h.mustReconcile("web", name)
+	}
+	h.wantIPs("web", "a", "198.51.100.12")
+	h.wantIPs("web", "b", "198.51.100.11")
+	h.wantIPs("web", "c")
+	if c := h.condition("web", "c"); c.Reason != string(ipam.ReasonPoolExhausted) {
+		t.Errorf("web/c: condition %+v, want %s: the node's address is never given", c, ipam.ReasonPoolExhausted)
+	}
 }
 
 func TestPoolsServingFollowsTheAllocatorsRules(t *testing.T) {
@@ -488,5 +551,53 @@ func TestStrictARPConditionFollowsTheDataplaneAndKubeProxy(t *testing.T) {
 				t.Errorf("%d %s events, want %d", len(warnings), kubeproxy.ReasonStrictARPDisabled, want)
 			}
 		})
+	}
+}
+
+// A pool no advertisement selects is Advertised False with one warning, and
+// loses the condition, with one Normal event, when an advertisement comes.
+func TestPoolWithoutAdvertisementIsMarkedOnceUntilOneSelectsIt(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{}, testPool("lan", 0, "198.51.100.0/28"))
+	ctx := context.Background()
+	advertised := func() *metav1.Condition {
+		t.Helper()
+		var p v1alpha1.IPAddressPool
+		if err := h.client.Get(ctx, types.NamespacedName{Name: "lan"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAdvertised)
+	}
+	reasons := func() []string {
+		var out []string
+		for _, e := range h.events.take() {
+			if e.object == "/lan" && e.reason != "ConfigAccepted" {
+				out = append(out, e.reason)
+			}
+		}
+		return out
+	}
+	for range 2 { // the second pass changes nothing
+		if err := h.c.reconcileConfig(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := advertised(); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonNotAdvertised {
+		t.Fatalf("Advertised %+v, want False %s", c, v1alpha1.ReasonNotAdvertised)
+	}
+	if got := reasons(); !slices.Equal(got, []string{v1alpha1.ReasonNotAdvertised}) {
+		t.Errorf("events %v, want one %s", got, v1alpha1.ReasonNotAdvertised)
+	}
+	adv := &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"lan"}}}
+	if err := h.client.Create(ctx, adv); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.reconcileConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := advertised(); c != nil {
+		t.Errorf("Advertised %+v after an L2Advertisement selected the pool, want none", c)
+	}
+	if got := reasons(); !slices.Equal(got, []string{"Advertised"}) {
+		t.Errorf("events %v, want one Advertised", got)
 	}
 }

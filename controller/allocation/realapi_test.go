@@ -13,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,8 +27,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/controller/ipam"
 	"github.com/heraldlb/herald/controller/kubeproxy"
 	"github.com/heraldlb/herald/internal/apiservertest"
+	"github.com/heraldlb/herald/internal/model"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/speaker/lease"
 )
@@ -133,6 +136,79 @@ func mustCreate(t *testing.T, c client.Client, objs ...client.Object) {
 	}
 }
 
+// realEnv is one test's side of the shared API server: an admin client and
+// clientset (watches, events) to act as a user, and the controller's config
+// under the chart's RBAC.
+type realEnv struct {
+	t     *testing.T
+	ctx   context.Context
+	admin client.Client
+	cs    kubernetes.Interface
+	ctl   *rest.Config
+}
+
+func newRealEnv(t *testing.T) *realEnv {
+	t.Helper()
+	cfg, ctlCfg := realAPI(t)
+	return &realEnv{t: t, ctx: context.Background(), admin: adminClient(t, cfg), cs: kubernetes.NewForConfigOrDie(cfg), ctl: ctlCfg}
+}
+
+// namespaceWithPool creates namespace ns and a pool of the same name holding
+// addrs for ns alone: Services other tests leave pending in the shared API
+// server would otherwise take its addresses. The pool, which is
+// cluster-scoped, is deleted when the test ends.
+func (e *realEnv) namespaceWithPool(ns string, addrs ...string) *v1alpha1.IPAddressPool {
+	e.t.Helper()
+	pool := onlyNamespaces(testPool(ns, 0, addrs...), ns)
+	mustCreate(e.t, e.admin, namespace(ns, nil), pool)
+	e.t.Cleanup(func() { _ = e.admin.Delete(context.Background(), testPool(ns, 0)) })
+	return pool
+}
+
+// condition is the IPAllocated condition of Service ns/name; nil when it
+// has none.
+func (e *realEnv) condition(ns, name string) *metav1.Condition {
+	e.t.Helper()
+	var svc corev1.Service
+	if err := e.admin.Get(e.ctx, nn(ns, name), &svc); err != nil {
+		e.t.Fatal(err)
+	}
+	return meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
+}
+
+// poolAccepted is the Accepted condition of pool name; nil when it has none.
+func (e *realEnv) poolAccepted(name string) *metav1.Condition {
+	e.t.Helper()
+	var p v1alpha1.IPAddressPool
+	if err := e.admin.Get(e.ctx, client.ObjectKey{Name: name}, &p); err != nil {
+		e.t.Fatal(err)
+	}
+	return meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted)
+}
+
+// waitIPModes waits until every Service of names in ns has one ingress
+// entry, with ipMode mode, and returns their addresses by name. With was (an
+// earlier call's result) each address must be the one it had then: a switch
+// of ipMode never moves an address.
+func (e *realEnv) waitIPModes(ns string, names []string, mode, when string, was map[string]string) map[string]string {
+	e.t.Helper()
+	got := map[string]string{}
+	for _, name := range names {
+		eventually(e.t, fmt.Sprintf("%s has an address with ipMode %s %s", name, mode, when), func() (bool, string) {
+			in := ingressOf(e.t, e.admin, ns, name)
+			if len(in) != 1 || modeOf(in[0]) != mode {
+				return false, fmt.Sprintf("ingress %s, condition %v", ingressString(in), e.condition(ns, name))
+			}
+			got[name] = in[0].IP
+			return true, ""
+		})
+		if was != nil && got[name] != was[name] {
+			e.t.Errorf("%s: EXTERNAL-IP %s %s, was %s", name, got[name], when, was[name])
+		}
+	}
+	return got
+}
+
 // eventually polls cond every 50ms until it holds or 30s passed.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
@@ -168,40 +244,22 @@ func modeOf(in corev1.LoadBalancerIngress) string {
 // kube-proxy then leaves the address to Herald's dataplane without a gap
 // longer than that write.
 func TestSwitchingToProxyRewritesIPModeOnceKeepingTheAddress(t *testing.T) {
-	cfg, ctlCfg := realAPI(t)
-	c := adminClient(t, cfg)
+	e := newRealEnv(t)
 	const ns = "ipmode-switch"
-	mustCreate(t, c, namespace(ns, nil), testPool("ipmode-switch", 0, "203.0.113.16/29"), lbService(ns, "web"), lbService(ns, "api"))
+	e.namespaceWithPool(ns, "203.0.113.16/29")
 	names := []string{"web", "api"}
+	mustCreate(t, e.admin, lbService(ns, "web"), lbService(ns, "api"))
 
-	stop := runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
-	assigned := map[string]string{}
-	for _, name := range names {
-		eventually(t, name+" gets an address with ipMode VIP", func() (bool, string) {
-			in := ingressOf(t, c, ns, name)
-			if len(in) != 1 || modeOf(in[0]) != "VIP" {
-				return false, fmt.Sprint(in)
-			}
-			assigned[name] = in[0].IP
-			return true, ""
-		})
-	}
+	stop := runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	assigned := e.waitIPModes(ns, names, "VIP", "at first", nil)
 	stop()
 
 	// Every write of the Services from here on, as the API server sees it.
-	w := watchServices(t, kubernetes.NewForConfigOrDie(cfg), ns)
+	w := watchServices(t, e.cs, ns)
 
-	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeProxy})
-	for _, name := range names {
-		eventually(t, name+" gets ipMode Proxy", func() (bool, string) {
-			in := ingressOf(t, c, ns, name)
-			return len(in) == 1 && modeOf(in[0]) == "Proxy", fmt.Sprint(in)
-		})
-		if in := ingressOf(t, c, ns, name); in[0].IP != assigned[name] {
-			t.Errorf("%s: EXTERNAL-IP %s after the switch, was %s", name, in[0].IP, assigned[name])
-		}
-	}
-	checkOneWriteEach(t, w, names, "after the switch")
+	runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeProxy})
+	e.waitIPModes(ns, names, "Proxy", "after the switch", assigned)
+	checkWritesEach(t, w, names, 1, "after the switch")
 }
 
 // ingressString shows an ingress list as kubectl get -o yaml would.
@@ -213,9 +271,10 @@ func ingressString(in []corev1.LoadBalancerIngress) string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
-// checkOneWriteEach collects the writes the watch w reports until it is
-// quiet for 2s, and checks each Service of names was written exactly once.
-func checkOneWriteEach(t *testing.T, w watch.Interface, names []string, when string) {
+// checkWritesEach collects the writes the watch w reports until it is
+// quiet for 2s, and checks each Service of names was written exactly want
+// times.
+func checkWritesEach(t *testing.T, w watch.Interface, names []string, want int, when string) {
 	t.Helper()
 	writes := map[string]int{}
 	for quiet := time.After(2 * time.Second); ; {
@@ -233,8 +292,8 @@ func checkOneWriteEach(t *testing.T, w watch.Interface, names []string, when str
 		break
 	}
 	for _, name := range names {
-		if writes[name] != 1 {
-			t.Errorf("%s written %d times %s, want exactly 1", name, writes[name], when)
+		if writes[name] != want {
+			t.Errorf("%s written %d times %s, want exactly %d", name, writes[name], when, want)
 		}
 	}
 }
@@ -274,10 +333,8 @@ func speakerLease(node, dataplane string, duration time.Duration) *coordinationv
 // unchanged, and back; a Lease saying off stops counting once it expires,
 // though nothing writes it again.
 func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
-	cfg, ctlCfg := realAPI(t)
-	c := adminClient(t, cfg)
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ctx := context.Background()
+	e := newRealEnv(t)
+	c, ctx := e.admin, e.ctx
 	const ns = "ipmode-auto"
 	names := []string{"web", "api", "db"}
 	n1, n2 := speakerLease("node-1", "nftables", time.Hour), speakerLease("node-2", "nftables", time.Hour)
@@ -286,24 +343,13 @@ func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
 		_ = c.Delete(ctx, n1)
 		_ = c.Delete(ctx, n2)
 	})
-	mustCreate(t, c, namespace(ns, nil), testPool("ipmode-auto", 0, "203.0.113.64/29"))
-	t.Cleanup(func() { _ = c.Delete(ctx, testPool("ipmode-auto", 0)) })
+	e.namespaceWithPool(ns, "203.0.113.64/29")
 	for _, name := range names {
 		mustCreate(t, c, lbService(ns, name))
 	}
 
-	runController(t, ctlCfg, Options{Namespace: "herald-system"})
-	assigned := map[string]string{}
-	for _, name := range names {
-		eventually(t, name+" gets an address with ipMode Proxy", func() (bool, string) {
-			in := ingressOf(t, c, ns, name)
-			if len(in) != 1 || modeOf(in[0]) != "Proxy" {
-				return false, fmt.Sprint(in)
-			}
-			assigned[name] = in[0].IP
-			return true, ""
-		})
-	}
+	runController(t, e.ctl, Options{Namespace: "herald-system"})
+	assigned := e.waitIPModes(ns, names, "Proxy", "while both speakers run nftables", nil)
 	// The controller's view of n2 is its latest version.
 	setLease := func(l *coordinationv1.Lease, dataplane string, duration time.Duration) {
 		t.Helper()
@@ -316,68 +362,35 @@ func TestAutoIPModeFollowsTheSpeakersLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expect := func(mode, when string) {
-		t.Helper()
-		for _, name := range names {
-			eventually(t, name+" gets ipMode "+mode+" "+when, func() (bool, string) {
-				in := ingressOf(t, c, ns, name)
-				return len(in) == 1 && modeOf(in[0]) == mode, fmt.Sprint(in)
-			})
-			if in := ingressOf(t, c, ns, name); in[0].IP != assigned[name] {
-				t.Errorf("%s: EXTERNAL-IP %s %s, was %s", name, in[0].IP, when, assigned[name])
-			}
-		}
-	}
 
-	w := watchServices(t, cs, ns)
+	w := watchServices(t, e.cs, ns)
 	setLease(n2, "off", time.Hour)
-	expect("VIP", "once node-2's speaker runs without a dataplane")
-	checkOneWriteEach(t, w, names, "after the switch to VIP")
+	e.waitIPModes(ns, names, "VIP", "once node-2's speaker runs without a dataplane", assigned)
+	checkWritesEach(t, w, names, 1, "after the switch to VIP")
 
-	w = watchServices(t, cs, ns)
+	w = watchServices(t, e.cs, ns)
 	setLease(n2, "nftables", time.Hour)
-	expect("Proxy", "once node-2's speaker runs nftables again")
-	checkOneWriteEach(t, w, names, "after the switch back to Proxy")
+	e.waitIPModes(ns, names, "Proxy", "once node-2's speaker runs nftables again", assigned)
+	checkWritesEach(t, w, names, 1, "after the switch back to Proxy")
 
 	// node-2's speaker says off and then stops renewing: once its Lease
 	// expires, only node-1's counts.
 	const short = 4 * time.Second
-	w = watchServices(t, cs, ns)
+	w = watchServices(t, e.cs, ns)
 	setLease(n2, "off", short)
 	expireAt := time.Now().Add(short)
-	expect("VIP", "while node-2's off Lease is fresh")
+	e.waitIPModes(ns, names, "VIP", "while node-2's off Lease is fresh", assigned)
 	if time.Now().After(expireAt) {
 		t.Fatal("the switch to VIP took longer than the Lease lived; cannot tell the expiry apart")
 	}
-	for _, name := range names {
-		eventually(t, name+" gets ipMode Proxy once node-2's off Lease expired", func() (bool, string) {
-			in := ingressOf(t, c, ns, name)
-			return len(in) == 1 && modeOf(in[0]) == "Proxy", fmt.Sprint(in)
-		})
-	}
+	e.waitIPModes(ns, names, "Proxy", "once node-2's off Lease expired", assigned)
 	if early := expireAt.Sub(time.Now()); early > 500*time.Millisecond {
 		t.Errorf("back to Proxy %v before node-2's off Lease expired", early)
 	}
 	if late := time.Since(expireAt); late > 3*time.Second {
 		t.Errorf("back to Proxy %v after node-2's off Lease expired, want within about a sync", late)
 	}
-	// Two switches: VIP, then Proxy; one write each.
-	writes := map[string]int{}
-	for quiet := time.After(2 * time.Second); ; {
-		select {
-		case ev := <-w.ResultChan():
-			writes[ev.Object.(*corev1.Service).Name]++
-			quiet = time.After(2 * time.Second)
-			continue
-		case <-quiet:
-		}
-		break
-	}
-	for _, name := range names {
-		if writes[name] != 2 {
-			t.Errorf("%s written %d times across the switch to VIP and back, want exactly 2", name, writes[name])
-		}
-	}
+	checkWritesEach(t, w, names, 2, "across the switch to VIP and back")
 }
 
 // eventsAbout lists the events recorded about an object of that name, in
@@ -410,10 +423,8 @@ func kubeProxyConfigMap(conf string) *corev1.ConfigMap {
 // the configuration is judged again; setting strictARP takes the condition
 // away.
 func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T) {
-	cfg, ctlCfg := realAPI(t)
-	c := adminClient(t, cfg)
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ctx := context.Background()
+	e := newRealEnv(t)
+	c, cs, ctx := e.admin, e.cs, e.ctx
 	const head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
 	cm := kubeProxyConfigMap(head + "ipvs:\n  scheduler: rr\n")
 	ads := []string{"strictarp-lan", "strictarp-dmz"}
@@ -424,7 +435,7 @@ func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T)
 			_ = c.Delete(ctx, &v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: name}})
 		}
 	})
-	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeVIP})
 
 	condition := func(name string) *metav1.Condition {
 		var ad v1alpha1.L2Advertisement
@@ -493,13 +504,10 @@ func TestKubeProxyIPVSWithoutStrictARPIsOnEveryL2AdvertisementOnce(t *testing.T)
 // no pool stays with a False condition and a warning; the Service that asks
 // through metallb.universe.tf/loadBalancerIPs gets that address.
 func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
-	cfg, ctlCfg := realAPI(t)
-	c := adminClient(t, cfg)
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ctx := context.Background()
+	e := newRealEnv(t)
+	c, cs, ctx := e.admin, e.cs, e.ctx
 	const ns = "adopt"
-	mustCreate(t, c, namespace(ns, nil), testPool("adopt", 0, "198.51.100.208/28"))
-	t.Cleanup(func() { _ = c.Delete(ctx, testPool("adopt", 0)) })
+	e.namespaceWithPool(ns, "198.51.100.208/28")
 	left := map[string]string{"web": "198.51.100.213", "api": "198.51.100.209", "legacy": "203.0.113.250"}
 	for name, ip := range left {
 		svc := lbService(ns, name, withAnnotations("metallb.universe.tf/ip-allocated-from-pool", "adopt"))
@@ -519,14 +527,8 @@ func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
 	}
 
 	w := watchServices(t, cs, ns)
-	runController(t, ctlCfg, Options{IPMode: corev1.LoadBalancerIPModeVIP})
-	condition := func(name string) *metav1.Condition {
-		var svc corev1.Service
-		if err := c.Get(ctx, nn(ns, name), &svc); err != nil {
-			t.Fatal(err)
-		}
-		return meta.FindStatusCondition(svc.Status.Conditions, v1alpha1.ConditionIPAllocated)
-	}
+	runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	condition := func(name string) *metav1.Condition { return e.condition(ns, name) }
 	for name := range left {
 		eventually(t, name+" has Herald's condition", func() (bool, string) {
 			cond := condition(name)
@@ -540,7 +542,7 @@ func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
 		in := ingressOf(t, c, ns, "pinned")
 		return len(in) == 1 && in[0].IP == "198.51.100.220", fmt.Sprint(in)
 	})
-	checkOneWriteEach(t, w, []string{"web", "api", "legacy", "pinned"}, "when Herald started")
+	checkWritesEach(t, w, []string{"web", "api", "legacy", "pinned"}, 1, "when Herald started")
 
 	for _, name := range []string{"web", "api"} {
 		if cond := condition(name); cond.Status != metav1.ConditionTrue || cond.Message != left[name]+" from pool adopt" {
@@ -555,4 +557,113 @@ func TestServicesMetalLBLeftAreAdoptedWithOneStatusWriteEach(t *testing.T) {
 		evs := eventsAbout(t, cs, "legacy", v1alpha1.ReasonIPNotAdopted)
 		return len(evs) == 1 && evs[0].Type == corev1.EventTypeWarning && strings.Contains(evs[0].Note, "203.0.113.250"), fmt.Sprint(evs)
 	})
+}
+
+// TestLabellingTheNamespaceGivesItsPendingServiceAnAddress: a pool that
+// selects namespaces by label leaves the Service of an unlabelled namespace
+// pending, saying NoMatchingPool; labelling the namespace, and nothing else,
+// gives it the pool's address (the controller watches namespaces' labels
+// and wakes their pending Services). A Service whose namespace stays
+// unlabelled stays pending.
+func TestLabellingTheNamespaceGivesItsPendingServiceAnAddress(t *testing.T) {
+	e := newRealEnv(t)
+	const ns, other = "ns-labels", "ns-labels-other"
+	pool := testPool(ns, 0, "203.0.113.88/30")
+	pool.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{NamespaceSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"env": "prod"}}}}
+	mustCreate(t, e.admin, namespace(ns, nil), namespace(other, nil), pool, lbService(ns, "web"), lbService(other, "web"))
+	t.Cleanup(func() { _ = e.admin.Delete(context.Background(), testPool(ns, 0)) })
+
+	runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	for _, n := range []string{ns, other} {
+		eventually(t, n+"/web says no pool matches", func() (bool, string) {
+			c := e.condition(n, "web")
+			return c != nil && c.Status == metav1.ConditionFalse && c.Reason == string(ipam.ReasonNoMatchingPool), fmt.Sprint(c)
+		})
+	}
+
+	var labelled corev1.Namespace
+	if err := e.admin.Get(e.ctx, client.ObjectKey{Name: ns}, &labelled); err != nil {
+		t.Fatal(err)
+	}
+	labelled.Labels = map[string]string{"env": "prod", corev1.LabelMetadataName: ns}
+	if err := e.admin.Update(e.ctx, &labelled); err != nil {
+		t.Fatal(err)
+	}
+	got := e.waitIPModes(ns, []string{"web"}, "VIP", "once its namespace is labelled env=prod", nil)
+	if got["web"] != "203.0.113.88" {
+		t.Errorf("%s/web: EXTERNAL-IP %s, want the pool's first address 203.0.113.88", ns, got["web"])
+	}
+	if c := e.condition(ns, "web"); c.Status != metav1.ConditionTrue || c.Message != "203.0.113.88 from pool "+ns {
+		t.Errorf("%s/web: condition %+v, want True: 203.0.113.88 from pool %s", ns, c, ns)
+	}
+	if in, c := ingressOf(t, e.admin, other, "web"), e.condition(other, "web"); len(in) != 0 || c.Reason != string(ipam.ReasonNoMatchingPool) {
+		t.Errorf("%s/web, whose namespace has no label: ingress %s, condition %+v; want none, %s", other, ingressString(in), c, ipam.ReasonNoMatchingPool)
+	}
+}
+
+// TestServiceCIDRCreatedOverAPoolTakesItsAcceptance: Service CIDRs can grow
+// at run time (networking.k8s.io/v1 ServiceCIDR, Kubernetes 1.33). A pool
+// in use when a ServiceCIDR holding some of its addresses is created is
+// then Accepted False, reason OverlapsClusterAddresses, naming the
+// ServiceCIDR, with one ConfigRefused warning; the Service holding such an
+// address moves to one of the pool's others, the other Service keeps its
+// own. Once the ServiceCIDR is gone the pool is accepted again and nothing
+// moves back.
+func TestServiceCIDRCreatedOverAPoolTakesItsAcceptance(t *testing.T) {
+	e := newRealEnv(t)
+	const name = "cidr-guard"
+	e.namespaceWithPool(name, "10.200.0.7-10.200.0.9")
+	mustCreate(t, e.admin, lbService(name, "a"))
+	runController(t, e.ctl, Options{IPMode: corev1.LoadBalancerIPModeVIP})
+	if got := e.waitIPModes(name, []string{"a"}, "VIP", "at first", nil); got["a"] != "10.200.0.7" {
+		t.Fatalf("a: EXTERNAL-IP %s, want 10.200.0.7", got["a"])
+	}
+	mustCreate(t, e.admin, lbService(name, "b"))
+	if got := e.waitIPModes(name, []string{"b"}, "VIP", "at first", nil); got["b"] != "10.200.0.8" {
+		t.Fatalf("b: EXTERNAL-IP %s, want 10.200.0.8", got["b"])
+	}
+	eventually(t, "the pool is accepted", func() (bool, string) {
+		c := e.poolAccepted(name)
+		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprint(c)
+	})
+
+	cidr := &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.200.0.0/29"}}}
+	mustCreate(t, e.admin, cidr)
+	removeServiceCIDR := func() {
+		// No kube-controller-manager runs here to remove the finalizer
+		// that keeps a ServiceCIDR until its ClusterIPs are gone.
+		_ = e.admin.Delete(context.Background(), cidr)
+		if err := e.admin.Get(context.Background(), client.ObjectKeyFromObject(cidr), cidr); err == nil {
+			cidr.Finalizers = nil
+			_ = e.admin.Update(context.Background(), cidr)
+		}
+	}
+	t.Cleanup(removeServiceCIDR)
+	const want = "spec.addresses[0]: 10.200.0.7-10.200.0.9 overlaps ServiceCIDR " + name + " (10.200.0.0/29)"
+	eventually(t, "the pool is refused, naming the ServiceCIDR", func() (bool, string) {
+		c := e.poolAccepted(name)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == model.ReasonClusterAddresses && strings.Contains(c.Message, want), fmt.Sprint(c)
+	})
+	eventually(t, "one ConfigRefused warning about the pool", func() (bool, string) {
+		evs := eventsAbout(t, e.cs, name, "ConfigRefused")
+		return len(evs) == 1 && evs[0].Type == corev1.EventTypeWarning && strings.Contains(evs[0].Note, "ServiceCIDR "+name), fmt.Sprint(evs)
+	})
+	eventually(t, "a, on a ClusterIP address, moves to the pool's free address", func() (bool, string) {
+		in := ingressOf(t, e.admin, name, "a")
+		return len(in) == 1 && in[0].IP == "10.200.0.9", ingressString(in)
+	})
+	if in := ingressOf(t, e.admin, name, "b"); len(in) != 1 || in[0].IP != "10.200.0.8" {
+		t.Errorf("b: ingress %s, want 10.200.0.8 kept", ingressString(in))
+	}
+
+	removeServiceCIDR()
+	eventually(t, "the pool is accepted again once the ServiceCIDR is gone", func() (bool, string) {
+		c := e.poolAccepted(name)
+		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprint(c)
+	})
+	for svc, ip := range map[string]string{"a": "10.200.0.9", "b": "10.200.0.8"} {
+		if in := ingressOf(t, e.admin, name, svc); len(in) != 1 || in[0].IP != ip {
+			t.Errorf("%s: ingress %s once the ServiceCIDR is gone, want %s kept", svc, ingressString(in), ip)
+		}
+	}
 }

@@ -12,13 +12,20 @@ import (
 )
 
 // requestFor turns a Service into what the allocator needs. Errors name the
-// field or annotation at fault.
+// field or annotation at fault; the request returned with one still carries
+// the Service's key, eligibility and sharing.
 func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Config) (ipam.Request, error) {
 	ann, annErr := model.ReadServiceAnnotations(svc.Annotations)
 	req := ipam.Request{
 		Key:     keyOf(svc),
 		Pool:    ann.AddressPool,
 		Sharing: sharingOf(svc, ann.AllowSharedIP),
+		// Set even when the request is refused below: the Service keeps
+		// only what its eligibility and sharing still allow (Retain).
+		Eligible: func(pool string) bool {
+			p := cfg.Pools[pool]
+			return p != nil && p.Allows(svc.Namespace, nsLabels, svc.Labels)
+		},
 	}
 	for _, f := range svc.Spec.IPFamilies {
 		if f == corev1.IPv6Protocol {
@@ -46,10 +53,6 @@ func requestFor(svc *corev1.Service, nsLabels map[string]string, cfg *model.Conf
 			return req, fmt.Errorf("spec.loadBalancerIP: %q is not an IP address", svc.Spec.LoadBalancerIP)
 		}
 		req.IPs = []netip.Addr{ip}
-	}
-	req.Eligible = func(pool string) bool {
-		p := cfg.Pools[pool]
-		return p != nil && p.Allows(svc.Namespace, nsLabels, svc.Labels)
 	}
 	return req, nil
 }

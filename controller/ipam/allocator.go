@@ -201,28 +201,85 @@ func (a *Allocator) Usage(pool string, family Family) (u Usage, ok bool) {
 
 // Assign gives the Service described by req its addresses, following the
 // rules in the package documentation, and records them. Calling it again with
-// the same request returns the same assignment. On error nothing changes: a
-// Service that held addresses still holds them, and the caller decides whether
-// to Release them. Errors are *AllocationError.
+// the same request returns the same assignment. Errors are *AllocationError.
+//
+// On error the Service keeps what it held as far as req still allows it (see
+// [Allocator.Retain]): a Service that asked for another address or pool keeps
+// its current one meanwhile, but one that may no longer use its pool, or may
+// no longer share its address with the address's other holders, loses it;
+// the error's Released lists what it lost.
 func (a *Allocator) Assign(req Request) (Assignment, error) {
-	r, err := normalize(req)
-	if err != nil {
-		return Assignment{}, err
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.init()
-	var c choice
-	if len(r.IPs) > 0 {
-		c, err = a.pickRequested(r)
+	r, err := normalize(req)
+	if err == nil {
+		var c choice
+		if len(r.IPs) > 0 {
+			c, err = a.pickRequested(r)
+		} else {
+			c, err = a.pickAuto(r)
+		}
+		if err == nil {
+			a.commit(r.Key, c, r.Sharing)
+			return c.assignment(), nil
+		}
+	}
+	var ae *AllocationError
+	if errors.As(err, &ae) {
+		ae.Released, ae.ReleaseReason = a.retain(req)
+	}
+	return Assignment{}, err
+}
+
+// Retain keeps, of what req's Service holds, only what req allows it to hold
+// whatever else it asks for: addresses in a pool it is eligible for that it
+// may share with their other holders under req's Sharing, which is recorded
+// for them. It releases the others and returns them, sorted, with why.
+//
+// A caller that cannot build the whole request (an annotation that does not
+// parse) calls it with what it knows, so that a Service cannot keep an address
+// it may no longer have by also asking for something invalid. Assign calls it
+// when it fails.
+func (a *Allocator) Retain(req Request) (released []netip.Addr, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.init()
+	return a.retain(req)
+}
+
+func (a *Allocator) retain(req Request) (released []netip.Addr, why string) {
+	h := a.keys[req.Key]
+	if h == nil {
+		return nil, ""
+	}
+	r := &request{Request: req}
+	var kept []netip.Addr
+	var whys []string
+	for _, ip := range h.ips {
+		if !r.eligible(h.pool) {
+			released = append(released, ip)
+			continue
+		}
+		if reason, msg := a.shareProblem(req.Key, req.Sharing, ip); reason != "" {
+			released = append(released, ip)
+			whys = append(whys, msg)
+			continue
+		}
+		kept = append(kept, ip)
+	}
+	if !r.eligible(h.pool) {
+		whys = append([]string{fmt.Sprintf("pool %q does not serve this service (see the pool's serviceAllocation)", h.pool.name)}, whys...)
+	}
+	sh := req.Sharing
+	sh.Ports = slices.Clone(sh.Ports)
+	if len(kept) == 0 {
+		a.release(req.Key)
 	} else {
-		c, err = a.pickAuto(r)
+		a.commit(req.Key, choice{h.pool, kept}, sh)
 	}
-	if err != nil {
-		return Assignment{}, err
-	}
-	a.commit(r.Key, c, r.Sharing)
-	return c.assignment(), nil
+	slices.SortFunc(released, netip.Addr.Compare)
+	return released, strings.Join(whys, "; ")
 }
 
 // choice is an assignment not yet recorded.
@@ -432,8 +489,9 @@ func (a *Allocator) freshFailure(r *request, cands []*pool) error {
 		}
 		return strings.Join(fams, "; ")
 	}
+	unjoinable := a.unjoinable(r, cands)
 	if r.Pool != "" {
-		return r.fail(ReasonPoolExhausted, "pool %q has no %s (%s)", r.Pool, strings.TrimPrefix(free, "a "), stats(fit[0]))
+		return r.fail(ReasonPoolExhausted, "pool %q has no %s (%s)%s", r.Pool, strings.TrimPrefix(free, "a "), stats(fit[0]), unjoinable)
 	}
 	const shown = 5
 	var parts []string
@@ -444,7 +502,30 @@ func (a *Allocator) freshFailure(r *request, cands []*pool) error {
 		}
 		parts = append(parts, fmt.Sprintf("%q (%s)", p.name, stats(p)))
 	}
-	return r.fail(ReasonPoolExhausted, "no pool serving this service has %s: %s", free, strings.Join(parts, ", "))
+	return r.fail(ReasonPoolExhausted, "no pool serving this service has %s: %s%s", free, strings.Join(parts, ", "), unjoinable)
+}
+
+// unjoinable says, for a Service with a sharing key that found no free
+// address, why it could not join its key's lowest address in cands: the
+// key alone does not let it share (see Sharing). Empty when there is none.
+func (a *Allocator) unjoinable(r *request, cands []*pool) string {
+	if r.Sharing.Key == "" {
+		return ""
+	}
+	var lowest netip.Addr
+	var why string
+	for ip := range a.shared[r.Sharing.Key] {
+		if !slices.Contains(cands, a.ips[ip].pool) || lowest.IsValid() && lowest.Less(ip) {
+			continue
+		}
+		if _, msg := a.shareProblem(r.Key, r.Sharing, ip); msg != "" {
+			lowest, why = ip, msg
+		}
+	}
+	if why == "" {
+		return ""
+	}
+	return fmt.Sprintf("; sharing key %q does not help: %s", r.Sharing.Key, why)
 }
 
 // joins finds, per accepted pool and family, the lowest address that the
@@ -550,4 +631,21 @@ func (a *Allocator) release(key Key) {
 			}
 		}
 	}
+}
+
+// Holders returns, sorted, the keys of namespace holding addresses of pool;
+// an empty pool or namespace matches any. They are the Services to check
+// again when who may use a pool changes (its serviceAllocation, a
+// namespace's labels).
+func (a *Allocator) Holders(pool, namespace string) []Key {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Key
+	for k, h := range a.keys {
+		if (pool == "" || h.pool.name == pool) && (namespace == "" || k.Namespace == namespace) {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, Key.Compare)
+	return out
 }

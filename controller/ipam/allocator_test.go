@@ -1,6 +1,7 @@
 package ipam_test
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -602,5 +603,164 @@ func TestConcurrentCallsAreSafe(t *testing.T) {
 	wg.Wait()
 	if u, _ := a.Usage("lan", ipam.IPv4); u.Assigned != 8*100 {
 		t.Fatalf("assigned %d, want 800", u.Assigned)
+	}
+}
+
+// TestFailedAssignReleasesWhatTheServiceMayNoLongerHold: a failed Assign
+// keeps the Service's address while its request still allows it to hold it
+// (it asked for another address or pool, say), but not once it may no longer
+// use the address's pool or share it with the address's other holders: a
+// Service could otherwise keep, by also asking for something it cannot get,
+// an address its pool's serviceAllocation refuses it, or share a port of
+// another Service's address.
+func TestFailedAssignReleasesWhatTheServiceMayNoLongerHold(t *testing.T) {
+	const addr = "203.0.113.1"
+	local := func(r ipam.Request) ipam.Request {
+		r.Sharing.LocalTrafficPolicy, r.Sharing.Selector = true, "app=b"
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		// then is b's new request; it holds addr with a (sharing key k,
+		// TCP 80) or, when alone, by itself (TCP 81).
+		then     ipam.Request
+		alone    bool
+		reason   ipam.Reason
+		msg      string
+		released string // why addr was released; empty when b keeps it
+	}{
+		{name: "no longer eligible for its pool", alone: true,
+			then:   func() ipam.Request { r := sharing(v4("ns/b"), "k", tcp(81)); r.Eligible = only(); return r }(),
+			reason: ipam.ReasonNoMatchingPool, msg: "no address pool serves this service",
+			released: `pool "lan" does not serve this service (see the pool's serviceAllocation)`},
+		{name: "no longer eligible, asking for its own address", alone: true,
+			then: func() ipam.Request {
+				r := asking(sharing(v4("ns/b"), "k", tcp(81)), addr)
+				r.Eligible = only()
+				return r
+			}(),
+			reason: ipam.ReasonNoMatchingPool, msg: `requested address 203.0.113.1 is in pool "lan", which does not serve this service`,
+			released: `pool "lan" does not serve this service`},
+		{name: "ports now clash with its partner's",
+			then:   sharing(v4("ns/b"), "k", tcp(80)),
+			reason: ipam.ReasonPoolExhausted, msg: `sharing key "k" does not help: address 203.0.113.1 is shared with ns/a, which also uses TCP port 80`,
+			released: "address 203.0.113.1 is shared with ns/a, which also uses TCP port 80"},
+		{name: "sharing key dropped",
+			then:   sharing(v4("ns/b"), "", tcp(81)),
+			reason: ipam.ReasonPoolExhausted, msg: `no pool serving this service has a free IPv4 address`,
+			released: "address 203.0.113.1 is owned by ns/a; services share an address only when both set the same sharing key"},
+		{name: "sharing key changed",
+			then:   sharing(v4("ns/b"), "other", tcp(81)),
+			reason: ipam.ReasonPoolExhausted, msg: `no pool serving this service has a free IPv4 address`,
+			released: `address 203.0.113.1 is owned by ns/a, whose sharing key is "k", not "other"`},
+		{name: "traffic policy changed to Local",
+			then:   local(sharing(v4("ns/b"), "k", tcp(81))),
+			reason: ipam.ReasonPoolExhausted, msg: `no pool serving this service has a free IPv4 address`,
+			released: "whose externalTrafficPolicy is Cluster, not Local"},
+		{name: "clashing and asking for its own address",
+			then:   asking(sharing(v4("ns/b"), "k", tcp(80)), addr),
+			reason: ipam.ReasonSharingConflict, msg: "address 203.0.113.1 is shared with ns/a, which also uses TCP port 80",
+			released: "which also uses TCP port 80"},
+		{name: "clashing and asking for something invalid",
+			then:   asking(sharing(v4("ns/b"), "k", tcp(80)), "2001:db8::1"),
+			reason: ipam.ReasonInvalidRequest, msg: "requested address 2001:db8::1 is IPv6, but the service has IPv4 only",
+			released: "which also uses TCP port 80"},
+		{name: "asking for a pool that does not exist keeps the address",
+			then:   func() ipam.Request { r := sharing(v4("ns/b"), "k", tcp(81)); r.Pool = "nope"; return r }(),
+			reason: ipam.ReasonNoMatchingPool, msg: `address pool "nope" does not exist`},
+		{name: "asking for an address outside every pool keeps the address",
+			then:   asking(sharing(v4("ns/b"), "k", tcp(81)), "192.0.2.1"),
+			reason: ipam.ReasonOutsidePools, msg: "requested address 192.0.2.1 is outside every pool"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAllocator(t, pool("lan", addr))
+			if !tc.alone {
+				assign(t, a, sharing(v4("ns/a"), "k", tcp(80)))
+			}
+			assign(t, a, sharing(v4("ns/b"), "k", tcp(81)))
+			_, err := a.Assign(tc.then)
+			wantError(t, err, key("ns/b"), tc.reason, tc.msg)
+			var ae *ipam.AllocationError
+			errors.As(err, &ae)
+			partner := []ipam.Key{}
+			if !tc.alone {
+				partner = keys("ns/a")
+			}
+			if tc.released == "" {
+				if len(ae.Released) != 0 {
+					t.Fatalf("released %v (%s), want the address kept", ae.Released, ae.ReleaseReason)
+				}
+				wantHolds(t, a, "ns/b", "lan", addr)
+				return
+			}
+			if !slices.Equal(ae.Released, addrs(addr)) || !strings.Contains(ae.ReleaseReason, tc.released) {
+				t.Fatalf("released %v (%q), want %s (%q)", ae.Released, ae.ReleaseReason, addr, tc.released)
+			}
+			wantNothing(t, a, key("ns/b"))
+			if got := a.Owners(ip(addr)); !slices.Equal(got, partner) {
+				t.Fatalf("owners %v, want %v", got, partner)
+			}
+		})
+	}
+}
+
+// TestAddressKeptByAFailedAssignIsSharedUnderTheNewPorts: a Service whose
+// Assign fails keeps its shared address under the ports it has now, so a
+// third Service cannot join on one of them.
+func TestAddressKeptByAFailedAssignIsSharedUnderTheNewPorts(t *testing.T) {
+	const addr = "203.0.113.1"
+	a := newAllocator(t, pool("lan", "203.0.113.0/24"))
+	assign(t, a, asking(sharing(v4("ns/a"), "k", tcp(80)), addr))
+	assign(t, a, asking(sharing(v4("ns/b"), "k", tcp(81)), addr))
+	moved := sharing(v4("ns/b"), "k", tcp(82))
+	moved.Pool = "nope"
+	if _, err := a.Assign(moved); err == nil {
+		t.Fatal("a request for a missing pool succeeded")
+	}
+	wantHolds(t, a, "ns/b", "lan", addr)
+	_, err := a.Assign(asking(sharing(v4("ns/c"), "k", tcp(82)), addr))
+	wantError(t, err, key("ns/c"), ipam.ReasonSharingConflict, "address 203.0.113.1 is shared with ns/b, which also uses TCP port 82")
+	wantAssigned(t, assign(t, a, asking(sharing(v4("ns/c"), "k", tcp(81)), addr)), "lan", addr)
+}
+
+// TestRetainReleasesWhatAnInvalidRequestMayNoLongerHold: the controller
+// calls Retain when it cannot build a Service's request at all; what the
+// Service may still hold stays.
+func TestRetainReleasesWhatAnInvalidRequestMayNoLongerHold(t *testing.T) {
+	const addr = "203.0.113.1"
+	a := newAllocator(t, pool("lan", addr))
+	assign(t, a, sharing(v4("ns/a"), "k", tcp(80)))
+	assign(t, a, sharing(v4("ns/b"), "k", tcp(81)))
+	if got, why := a.Retain(sharing(v4("ns/b"), "k", tcp(81))); len(got) != 0 {
+		t.Fatalf("released %v (%s) of an allowed holding", got, why)
+	}
+	wantHolds(t, a, "ns/b", "lan", addr)
+	got, why := a.Retain(sharing(v4("ns/b"), "k", tcp(80)))
+	if !slices.Equal(got, addrs(addr)) || !strings.Contains(why, "which also uses TCP port 80") {
+		t.Fatalf("released %v (%q), want %s for the port clash", got, why, addr)
+	}
+	wantNothing(t, a, key("ns/b"))
+	wantHolds(t, a, "ns/a", "lan", addr)
+}
+
+func TestHoldersListsTheServicesOfAPool(t *testing.T) {
+	a := newAllocator(t, pool("lan", "203.0.113.0/24"), pool("dmz", "198.51.100.0/24"))
+	assign(t, a, asking(v4("ns/b"), "203.0.113.1"))
+	assign(t, a, asking(v4("ns/a"), "203.0.113.2"))
+	assign(t, a, asking(v4("ns/c"), "198.51.100.1"))
+	assign(t, a, asking(v4("other/d"), "198.51.100.2"))
+	for _, tc := range []struct {
+		pool, namespace string
+		want            []ipam.Key
+	}{
+		{"lan", "", keys("ns/a", "ns/b")},
+		{"dmz", "", keys("ns/c", "other/d")},
+		{"", "ns", keys("ns/a", "ns/b", "ns/c")},
+		{"dmz", "other", keys("other/d")},
+		{"none", "", nil},
+	} {
+		if got := a.Holders(tc.pool, tc.namespace); !slices.Equal(got, tc.want) {
+			t.Errorf("holders of pool %q in namespace %q: %v, want %v", tc.pool, tc.namespace, got, tc.want)
+		}
 	}
 }

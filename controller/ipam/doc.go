@@ -21,6 +21,11 @@
 //   - Services with the same sharing key join an address of that key before
 //     taking a free one, and two Services hold one address only when they may
 //     share it (see [Sharing]).
+//   - A request that fails leaves the Service what it held only as far as the
+//     request still allows it: an address of a pool it may no longer use, or
+//     that it may no longer share with its other holders, is released (see
+//     [Allocator.Retain]), so that asking for something impossible never
+//     keeps an address the pools' rules refuse.
 //
 // Free addresses are found in an interval set per pool and family, so a /64 or a
 // /48 pool costs as little memory as a /29, and picking an address does not

@@ -1,5 +1,7 @@
 package ipam
 
+import "net/netip"
+
 // Reason says why an address could not be assigned or kept. The values are
 // CamelCase so the controller can use them as condition and event reasons.
 type Reason string
@@ -32,6 +34,12 @@ type AllocationError struct {
 	Key     Key // the Service
 	Reason  Reason
 	Message string // what failed and what to change, without the key
+	// Released lists, sorted, the addresses the Service held and lost with
+	// this failed Assign, because its request no longer lets it hold them;
+	// ReleaseReason says why. They are not part of Message, which stays the
+	// same while the failure lasts.
+	Released      []netip.Addr
+	ReleaseReason string
 }
 
 func (e *AllocationError) Error() string {

@@ -335,10 +335,16 @@ func (h *history) step(o op) string {
 			h.checkAssign(o.req, before, held, got, err)
 			h.compareReference(naive, want, got, err)
 		}
+		switch _, holds := h.a.Assigned(req.Key); {
+		case holds:
+			// What a failed Assign kept is held under the new Sharing too.
+			h.sharing[req.Key] = req.Sharing
+		default:
+			delete(h.sharing, req.Key)
+		}
 		if err != nil {
 			return err.Error()
 		}
-		h.sharing[req.Key] = req.Sharing
 		return fmt.Sprintf("%s %v", got.Pool, got.IPs)
 	case "release":
 		h.a.Release(keyName(o.req.key))
@@ -473,7 +479,27 @@ func (h *history) checkAssign(spec reqSpec, before ipam.Assignment, held bool, g
 		if !errors.As(err, &ae) || ae.Key != req.Key || ae.Reason == "" || !strings.HasPrefix(err.Error(), "service "+req.Key.String()+": ") {
 			t.Fatalf("error %q does not name %s with a reason", err, req.Key)
 		}
-		if holds != held || !slices.Equal(now.IPs, before.IPs) || now.Pool != before.Pool {
+		// The Service keeps what it held as far as the request still allows
+		// it (its pool, and sharing under its new Sharing), and loses, as
+		// Released says, the rest.
+		var lost []netip.Addr
+		for _, addr := range before.IPs {
+			allowed := spec.eligible == nil || slices.Contains(spec.eligible, before.Pool)
+			for _, other := range h.a.Owners(addr) {
+				allowed = allowed && (other == req.Key || mayShare(spec.sharing, h.sharing[other]))
+			}
+			if kept := slices.Contains(now.IPs, addr); kept != allowed {
+				t.Fatalf("failed Assign of %s (%v): %v allowed %v, kept %v; held %v, holds %v", req.Key, err, addr, allowed, kept, before, now)
+			}
+			if !allowed {
+				lost = append(lost, addr)
+			}
+		}
+		slices.SortFunc(lost, netip.Addr.Compare)
+		if !slices.Equal(ae.Released, lost) || (len(lost) > 0) != (ae.ReleaseReason != "") {
+			t.Fatalf("failed Assign of %s lost %v, error says it released %v (%q)", req.Key, lost, ae.Released, ae.ReleaseReason)
+		}
+		if holds && (now.Pool != before.Pool || len(now.IPs)+len(lost) != len(before.IPs)) {
 			t.Fatalf("failed Assign changed %s from %v to %v", req.Key, before, now)
 		}
 		return

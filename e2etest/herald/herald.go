@@ -37,6 +37,8 @@ const (
 	Release           = "herald"
 	ControllerMetrics = "127.0.0.1:17472"
 	ControllerProbes  = "127.0.0.1:17473"
+	StandbyMetrics    = "127.0.0.1:17482" // a second controller replica's (StartStandbyController)
+	StandbyProbes     = "127.0.0.1:17483"
 	WebhookPort       = 19443
 	webhookConfig     = "herald-validating-webhook"
 )
@@ -331,25 +333,40 @@ func httpReady(c *http.Client, url string) func() bool {
 // StartController runs the controller under the chart's ServiceAccount and
 // waits until it is ready (state rebuilt, webhook serving with its CA).
 func (h *Herald) StartController(extra ...string) error {
-	argv := append([]string{filepath.Join(h.binDir, "controller"),
-		"--kubeconfig", h.ctlKC,
-		"--namespace", Namespace,
-		"--metrics-bind-address", ControllerMetrics,
-		"--health-probe-bind-address", ControllerProbes,
-		"--leader-elect-lease-duration", "4s",
-		"--webhook-host", "127.0.0.1",
-		"--webhook-port", fmt.Sprint(WebhookPort),
-		"--webhook-extra-dns-names", "localhost",
-		"--webhook-cert-dir", filepath.Join(h.lab.Dir, "webhook-certs"),
-		// No --ip-mode: auto, as the chart runs it; ipMode follows the
-		// dataplane the speakers' Leases announce.
-	}, extra...)
-	p, err := h.start("herald-controller", "", argv, httpReady(http.DefaultClient, "http://"+ControllerProbes+"/readyz"))
+	p, err := h.startController("herald-controller", ControllerMetrics, ControllerProbes, WebhookPort, "webhook-certs", extra)
 	if err != nil {
 		return err
 	}
 	h.ctl = p
 	return nil
+}
+
+// ControllerLeaseDuration is the lab controller's leader Lease: how long a
+// crashed leader blocks its standby.
+const ControllerLeaseDuration = 4 * time.Second
+
+// StartStandbyController runs a second controller replica, as a Deployment
+// with two replicas would: the same identity, its own ports; it serves its
+// webhook and waits for the leader Lease. The caller stops it.
+func (h *Herald) StartStandbyController() (*Process, error) {
+	return h.startController("herald-controller-standby", StandbyMetrics, StandbyProbes, WebhookPort+1, "webhook-certs-standby", nil)
+}
+
+func (h *Herald) startController(name, metrics, probes string, webhookPort int, certDir string, extra []string) (*Process, error) {
+	argv := append([]string{filepath.Join(h.binDir, "controller"),
+		"--kubeconfig", h.ctlKC,
+		"--namespace", Namespace,
+		"--metrics-bind-address", metrics,
+		"--health-probe-bind-address", probes,
+		"--leader-elect-lease-duration", ControllerLeaseDuration.String(),
+		"--webhook-host", "127.0.0.1",
+		"--webhook-port", fmt.Sprint(webhookPort),
+		"--webhook-extra-dns-names", "localhost",
+		"--webhook-cert-dir", filepath.Join(h.lab.Dir, certDir),
+		// No --ip-mode: auto, as the chart runs it; ipMode follows the
+		// dataplane the speakers' Leases announce.
+	}, extra...)
+	return h.start(name, "", argv, httpReady(http.DefaultClient, "http://"+probes+"/readyz"))
 }
 
 // KeepControllerRunning starts the controller again within a second of

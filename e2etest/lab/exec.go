@@ -77,20 +77,30 @@ func inNetns(ns string, fn func() error) error {
 
 // process is a long-running child of the lab, with its output in a log file.
 type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	name    string
+	ns      string
+	argv    []string // as given, before any netns wrapper
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
 }
 
 // startProcess starts argv, in namespace ns when ns is not empty, logging to
 // logPath. The child is killed if the lab process dies (Pdeathsig), and its pid
 // is also recorded by the caller so a crashed lab's leftovers can be found.
 func startProcess(ctx context.Context, name, ns, logPath string, argv ...string) (*process, error) {
-	if ns != "" {
-		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	return launch(&process{name: name, ns: ns, argv: argv, logPath: logPath}, os.O_TRUNC)
+}
+
+// launch starts p.argv as p describes; logFlag is os.O_TRUNC for a new log,
+// os.O_APPEND to continue one (a restart).
+func launch(p *process, logFlag int) (*process, error) {
+	argv := p.argv
+	if p.ns != "" {
+		argv = append([]string{"ip", "netns", "exec", p.ns}, argv...)
 	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|logFlag, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -99,9 +109,9 @@ func startProcess(ctx context.Context, name, ns, logPath string, argv ...string)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", p.name, err)
 	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	p = &process{name: p.name, ns: p.ns, argv: p.argv, logPath: p.logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logf.Close()

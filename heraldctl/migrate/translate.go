@@ -6,9 +6,7 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/heraldlb/herald/api/v1alpha1"
+	"github.com/heraldlb/herald/internal/community"
 	"github.com/heraldlb/herald/internal/iprange"
 	"github.com/heraldlb/herald/internal/model"
 )
@@ -279,38 +278,21 @@ func (t *translation) l2(o mlbObject[mlbL2AdvertisementSpec]) {
 	t.res.L2Advertisements = append(t.res.L2Advertisements, out)
 }
 
-var standardCommunity = regexp.MustCompile(`^[0-9]{1,5}:[0-9]{1,5}$`)
-var largeCommunity = regexp.MustCompile(`^large:[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$`)
-
 // community resolves a MetalLB community (an alias of a Community object or
 // of bgp-communities, or a value) to a value Herald accepts.
 func (t *translation) community(c string) (string, error) {
-	v := c
-	if a, ok := t.communities[c]; ok {
-		v = a
+	v, alias := t.communities[c]
+	if !alias {
+		v = c
 	}
 	v = strings.TrimSpace(v)
-	parts := strings.Split(v, ":")
-	switch {
-	case standardCommunity.MatchString(v):
-		for _, p := range parts {
-			if n, _ := strconv.ParseUint(p, 10, 32); n > 65535 {
-				return "", fmt.Errorf("%q: each part of a standard community is at most 65535", v)
-			}
+	if _, err := community.Parse(v); err != nil {
+		if !alias {
+			return "", fmt.Errorf("%q is neither a community value nor the name of one defined in a Community or bgp-communities", c)
 		}
-		return v, nil
-	case largeCommunity.MatchString(v):
-		for _, p := range parts[1:] {
-			if _, err := strconv.ParseUint(p, 10, 32); err != nil {
-				return "", fmt.Errorf("%q: each part of a large community is at most 4294967295", v)
-			}
-		}
-		return v, nil
+		return "", fmt.Errorf("alias %q: %w", c, err)
 	}
-	if v == c {
-		return "", fmt.Errorf("%q is neither a community value nor the name of one defined in a Community or bgp-communities", c)
-	}
-	return "", fmt.Errorf("%q (alias %q) is not a community value", v, c)
+	return v, nil
 }
 
 // ibgp reports, for the BGPPeer named name, whether Herald treats its

@@ -87,6 +87,30 @@ func (r Range) Prefixes() []netip.Prefix {
 	}
 }
 
+// Without returns the addresses of r that no range of minus holds, as
+// disjoint ranges in ascending order; ranges of minus of the other family
+// take nothing.
+func (r Range) Without(minus ...Range) []Range {
+	out := []Range{r}
+	for _, m := range minus {
+		var next []Range
+		for _, x := range out {
+			if !x.Overlaps(m) {
+				next = append(next, x)
+				continue
+			}
+			if x.First.Less(m.First) {
+				next = append(next, Range{First: x.First, Last: m.First.Prev()})
+			}
+			if m.Last.Less(x.Last) {
+				next = append(next, Range{First: m.Last.Next(), Last: x.Last})
+			}
+		}
+		out = next
+	}
+	return out
+}
+
 // Validate checks what a Range built by hand can get wrong.
 func (r Range) Validate() error {
 	switch {

@@ -1,6 +1,7 @@
 package iprange_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -191,4 +192,67 @@ func TestOverlapsAndContainsKeepFamiliesApart(t *testing.T) {
 	if rng("::/0").Contains(ip("10.0.0.1")) || rng("0.0.0.0/0").Contains(ip("::ffff:10.0.0.1")) {
 		t.Error("a range holds an address of the other family")
 	}
+}
+
+func TestWithoutCutsOutExactlyTheOtherRanges(t *testing.T) {
+	for _, tc := range []struct {
+		r     string
+		minus []string
+		want  []string
+	}{
+		{"198.51.100.0/24", []string{"198.51.100.128/25"}, []string{"198.51.100.0/25"}},
+		{"203.0.113.0/28", []string{"203.0.113.5"}, []string{"203.0.113.0-203.0.113.4", "203.0.113.6-203.0.113.15"}},
+		{"10.0.0.0/30", []string{"10.0.0.0/8"}, nil},
+		{"10.0.0.0/30", []string{"::/0", "10.0.1.0/24"}, []string{"10.0.0.0/30"}},
+		{"2001:db8::/126", []string{"2001:db8::1", "2001:db8::3"}, []string{"2001:db8::", "2001:db8::2"}},
+		{"0.0.0.0/0", []string{"0.0.0.0", "255.255.255.255"}, []string{"0.0.0.1-255.255.255.254"}},
+	} {
+		var minus []iprange.Range
+		for _, m := range tc.minus {
+			minus = append(minus, rng(m))
+		}
+		var got []string
+		for _, r := range rng(tc.r).Without(minus...) {
+			got = append(got, r.String())
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%s without %v = %v, want %v", tc.r, tc.minus, got, tc.want)
+		}
+	}
+}
+
+// TestPropertyWithoutAgreesWithAnAddressByAddressCheck on a small IPv4 space.
+func TestPropertyWithoutAgreesWithAnAddressByAddressCheck(t *testing.T) {
+	addr := func(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, byte(n)}) }
+	span := func(t *rapid.T, label string) iprange.Range {
+		a, b := rapid.IntRange(0, 63).Draw(t, label+".a"), rapid.IntRange(0, 63).Draw(t, label+".b")
+		return iprange.Range{First: addr(min(a, b)), Last: addr(max(a, b))}
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		r := span(t, "r")
+		var minus []iprange.Range
+		for i := range rapid.IntRange(0, 4).Draw(t, "n") {
+			minus = append(minus, span(t, fmt.Sprint("minus", i)))
+		}
+		got := r.Without(minus...)
+		for i, x := range got {
+			if x.Validate() != nil || (i > 0 && !got[i-1].Last.Less(x.First)) {
+				t.Fatalf("%v without %v = %v: not valid ascending disjoint ranges", r, minus, got)
+			}
+		}
+		for n := range 64 {
+			a := addr(n)
+			want := r.Contains(a)
+			for _, m := range minus {
+				want = want && !m.Contains(a)
+			}
+			held := false
+			for _, x := range got {
+				held = held || x.Contains(a)
+			}
+			if held != want {
+				t.Fatalf("%v without %v = %v: holds %s is %v, want %v", r, minus, got, a, held, want)
+			}
+		}
+	})
 }

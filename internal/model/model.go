@@ -115,17 +115,51 @@ func (c *Config) PoolOf(ip netip.Addr) (*Pool, bool) {
 	return e.Value, ok
 }
 
+// Advertisers names the advertisements in force that select pool, as
+// "Kind name", sorted.
+func (c *Config) Advertisers(pool string) []string {
+	var out []string
+	for kind, ads := range map[string][]*Advertisement{KindL2Advertisement: c.L2Advertisements, KindBGPAdvertisement: c.BGPAdvertisements} {
+		for _, a := range ads {
+			if slices.Contains(a.Pools, pool) {
+				out = append(out, kind+" "+a.Name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Pool is an accepted IPAddressPool.
 type Pool struct {
-	Name               string
-	Labels             map[string]string
-	Ranges             []iprange.Range
+	Name   string
+	Labels map[string]string
+	Ranges []iprange.Range
+	// ClusterAddresses are the addresses of Ranges the cluster uses (its
+	// Service CIDRs, its nodes'), which no Service may be given: a pool
+	// that came to hold some (a ServiceCIDR added, a node joined) is
+	// refused yet stays in force without them, so that the Services holding
+	// its other addresses keep them, also across a restart.
+	ClusterAddresses   []iprange.Range
 	AutoAssign         bool
 	AvoidBuggyIPs      bool
 	Priority           *int32 // nil: after every pool that has one
 	Namespaces         []string
 	NamespaceSelectors []labels.Selector
 	ServiceSelectors   []labels.Selector
+}
+
+// Assignable lists the addresses of the pool a Service may be given: its
+// ranges without its ClusterAddresses.
+func (p *Pool) Assignable() []iprange.Range {
+	if len(p.ClusterAddresses) == 0 {
+		return p.Ranges
+	}
+	var out []iprange.Range
+	for _, r := range p.Ranges {
+		out = append(out, r.Without(p.ClusterAddresses...)...)
+	}
+	return out
 }
 
 // Allows reports whether a Service in namespace ns, with the given namespace
@@ -270,11 +304,26 @@ func (c *Config) buildPools(in Input) {
 			reason, msg = overlap(pool, fields, &taken)
 		}
 		if reason == "" {
-			reason, msg = reserved(pool, fields, in.Reserved)
+			if reason, msg = reserved(pool, fields, in.Reserved); reason != "" {
+				// What the cluster uses is taken out, the rest stays in
+				// force: the pool's spec did not change, the cluster did.
+				if kept := withoutClusterAddresses(pool, in.Reserved); kept != nil {
+					if ref != in.Proposed {
+						// The webhook refuses the proposed pool outright.
+						msg += "; no Service is given them, and the pool's other addresses stay in force"
+					}
+					c.refuse(ref, reason, "%s", msg)
+					for i, r := range pool.Ranges {
+						taken.Add(r, owner{p.Name, fields[i]})
+					}
+					c.Pools[p.Name] = kept
+					continue
+				}
+			}
 		}
 		if reason != "" {
 			c.refuse(ref, reason, "%s", msg)
-			if last := in.LastAccepted[p.Name]; last != nil {
+			if last := withoutClusterAddresses(in.LastAccepted[p.Name], in.Reserved); last != nil {
 				c.Pools[p.Name] = last
 				for _, r := range last.Ranges {
 					taken.Add(r, owner{p.Name, "spec.addresses (last accepted)"})
@@ -354,6 +403,33 @@ func reserved(pool *Pool, fields []string, res []Reserved) (string, string) {
 		}
 	}
 	return "", ""
+}
+
+// withoutClusterAddresses returns pool with the addresses of res it holds
+// as its ClusterAddresses (pool itself when there are none), or nil when
+// none of its addresses would be left to assign. The pool given is not
+// changed: it may be a last accepted version still in use.
+func withoutClusterAddresses(pool *Pool, res []Reserved) *Pool {
+	if pool == nil {
+		return nil
+	}
+	var used []iprange.Range
+	for _, r := range pool.Ranges {
+		for _, x := range res {
+			if r.Overlaps(x.Range) {
+				used = append(used, x.Range)
+			}
+		}
+	}
+	if len(used) == 0 {
+		return pool
+	}
+	kept := *pool
+	kept.ClusterAddresses = used
+	if len(kept.Assignable()) == 0 {
+		return nil
+	}
+	return &kept
 }
 
 func selectors(field string, in []metav1.LabelSelector) ([]labels.Selector, error) {

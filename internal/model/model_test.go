@@ -233,28 +233,80 @@ func TestPoolOfFindsThePoolInForceHoldingAnAddress(t *testing.T) {
 
 func TestPoolOverlappingClusterAddressesIsRefusedNamingThem(t *testing.T) {
 	in := Input{
-		Pools: []v1alpha1.IPAddressPool{pool("clusterips", 0, "198.51.100.0/24"), pool("nodes", 1, "203.0.113.0/28"), pool("fine", 2, "203.0.113.64/26")},
+		Pools: []v1alpha1.IPAddressPool{pool("clusterips", 0, "198.51.100.0/24"), pool("nodes", 1, "203.0.113.0/28"), pool("fine", 2, "203.0.113.64/26"),
+			pool("inside", 3, "2001:db8:96::100/120")},
 		Reserved: []Reserved{
 			{Range: iprange.FromPrefix(netip.MustParsePrefix("198.51.100.128/25")), What: "ServiceCIDR kubernetes"},
 			{Range: iprange.FromPrefix(netip.MustParsePrefix("203.0.113.5/32")), What: "node worker-1 (InternalIP)"},
+			{Range: iprange.FromPrefix(netip.MustParsePrefix("2001:db8:96::/112")), What: "ServiceCIDR kubernetes"},
 		},
 	}
 	c := Build(in)
 	for name, want := range map[string]string{
 		"clusterips": "spec.addresses[0]: 198.51.100.0/24 overlaps ServiceCIDR kubernetes (198.51.100.128/25)",
 		"nodes":      "spec.addresses[0]: 203.0.113.0/28 overlaps node worker-1 (InternalIP) (203.0.113.5)",
+		"inside":     "spec.addresses[0]: 2001:db8:96::100/120 overlaps ServiceCIDR kubernetes (2001:db8:96::/112)",
 	} {
 		v := c.Verdicts[Ref{KindIPAddressPool, name}]
 		if v.Accepted || v.Reason != ReasonClusterAddresses || !strings.Contains(v.Message, want) {
 			t.Errorf("pool %s: %+v, want refused (%s) with %q", name, v, ReasonClusterAddresses, want)
 		}
-		if _, ok := c.Pools[name]; ok {
-			t.Errorf("pool %s is in force", name)
-		}
 	}
 	if v := c.Verdicts[Ref{KindIPAddressPool, "fine"}]; !v.Accepted {
 		t.Errorf("pool fine: %+v, want accepted", v)
 	}
+	// In force without what the cluster uses: the Services holding their
+	// other addresses keep them; none is given a ClusterIP or a node's
+	// address. A pool the cluster uses whole is not in force.
+	for name, want := range map[string]string{
+		"clusterips": "198.51.100.0/25",
+		"nodes":      "203.0.113.0-203.0.113.4 203.0.113.6-203.0.113.15",
+		"fine":       "203.0.113.64/26",
+		"inside":     "",
+	} {
+		p, ok := c.Pools[name]
+		if ok != (want != "") {
+			t.Errorf("pool %s in force: %v, want %v", name, ok, want != "")
+			continue
+		}
+		if got := rangesString(p); ok && got != want {
+			t.Errorf("pool %s assigns %s, want %s", name, got, want)
+		}
+	}
+	if p, ok := c.PoolOf(netip.MustParseAddr("203.0.113.5")); !ok || p.Name != "nodes" {
+		t.Errorf("PoolOf(203.0.113.5) = %v, %v; want pool nodes, whose Service holding it is moved off it", p, ok)
+	}
+}
+
+func TestALastAcceptedPoolNeverAssignsAddressesTheClusterCameToUse(t *testing.T) {
+	a, b := pool("a", 0, "198.51.100.0/28"), pool("b", 1, "198.51.100.16/28")
+	first := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b}})
+	// b grows into a's range, and a node joins with one of b's addresses.
+	b.Spec.Addresses = []string{"198.51.100.0/27"}
+	node := Reserved{Range: iprange.FromPrefix(netip.MustParsePrefix("198.51.100.17/32")), What: "node worker-2 (InternalIP)"}
+	second := Build(Input{Pools: []v1alpha1.IPAddressPool{a, b}, LastAccepted: first.Pools, Reserved: []Reserved{node}})
+	if v := second.Verdicts[Ref{KindIPAddressPool, "b"}]; v.Accepted || v.Reason != ReasonOverlap {
+		t.Fatalf("pool b: %+v, want refused for its overlap with a", v)
+	}
+	p := second.Pools["b"]
+	if got, want := rangesString(p), "198.51.100.16 198.51.100.18-198.51.100.31"; got != want {
+		t.Errorf("pool b assigns %s, want its last accepted version without the node's address: %s", got, want)
+	}
+	if got := rangesString(first.Pools["b"]); got != "198.51.100.16/28" {
+		t.Errorf("the last accepted version given to Build changed: %s", got)
+	}
+}
+
+// rangesString lists what the pool may assign.
+func rangesString(p *Pool) string {
+	if p == nil {
+		return "<nil>"
+	}
+	var s []string
+	for _, r := range p.Assignable() {
+		s = append(s, r.String())
+	}
+	return strings.Join(s, " ")
 }
 
 func bgpPeer(name, addr string, myASN, peerASN uint32, dynamic v1alpha1.DynamicASN) v1alpha1.BGPPeer {

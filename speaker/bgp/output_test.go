@@ -33,7 +33,7 @@ func TestRoutesAreNormalized(t *testing.T) {
 		Prefix:           netip.MustParsePrefix("203.0.113.17/28"),
 		Peers:            []string{"b", "a", "b"},
 		Communities:      []uint32{3, 1, 3},
-		LargeCommunities: []LargeCommunity{{2, 0, 0}, {1, 0, 0}, {2, 0, 0}},
+		LargeCommunities: []LargeCommunity{{Global: 2, Local1: 0, Local2: 0}, {Global: 1, Local1: 0, Local2: 0}, {Global: 2, Local1: 0, Local2: 0}},
 	}.normalize()
 	if r.Prefix != netip.MustParsePrefix("203.0.113.16/28") {
 		t.Errorf("prefix %s, want it masked to 203.0.113.16/28", r.Prefix)

@@ -284,7 +284,7 @@ func TestParseCommunities(t *testing.T) {
 	if want := []uint32{64512<<16 | 7, 0xFFFF029A, 0xFFFFFF01}; !slices.Equal(std, want) {
 		t.Errorf("standard %x, want %x (sorted, no-export once)", std, want)
 	}
-	if want := []LargeCommunity{{1, 2, 3}, {4294967295, 0, 1}}; !slices.Equal(large, want) {
+	if want := []LargeCommunity{{Global: 1, Local1: 2, Local2: 3}, {Global: 4294967295, Local1: 0, Local2: 1}}; !slices.Equal(large, want) {
 		t.Errorf("large %v, want %v", large, want)
 	}
 	for _, bad := range []string{"65536:1", "1:2:3", "large:1:2", "large:1:2:4294967296", "nope", ""} {

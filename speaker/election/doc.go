@@ -105,5 +105,9 @@
 //     an event), and the cure is to open the gossip port.
 //
 // A speaker whose Lease is not fresh in the API is in no one's live set,
-// itself included, so a speaker that cannot renew its Lease owns nothing.
+// itself included, so a speaker that cannot renew its Lease owns nothing;
+// except when most speakers cannot (the API server or etcd is down): each
+// says so in its gossip, and the speakers then count the Leases as they were
+// when it went down, gossip alone telling who died (speaker/runner's
+// outage). The K8sLive a caller passes is that view.
 package election

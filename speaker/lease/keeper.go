@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -29,7 +30,28 @@ type Keeper struct {
 	Local func() (map[netip.Prefix][]string, []string, error)
 	Log   logr.Logger
 
-	last *coordinationv1.Lease // as last written; its resourceVersion saves a read per renewal
+	last    *coordinationv1.Lease // as last written; its resourceVersion saves a read per renewal
+	renewed atomic.Int64          // unix nanoseconds of the last successful write
+}
+
+// Renewed is when the Lease was last written successfully (zero: never).
+func (k *Keeper) Renewed() time.Time {
+	if n := k.renewed.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Overdue is when a renewal that has not succeeded by then failed: the
+// keeper renews every third of the Lease duration, and a failed attempt
+// is retried every second. After Overdue, this speaker does not reach the
+// API server.
+func (k *Keeper) Overdue() time.Time {
+	last := k.Renewed()
+	if last.IsZero() {
+		return last
+	}
+	return last.Add(k.Duration/3 + time.Second)
 }
 
 // Run renews every third of the Lease duration (after a failure, every
@@ -75,6 +97,7 @@ func (k *Keeper) Renew(ctx context.Context) error {
 					return err
 				}
 				k.last = &l
+				k.renewed.Store(now.UnixNano())
 				return nil
 			}
 			if err != nil {
@@ -88,6 +111,7 @@ func (k *Keeper) Renew(ctx context.Context) error {
 		err := k.Client.Update(ctx, l)
 		if err == nil {
 			k.last = l
+			k.renewed.Store(now.UnixNano())
 			return nil
 		}
 		k.last = nil

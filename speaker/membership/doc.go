@@ -42,6 +42,22 @@
 // judge the same (UDP) path. The watchdog ignores silences during which this
 // process itself did not run (GC pause, CPU starvation).
 //
+// # Hostile input
+//
+// Every packet and stream must authenticate under the key
+// (GossipVerifyIncoming): memberlist would otherwise take an undecryptable
+// packet for one in clear, and anyone on the LAN could announce a member or
+// the death of one. What memberlist refuses (another key or none, another
+// label, truncated or undecodable bytes) changes no view; the speaker counts
+// it in herald_speaker_gossip_refused_packets_total by reason (decrypt,
+// unencrypted, label, malformed) and logs it once per reason per 30 s with
+// the senders, not once per packet: a key mismatch between speakers shows on
+// both sides, and a flood cannot fill the log. A replayed packet
+// authenticates, but its news is old: memberlist remembers a dead or departed
+// speaker's incarnation for 30 s (GossipToTheDeadTime), past the 15 s of its
+// Lease; a replay after that revives a member that election.Live ignores (its
+// Lease has expired) and that the next probes kill again.
+//
 // # Tuning
 //
 //	ProbeInterval            100 ms  each member probes one other per interval

@@ -2,14 +2,23 @@ package membership
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/go-logr/logr"
 )
 
 // logWriter carries memberlist's log lines ("[LEVEL] memberlist: message")
 // to logr: ERR as errors, WARN at V(0), INFO at V(1), DEBUG (every failed
-// probe) at V(2).
-type logWriter struct{ log logr.Logger }
+// probe) at V(2). A line reporting a packet or stream memberlist refused goes
+// to refused instead, which counts it and logs at a bounded rate: anyone who
+// can reach the gossip port can send garbage as fast as the link allows.
+type logWriter struct {
+	log     logr.Logger
+	refused *refusals
+	// declaredDead is told when the peers declared this speaker dead and
+	// memberlist refutes it (may be nil).
+	declaredDead func()
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
 	line := bytes.TrimSpace(p)
@@ -24,6 +33,14 @@ func (w logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg := string(bytes.TrimPrefix(line, []byte("memberlist: ")))
+	if reason, ok := refusal(msg); ok && w.refused != nil {
+		detail, from := sender(msg)
+		w.refused.refuse(reason, from, detail)
+		return len(p), nil
+	}
+	if strings.HasPrefix(msg, "Refuting a dead message") && w.declaredDead != nil {
+		w.declaredDead()
+	}
 	if level < 0 {
 		w.log.Error(nil, msg)
 	} else {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Tuning; the package doc justifies each value and gives its cost.
@@ -56,6 +57,9 @@ type Config struct {
 	// another key cannot join or be heard.
 	SecretKey []byte
 	Log       logr.Logger
+	// Registerer gets herald_speaker_gossip_refused_packets_total; nil
+	// exports nothing.
+	Registerer prometheus.Registerer
 
 	// wrapTransport lets tests cut a member off the network.
 	wrapTransport func(memberlist.Transport) memberlist.Transport
@@ -68,10 +72,16 @@ type Membership struct {
 	addr    string
 	log     logr.Logger
 	changes chan struct{}
+	refused *refusals
 
 	mu      sync.Mutex
-	members map[string]string // name -> "ip:port" of the members alive or suspect, self included
-	byAddr  map[string]string // the reverse
+	members map[string]string    // name -> "ip:port" of the members alive or suspect, self included
+	byAddr  map[string]string    // the reverse
+	apiDown map[string]bool      // members whose metadata says they cannot reach the API server
+	heard   map[string]time.Time // when a packet last came from each member
+
+	selfAPIDown  atomic.Bool  // what this speaker publishes in its metadata
+	declaredDead atomic.Int64 // unix nanoseconds of when the peers last declared this speaker dead
 
 	lastContact atomic.Int64 // unix nanoseconds of the last message from a peer
 	isolated    atomic.Bool
@@ -104,8 +114,14 @@ func Start(cfg Config) (*Membership, error) {
 		done:    make(chan struct{}),
 		members: map[string]string{},
 		byAddr:  map[string]string{},
+		apiDown: map[string]bool{},
+		heard:   map[string]time.Time{},
 	}
-	logger := log.New(logWriter{m.log}, "", 0)
+	m.refused = newRefusals(m.log, cfg.Registerer)
+	logger := log.New(logWriter{log: m.log, refused: m.refused, declaredDead: func() {
+		m.declaredDead.Store(time.Now().UnixNano())
+		m.signal()
+	}}, "", 0)
 
 	bind := cfg.BindAddr.Unmap().WithZone("").String()
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
@@ -142,6 +158,7 @@ func Start(cfg Config) (*Membership, error) {
 	// A restarted speaker may come back on another address under its name.
 	c.DeadNodeReclaimTime = time.Second
 	c.Events = events{m}
+	c.Delegate = metadata{m}
 	c.Logger = logger
 
 	ml, err := memberlist.Create(c)
@@ -360,6 +377,7 @@ type events struct{ m *Membership }
 func (e events) NotifyJoin(n *memberlist.Node) {
 	e.m.log.V(1).Info("Speaker joined", "node", n.Name, "addr", n.Address())
 	e.m.setMember(n.Name, n.Address())
+	e.m.setAPIDown(n.Name, n.Meta)
 	e.m.signal()
 }
 
@@ -369,6 +387,8 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	defer e.m.mu.Unlock()
 	if a, ok := e.m.members[n.Name]; ok {
 		delete(e.m.members, n.Name)
+		delete(e.m.apiDown, n.Name)
+		delete(e.m.heard, n.Name)
 		if e.m.byAddr[a] == n.Name {
 			delete(e.m.byAddr, a)
 		}
@@ -376,7 +396,84 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	e.m.signal()
 }
 
-func (e events) NotifyUpdate(n *memberlist.Node) { e.m.setMember(n.Name, n.Address()) }
+func (e events) NotifyUpdate(n *memberlist.Node) {
+	e.m.setMember(n.Name, n.Address())
+	if e.m.setAPIDown(n.Name, n.Meta) {
+		e.m.signal()
+	}
+}
+
+// metaAPIDown is the flag bit of a member's metadata that says it cannot
+// reach the API server (SetAPIReachable).
+const metaAPIDown = 1
+
+// setAPIDown records a member's metadata and reports whether its flag
+// changed.
+func (m *Membership) setAPIDown(name string, meta []byte) bool {
+	down := len(meta) > 0 && meta[0]&metaAPIDown != 0
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.apiDown[name] == down {
+		return false
+	}
+	if down {
+		m.apiDown[name] = true
+	} else {
+		delete(m.apiDown, name)
+	}
+	return true
+}
+
+// SetAPIReachable publishes whether this speaker reaches the API server
+// (renews its Lease), so the speakers can tell an API server down for all
+// of them, when they keep what they announce, from one speaker cut off
+// from it, which must stand down. The update goes out with memberlist's
+// gossip; peers see it as a Changes signal.
+func (m *Membership) SetAPIReachable(ok bool) {
+	if m.selfAPIDown.Swap(!ok) == !ok || m.stopped.Load() {
+		return
+	}
+	go func() {
+		if err := m.ml.UpdateNode(time.Second); err != nil && !m.stopped.Load() {
+			m.log.Error(err, "publishing whether this speaker reaches the API server")
+		}
+	}()
+}
+
+// APIUnreachable is the set of speakers Alive holds, this one included,
+// that say they cannot reach the API server.
+func (m *Membership) APIUnreachable() map[string]bool {
+	out := map[string]bool{}
+	if m.selfAPIDown.Load() {
+		out[m.name] = true
+	}
+	if m.stopped.Load() || m.isolated.Load() {
+		return out
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n := range m.apiDown {
+		if _, alive := m.members[n]; alive && n != m.name {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// metadata is memberlist's delegate: this speaker's metadata is one byte
+// of flags (metaAPIDown); it sends no messages of its own.
+type metadata struct{ m *Membership }
+
+func (d metadata) NodeMeta(limit int) []byte {
+	if d.m.selfAPIDown.Load() {
+		return []byte{metaAPIDown}
+	}
+	return []byte{0}
+}
+func (metadata) NotifyMsg([]byte)                           {}
+func (metadata) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (metadata) LocalState(join bool) []byte                { return nil }
+func (metadata) MergeRemoteState(buf []byte, join bool)     {}
 
 func (m *Membership) setMember(name, addr string) {
 	m.mu.Lock()
@@ -388,12 +485,42 @@ func (m *Membership) setMember(name, addr string) {
 	m.byAddr[addr] = name
 }
 
-// fromPeer tells whether addr is the address of another member.
+// fromPeer tells whether addr is the address of another member, and
+// records that it was heard from.
 func (m *Membership) fromPeer(addr string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name, ok := m.byAddr[addr]
-	return ok && name != m.name
+	if !ok || name == m.name {
+		return false
+	}
+	m.heard[name] = time.Now()
+	return true
+}
+
+// DeclaredDead is when the peers last declared this speaker dead (zero:
+// never): memberlist refutes it at once and they count it alive again, but
+// meanwhile they took its addresses over.
+func (m *Membership) DeclaredDead() time.Time {
+	if n := m.declaredDead.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// HeardFrom is the set of other members a packet came from after since. A
+// member only sends to the members it holds alive: one heard from since
+// this speaker (re)joined knows it is back.
+func (m *Membership) HeardFrom(since time.Time) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]bool{}
+	for n, at := range m.heard {
+		if _, alive := m.members[n]; alive && at.After(since) {
+			out[n] = true
+		}
+	}
+	return out
 }
 
 // contactTransport records, for the isolation watchdog, when a packet last

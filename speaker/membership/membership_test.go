@@ -31,7 +31,9 @@ func start(t *testing.T, cfg Config) *Membership {
 	if cfg.SecretKey == nil {
 		cfg.SecretKey = key
 	}
-	cfg.Log = logr.Discard()
+	if cfg.Log.GetSink() == nil {
+		cfg.Log = logr.Discard()
+	}
 	m, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -310,6 +312,63 @@ func TestIsolatedSpeakerStandsDownBeforeItsPeersTakeOver(t *testing.T) {
 	if peerIsolated.Load() {
 		t.Error("node-0 or node-1 thought itself cut off while only node-2 was")
 	}
+}
+
+// memberlist says it refutes a dead message only through its log: a peer
+// declared this speaker dead at its current incarnation (the suspicion
+// never reached it, so it never refuted it) and took its addresses over.
+// The log bridge must tell; a refuted suspicion is not that.
+func TestRefutingADeadMessageIsReported(t *testing.T) {
+	var told int
+	w := logWriter{log: logr.Discard(), declaredDead: func() { told++ }}
+	for _, line := range []string{
+		"[WARN] memberlist: Refuting a suspect message (from: node-1)", // memberlist v0.7's wording
+		"[DEBUG] memberlist: Failed UDP ping: node-1 (timeout reached)",
+	} {
+		fmt.Fprintln(w, line)
+	}
+	if told != 0 {
+		t.Fatalf("told %d times before any dead message", told)
+	}
+	fmt.Fprintln(w, "[WARN] memberlist: Refuting a dead message (from: node-3)")
+	if told != 1 {
+		t.Errorf("told %d times for one refuted dead message", told)
+	}
+}
+
+// A speaker that cannot reach the API server says so in its gossip
+// metadata; every peer sees the flag within a few gossip rounds, is told by
+// a Changes signal, and sees it cleared the same way.
+func TestAPIServerReachabilitySpreadsThroughGossip(t *testing.T) {
+	ms := cluster(t, 3)
+	for _, m := range ms {
+		drain(m.Changes())
+	}
+	ms[1].SetAPIReachable(false)
+	want := []string{"node-1"}
+	took := waitFor(t, 3*time.Second, "every speaker to see node-1 cut off from the API server", func() bool {
+		for _, m := range ms {
+			if !slices.Equal(sortedKeys(m.APIUnreachable()), want) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("flag seen by every speaker after %s", took)
+	select {
+	case <-ms[0].Changes():
+	default:
+		t.Error("the flag changed without a Changes signal")
+	}
+	ms[1].SetAPIReachable(true)
+	waitFor(t, 3*time.Second, "the flag to clear everywhere", func() bool {
+		for _, m := range ms {
+			if len(m.APIUnreachable()) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestRestartedSpeakerRejoinsUnderItsName(t *testing.T) {

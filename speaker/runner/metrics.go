@@ -10,6 +10,8 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	syncs    *prometheus.CounterVec
 	owned    prometheus.Gauge
+	cutOff   prometheus.Gauge
+	cutOffs  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +29,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "herald_speaker_layer2_owned_addresses",
 			Help: "Addresses this node answers ARP/NDP for.",
 		}),
+		cutOff: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_speaker_gossip_cut_off",
+			Help: "1 while this speaker announces nothing because it hears the gossip of fewer than a majority of the speakers the API server shows alive.",
+		}),
+		cutOffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_speaker_gossip_cut_offs_total",
+			Help: "Times this speaker was cut off from a majority of its peers' gossip (see herald_speaker_gossip_cut_off).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.duration, m.syncs, m.owned)
+		reg.MustRegister(m.duration, m.syncs, m.owned, m.cutOff, m.cutOffs)
 	}
 	return m
 }
@@ -38,4 +48,14 @@ func (m *metrics) observe(scope string, d time.Duration, owned int) {
 	m.duration.WithLabelValues(scope).Observe(d.Seconds())
 	m.syncs.WithLabelValues(scope).Inc()
 	m.owned.Set(float64(owned))
+}
+
+// cut records a cut-off from the peers' gossip starting (true) or ending.
+func (m *metrics) cut(on bool) {
+	if on {
+		m.cutOff.Set(1)
+		m.cutOffs.Inc()
+		return
+	}
+	m.cutOff.Set(0)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/heraldlb/herald/internal/model"
@@ -66,16 +67,28 @@ func (r *Runner) pass(ctx context.Context, ch state.Changes, livenessDue bool) e
 	wasAnnouncing := r.live.Announce
 	if full {
 		leases := r.tracker.Leases()
-		in := livenessInput{Self: r.opts.NodeName, Leases: leases, Now: time.Now(), Started: r.started}
-		if r.gossip != nil {
-			in.GossipHealthy, in.GossipAlive = r.gossip.Healthy(), r.gossip.Alive()
+		in := livenessInput{Self: r.opts.NodeName, Leases: leases, Now: time.Now(), Started: r.started, Outage: r.live.Outage}
+		var overdue time.Time
+		if r.keeper != nil {
+			in.Renewed, in.Grace, overdue = r.keeper.Renewed(), r.keeper.Duration, r.keeper.Overdue()
 		}
+		if r.gossip != nil {
+			r.gossip.SetAPIReachable(overdue.IsZero() || in.Now.Before(overdue))
+			in.GossipHealthy, in.GossipAlive, in.APIUnreachable = r.gossip.Healthy(), r.gossip.Alive(), r.gossip.APIUnreachable()
+		}
+		prevOutage := r.live.Outage
 		r.live = decideLiveness(in)
+		if in.Now.Before(overdue) && (r.live.Next.IsZero() || overdue.Before(r.live.Next)) {
+			r.live.Next = overdue.Add(time.Millisecond) // publish it when a renewal fails
+		}
+		r.noteOutage(prevOutage, r.live.Outage)
 		r.offerPeers(r.live.Peers)
+		r.noteCutOff(in)
+		r.holdUntilHeard(in)
 		if !r.live.Announce && len(r.owned) > 0 {
 			// Cut off from most peers, who will take this node's addresses
 			// over: stop answering now, before planning anything.
-			r.log.Info("this speaker sees a minority of its peers alive: announcing nothing until it rejoins", "live", r.live.Live)
+			r.log.Info("announcing nothing: this speaker sees a minority of its peers alive, or waits to hear from them", "live", r.live.Live)
 			r.withdrawAll()
 		}
 		w := plan.World{Config: r.cfg, Nodes: worldNodes(r.nodes, leases, r.live.Live), Self: r.opts.NodeName, Peers: peers}
@@ -406,4 +419,101 @@ func (r *Runner) handover(stopKeeper context.CancelFunc, keeperDone *sync.WaitGr
 	err := r.layer2.Close()
 	r.status.DeleteAll(ctx)
 	return err
+}
+
+// noteCutOff records whether this speaker, up and running, stands down for
+// want of gossip: gossip runs here, its own Lease is fresh, and yet the
+// partition rule says announce nothing (its peers may take its addresses
+// over). One event on the Node when that starts and one when it ends; the
+// start-up, before the first pass is done, is not a cut.
+func (r *Runner) noteCutOff(in livenessInput) {
+	select {
+	case <-r.ready:
+	default:
+		return
+	}
+	cut := in.GossipHealthy && !r.live.Announce && in.fresh(in.Leases[r.opts.NodeName], r.live.Outage)
+	if r.cutOff.Swap(cut) == cut {
+		return
+	}
+	r.metrics.cut(cut)
+	peers := len(r.live.Peers)
+	if cut {
+		r.status.NodeEvent(corev1.EventTypeWarning, status.ReasonGossipCutOff,
+			"The speaker hears the gossip of %d of the %d other speakers the API server shows alive: it announces nothing until it hears a majority (check that the gossip port, UDP and TCP, is open between the nodes, and that every speaker has the same gossip key)",
+			len(r.live.Live)-1, peers)
+		return
+	}
+	r.status.NodeEvent(corev1.EventTypeNormal, status.ReasonGossipRejoined, "The speaker hears a majority of its peers' gossip again and announces")
+}
+
+// noteOutage logs an API server outage shared by most speakers starting and
+// its grace ending.
+func (r *Runner) noteOutage(prev, cur outage) {
+	switch {
+	case prev.Since.IsZero() && !cur.Since.IsZero():
+		r.log.Info("most speakers cannot reach the API server: keeping every Lease as it was, gossip alone tells who died", "leasesAsOf", cur.Since)
+	case prev.Until.IsZero() && !cur.Until.IsZero():
+		r.log.Info("most speakers reach the API server again: the Leases as they were count until every speaker renews", "until", cur.Until)
+	case !prev.Since.IsZero() && cur.Since.IsZero():
+		r.log.Info("the API server outage is over")
+	}
+}
+
+// settleCap bounds how long a speaker that reached a majority waits to
+// hear from its peers before it announces anyway.
+const settleCap = time.Second
+
+// settle is a speaker's wait, after it reached a majority of its peers'
+// gossip (at its start, or after a cut), to hear from each of them.
+type settle struct {
+	since time.Time // zero: not waiting
+	done  bool
+}
+
+// holdUntilHeard keeps a speaker that has just reached a majority from
+// announcing until every live peer has sent it a packet since (or
+// settleCap passes). A peer sends only to the members it holds alive, so
+// one heard from knows this speaker is back and gives up the addresses it
+// wins; a peer that has not heard of it yet would answer for them too
+// (two owners for a gossip round, seen when every speaker restarted at
+// once). The wait is a gossip round or two; the peers keep answering
+// until they hear of this speaker, so no address goes dark meanwhile.
+func (r *Runner) holdUntilHeard(in livenessInput) {
+	if !r.live.Announce || r.gossip == nil || !in.GossipHealthy {
+		r.settling = settle{}
+		return
+	}
+	// Declared dead by its peers since it last settled (a false suspicion
+	// on a lossy or overloaded LAN): they took its addresses over and count
+	// it alive again only as its refutation reaches them. Stand down and
+	// wait to be heard again, as after a rejoin.
+	if dead := r.gossip.DeclaredDead(); dead.After(r.settling.since) {
+		r.log.Info("the peers declared this speaker dead: announcing nothing until each has heard it is back")
+		r.settling = settle{since: dead}
+	}
+	if r.settling.done {
+		return
+	}
+	if r.settling.since.IsZero() {
+		r.settling.since = in.Now
+	}
+	heard := r.gossip.HeardFrom(r.settling.since)
+	var waiting []string
+	for _, n := range r.live.Live {
+		if n != r.opts.NodeName && in.Leases[n].Gossip.IsValid() && !heard[n] {
+			waiting = append(waiting, n)
+		}
+	}
+	if len(waiting) == 0 || in.Now.Sub(r.settling.since) >= settleCap {
+		if len(waiting) > 0 {
+			r.log.Info("announcing without having heard from every peer since rejoining", "silent", waiting)
+		}
+		r.settling.done = true
+		return
+	}
+	r.live.Announce = false
+	if next := in.Now.Add(20 * time.Millisecond); r.live.Next.IsZero() || next.Before(r.live.Next) {
+		r.live.Next = next
+	}
 }

@@ -14,8 +14,10 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -68,6 +70,10 @@ type Gossip interface {
 	Healthy() bool
 	Changes() <-chan struct{}
 	Leave(timeout time.Duration) error
+	SetAPIReachable(ok bool)
+	APIUnreachable() map[string]bool
+	HeardFrom(since time.Time) map[string]bool
+	DeclaredDead() time.Time
 }
 
 // Runner is one node's speaker loop.
@@ -86,6 +92,8 @@ type Runner struct {
 	log       logr.Logger
 	started   time.Time
 	ready     chan struct{}
+	cutOff    atomic.Bool // standing down for want of peers' gossip, after the first pass
+	settling  settle
 	lastFull  time.Time
 	joinPeers peerList
 
@@ -118,6 +126,17 @@ func New(tracker *state.Tracker, cache client.Reader, l2 Layer2, bgp BGP, gossip
 
 // Ready is closed after the first pass has applied a plan.
 func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
+// CutOff says why the speaker is announcing nothing, when it stands down
+// because it hears the gossip of too few of the peers the API server
+// shows alive (a partition, a firewall, a wrong gossip key); nil otherwise.
+// The readiness probe reports it, so the pod shows NotReady.
+func (r *Runner) CutOff() error {
+	if r.cutOff.Load() {
+		return errors.New("cut off from its peers' gossip: announcing nothing until it hears a majority again")
+	}
+	return nil
+}
 
 // Run plans and applies until ctx ends, then hands over: it withdraws its
 // Lease and leaves the gossip so the others elect new owners at once, keeps

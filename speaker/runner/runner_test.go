@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -82,6 +83,57 @@ func TestDecideLiveness(t *testing.T) {
 	}
 }
 
+// An API server down for most speakers freezes the Lease view as it was
+// when it went down: no speaker can renew, and yet each keeps what it
+// announces, gossip alone telling who died. One speaker cut off from the
+// API server alone stands down instead, as its peers count it gone.
+func TestAPIServerOutageKeepsTheLeaseViewOnlyWhenMostSpeakersShareIt(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	started := now.Add(-time.Hour)
+	lastRenewal := now.Add(-20 * time.Second) // 15 s Leases: all expired by now
+	leases := map[string]lease.Info{"a": info("a", lastRenewal, gossip(1)), "b": info("b", lastRenewal, gossip(2)), "c": info("c", lastRenewal, gossip(3))}
+	all := map[string]bool{"a": true, "b": true, "c": true}
+	in := func(down map[string]bool, alive map[string]bool, prev outage) livenessInput {
+		return livenessInput{Self: "a", Now: now, Started: started, Leases: leases, GossipHealthy: true, GossipAlive: alive,
+			APIUnreachable: down, Renewed: lastRenewal, Outage: prev, Grace: 15 * time.Second}
+	}
+	ongoing := outage{Since: lastRenewal}
+	peers := []string{"198.51.100.12:7947", "198.51.100.13:7947"}
+	for _, tc := range []struct {
+		name string
+		in   livenessInput
+		want liveness
+	}{
+		{"every speaker down: the Leases as of the last renewal, everyone announces",
+			in(all, all, outage{}),
+			liveness{Live: []string{"a", "b", "c"}, Announce: true, Peers: peers, Outage: ongoing}},
+		{"a majority down (this one reaches the API server): the same view",
+			in(map[string]bool{"b": true, "c": true}, all, outage{}),
+			liveness{Live: []string{"a", "b", "c"}, Announce: true, Peers: peers, Outage: ongoing}},
+		{"only this speaker down: no outage, its own Lease has expired, it stands down",
+			in(map[string]bool{"a": true}, all, outage{}),
+			liveness{Announce: false}},
+		{"a speaker that dies during the outage is gone by gossip",
+			in(map[string]bool{"a": true, "b": true}, map[string]bool{"a": true, "b": true}, ongoing),
+			liveness{Live: []string{"a", "b"}, Announce: true, Peers: peers, Outage: ongoing}},
+		{"the outage over: its view holds for a Lease duration, and the runner wakes at its end",
+			in(nil, all, ongoing),
+			liveness{Live: []string{"a", "b", "c"}, Announce: true, Peers: peers, Outage: outage{Since: lastRenewal, Until: now.Add(15 * time.Second)}, Next: now.Add(15 * time.Second)}},
+		{"after the grace, Leases count as they are",
+			in(nil, all, outage{Since: lastRenewal, Until: now}),
+			liveness{Announce: false}},
+		{"without gossip no speaker can tell an outage from its own cut: none",
+			livenessInput{Self: "a", Now: now, Started: started, Leases: leases, APIUnreachable: all, Renewed: lastRenewal, Grace: 15 * time.Second},
+			liveness{Announce: false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decideLiveness(tc.in); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("decideLiveness =\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}
+
 // fakeLayer2 records what the runner asks of layer 2.
 type fakeLayer2 struct {
 	mu      sync.Mutex
@@ -125,13 +177,29 @@ func (f *fakeBGP) UpdateRoutes(delta map[netip.Prefix]*bgp.Route) error {
 }
 func (f *fakeBGP) Detach() { f.detached = true }
 
-type fakeGossip struct{ alive map[string]bool }
+type fakeGossip struct {
+	alive map[string]bool
+	heard map[string]bool // nil: every alive speaker has been heard from
+	dead  time.Time
+}
+
+func (g *fakeGossip) DeclaredDead() time.Time { return g.dead }
 
 func (g *fakeGossip) Join([]string) (int, error) { return 0, nil }
 func (g *fakeGossip) Alive() map[string]bool     { return g.alive }
 func (g *fakeGossip) Healthy() bool              { return true }
 func (g *fakeGossip) Changes() <-chan struct{}   { return nil }
 func (g *fakeGossip) Leave(time.Duration) error  { return nil }
+func (g *fakeGossip) SetAPIReachable(bool)       {}
+func (g *fakeGossip) APIUnreachable() map[string]bool {
+	return nil
+}
+func (g *fakeGossip) HeardFrom(time.Time) map[string]bool {
+	if g.heard == nil {
+		return g.alive
+	}
+	return g.heard
+}
 
 type recorder struct {
 	mu     sync.Mutex
@@ -200,6 +268,11 @@ func (h *harness) pass(ch state.Changes, liveness bool) {
 	h.t.Helper()
 	if err := h.r.pass(h.ctx, ch, liveness); err != nil {
 		h.t.Fatal(err)
+	}
+	select { // ready after the first pass, as in Run
+	case <-h.r.ready:
+	default:
+		close(h.r.ready)
 	}
 }
 
@@ -310,11 +383,90 @@ func TestMinorityStopsAnsweringAtOnce(t *testing.T) {
 		t.Errorf("isolated, it still answers for %v", h.l2.owned)
 	}
 	h.eventually("the Announcement to go", func() bool { return len(h.announcements()) == 0 })
+	if h.r.CutOff() == nil {
+		t.Error("isolated, the speaker reports itself ready")
+	}
 	h.gossip.alive = map[string]bool{"a": true, "b": true, "c": true}
 	h.pass(state.Changes{}, true)
 	if len(h.l2.owned) != 1 {
 		t.Errorf("rejoined, it answers for %v", h.l2.owned)
 	}
+	if err := h.r.CutOff(); err != nil {
+		t.Errorf("rejoined, the speaker is not ready: %v", err)
+	}
+	h.pass(state.Changes{}, true)
+	if got := h.rec.count(status.ReasonGossipCutOff); got != 1 {
+		t.Errorf("%d %s events, want 1 for one cut", got, status.ReasonGossipCutOff)
+	}
+	if got := h.rec.count(status.ReasonGossipRejoined); got != 1 {
+		t.Errorf("%d %s events, want 1", got, status.ReasonGossipRejoined)
+	}
+	if cuts, now := testutil.ToFloat64(h.r.metrics.cutOffs), testutil.ToFloat64(h.r.metrics.cutOff); cuts != 1 || now != 0 {
+		t.Errorf("metrics: %v cut-offs counted, cut off now %v; want 1 and 0", cuts, now)
+	}
+}
+
+// A speaker back in the majority (here after a cut) answers only once
+// every live peer has sent it something: a peer that has not heard of its
+// return would still answer for the same addresses.
+func TestRejoinedSpeakerWaitsToHearFromEveryPeer(t *testing.T) {
+	const ip = "198.51.100.70"
+	h := newHarness(t, ownerOf(ip, "a", "b", "c"))
+	web := h.createService("web", ip)
+	h.pass(state.Changes{Services: []types.NamespacedName{web}, Nodes: true, Leases: true, Config: true}, true)
+	h.gossip.alive = map[string]bool{h.r.opts.NodeName: true}
+	h.pass(state.Changes{}, true)
+	h.gossip.alive = map[string]bool{"a": true, "b": true, "c": true}
+	h.gossip.heard = map[string]bool{}
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 0 {
+		t.Fatalf("rejoined, it answers for %v before hearing from any peer", h.l2.owned)
+	}
+	if wait := time.Until(h.r.live.Next); wait <= 0 || wait > 50*time.Millisecond {
+		t.Errorf("it looks again in %s; want within a gossip round", wait)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if n != h.r.opts.NodeName {
+			h.gossip.heard[n] = true
+			break
+		}
+	}
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 0 {
+		t.Fatalf("it answers for %v having heard from one peer of two", h.l2.owned)
+	}
+	h.gossip.heard = nil
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 1 {
+		t.Errorf("having heard from every peer, it answers for %v", h.l2.owned)
+	}
+	if got := h.rec.count(status.ReasonGossipCutOff); got != 1 {
+		t.Errorf("%d %s events: waiting to hear from peers is no cut", got, status.ReasonGossipCutOff)
+	}
+	// Declared dead by its peers (a false suspicion): they took its address
+	// over; it stands down until each has heard from it again.
+	h.gossip.dead, h.gossip.heard = time.Now(), map[string]bool{}
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 0 {
+		t.Errorf("declared dead by its peers, it still answers for %v", h.l2.owned)
+	}
+	h.gossip.heard = nil
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 1 {
+		t.Errorf("heard again by every peer, it answers for %v", h.l2.owned)
+	}
+}
+
+func (r *recorder) count(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e == reason {
+			n++
+		}
+	}
+	return n
 }
 
 // When the owner dies, the next node in the ranking takes the address over

@@ -98,6 +98,7 @@ type Tracker struct {
 	services map[types.NamespacedName]bool
 	changes  Changes
 	leases   map[string]lease.Info
+	written  map[string]time.Time // each Lease's renewTime as its speaker wrote it
 	wake     chan struct{}
 }
 
@@ -111,6 +112,7 @@ func NewTracker(reader client.Reader, namespace, lbClass string, log logr.Logger
 		reader: reader, namespace: namespace, lbClass: lbClass, log: log, now: time.Now, leaseErrors: leaseErrors,
 		services: map[types.NamespacedName]bool{},
 		leases:   map[string]lease.Info{},
+		written:  map[string]time.Time{},
 		wake:     make(chan struct{}, 1),
 	}
 }
@@ -273,7 +275,11 @@ func (t *Tracker) ObserveLease(o any, deleted bool) {
 	prev, had := t.leases[info.Node]
 	if deleted {
 		delete(t.leases, info.Node)
+		delete(t.written, info.Node)
 	} else {
+		written, seen := t.written[info.Node]
+		t.written[info.Node] = info.RenewTime
+		info.RenewTime = observedRenewal(info.RenewTime, written, prev.RenewTime, had && seen, t.now())
 		t.leases[info.Node] = info
 	}
 	quiet := !deleted && had && prev.SameAnnouncement(info) && prev.Fresh(t.now())
@@ -286,7 +292,27 @@ func (t *Tracker) ObserveLease(o any, deleted bool) {
 	}
 }
 
-// Leases returns the decoded speaker Leases by node.
+// observedRenewal is when this speaker counts a Lease as renewed. The
+// renewTime a speaker writes is its own node's clock: read as is, a speaker
+// whose clock runs minutes behind looks dead to its peers while it counts
+// itself alive (two owners for its addresses), and one running ahead looks
+// alive for minutes after it died. So, as client-go's leader election does,
+// a renewal counts from when this speaker sees renewTime change (on its
+// clock); a Lease seen for the first time keeps its written time, capped at
+// now, so a speaker that starts does not revive a long-dead peer.
+func observedRenewal(written, prevWritten, prevObserved time.Time, seen bool, now time.Time) time.Time {
+	switch {
+	case seen && written.Equal(prevWritten):
+		return prevObserved // a resync or another field's change: not a renewal
+	case seen || written.After(now):
+		return now
+	default:
+		return written
+	}
+}
+
+// Leases returns the decoded speaker Leases by node; their RenewTime is
+// when this speaker saw the renewal (observedRenewal).
 func (t *Tracker) Leases() map[string]lease.Info {
 	t.mu.Lock()
 	defer t.mu.Unlock()

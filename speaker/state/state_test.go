@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -220,6 +221,62 @@ func TestLeaseEventsWakeOnlyOnNews(t *testing.T) {
 	tr.ObserveLease(speakerLease("a", now, ""), true)
 	if _, ok := tr.Leases()["a"]; ok || !woke() {
 		t.Error("a deleted Lease is forgotten, and wakes the runner")
+	}
+}
+
+// A renewal counts from when this speaker sees it, whatever clock the
+// holder's node keeps.
+func TestObservedRenewal(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	for _, tc := range []struct {
+		name                 string
+		written, prevWritten time.Time
+		prevObserved         time.Time
+		seen                 bool
+		want                 time.Time
+	}{
+		{"first sight keeps the written time", now.Add(-3 * time.Second), time.Time{}, time.Time{}, false, now.Add(-3 * time.Second)},
+		{"first sight of a long-dead peer keeps it dead", now.Add(-time.Hour), time.Time{}, time.Time{}, false, now.Add(-time.Hour)},
+		{"first sight of a clock ahead is capped at now", now.Add(5 * time.Minute), time.Time{}, time.Time{}, false, now},
+		{"a renewal counts from now", now.Add(-5 * time.Minute), now.Add(-5*time.Minute - 2*time.Second), now.Add(-2 * time.Second), true, now},
+		{"a renewal written ahead counts from now", now.Add(5 * time.Minute), now.Add(5*time.Minute - 2*time.Second), now.Add(-2 * time.Second), true, now},
+		{"a renewal written backwards (the holder's clock was set back) is a renewal", now.Add(-time.Hour), now, now.Add(-time.Second), true, now},
+		{"the same renewTime again is no renewal", now.Add(-5 * time.Minute), now.Add(-5 * time.Minute), now.Add(-4 * time.Second), true, now.Add(-4 * time.Second)},
+	} {
+		if got := observedRenewal(tc.written, tc.prevWritten, tc.prevObserved, tc.seen, now); !got.Equal(tc.want) {
+			t.Errorf("%s: got %s, want %s", tc.name, got.Sub(now), tc.want.Sub(now))
+		}
+	}
+}
+
+// Property: once a speaker has renewed its Lease at least once in view, a
+// peer counts it alive exactly while its last renewal, on the peer's own
+// clock, is younger than the Lease duration: the holder's clock offset
+// (up to an hour either way) changes nothing. Before this, a speaker whose
+// clock ran minutes behind was dead to its peers while it owned addresses.
+func TestLeaseFreshnessIgnoresTheHolderClock(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 500 {
+		skew := time.Duration(rng.Int64N(int64(2*time.Hour))) - time.Hour
+		now := time.Unix(100_000, 0)
+		tr := NewTracker(nil, "herald-system", "", logr.Discard(), nil)
+		tr.now = func() time.Time { return now }
+		var lastRenewal time.Time
+		renewals := 0
+		for step := range 40 {
+			now = now.Add(time.Duration(rng.Int64N(int64(8 * time.Second))))
+			if step < 20 && rng.IntN(3) > 0 || step == 0 {
+				tr.ObserveLease(speakerLease("a", now.Add(skew), "eth0=198.51.100.0/25"), false)
+				lastRenewal, renewals = now, renewals+1
+			}
+			if renewals < 2 {
+				continue // first sight: the written time is all there is
+			}
+			want := now.Sub(lastRenewal) < 15*time.Second
+			if got := tr.Leases()["a"].Fresh(now); got != want {
+				t.Fatalf("holder clock off by %s, %s after its last renewal: fresh %v, want %v", skew, now.Sub(lastRenewal), got, want)
+			}
+		}
 	}
 }
 

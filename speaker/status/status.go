@@ -33,6 +33,10 @@ import (
 const (
 	ReasonAnnouncing     = "Announcing"
 	ReasonAnnounceFailed = "AnnounceFailed"
+	// On the speaker's Node: it stands down because it hears too few of its
+	// peers' gossip, and it hears them again.
+	ReasonGossipCutOff   = "GossipCutOff"
+	ReasonGossipRejoined = "GossipRejoined"
 )
 
 // Modes of an Announcement: a node announcing a Service both ways writes one
@@ -183,6 +187,12 @@ func (r *Reporter) Warn(svc types.NamespacedName, reason, format string, args ..
 		return
 	}
 	r.recorder.Eventf(&s, nil, corev1.EventTypeWarning, reason, "Announce", format, args...)
+}
+
+// NodeEvent records an event on this speaker's Node, off the deciding path.
+func (r *Reporter) NodeEvent(eventtype, reason, format string, args ...any) {
+	node := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: r.node, UID: types.UID(r.node)}
+	r.recorder.Eventf(node, nil, eventtype, reason, "Gossip", format, args...)
 }
 
 // Run writes until ctx ends.

@@ -290,6 +290,45 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 	}
 }
 
+// TestControllerMemoryLimitReachesTheGoRuntime: the controller's container
+// limit reaches the controller (HERALD_MEMORY_LIMIT, from the downward API,
+// so it follows whatever limit is set), which sets GOMEMLIMIT to 90% of it;
+// without a limit there is nothing to pass.
+func TestControllerMemoryLimitReachesTheGoRuntime(t *testing.T) {
+	c := setup(t)
+	for _, tc := range []struct {
+		set  []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"controller.resources.limits.memory=96Mi"}, true},
+		{[]string{"controller.resources.limits=null"}, false},
+	} {
+		t.Run(strings.Join(append([]string{"defaults"}, tc.set...), ","), func(t *testing.T) {
+			t.Parallel()
+			r, err := c.template("herald", "herald-system", tc.set...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctr := r.controllerContainer(t)
+			i := slices.IndexFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == "HERALD_MEMORY_LIMIT" })
+			switch {
+			case !tc.want && i >= 0:
+				t.Errorf("HERALD_MEMORY_LIMIT %+v with no memory limit", ctr.Env[i])
+			case !tc.want:
+			case i < 0:
+				t.Fatalf("controller lacks env HERALD_MEMORY_LIMIT; its limit is %v", ctr.Resources.Limits.Memory())
+			default:
+				ref := ctr.Env[i].ValueFrom
+				if ref == nil || ref.ResourceFieldRef == nil || ref.ResourceFieldRef.Resource != "limits.memory" ||
+					(ref.ResourceFieldRef.ContainerName != "" && ref.ResourceFieldRef.ContainerName != ctr.Name) {
+					t.Errorf("HERALD_MEMORY_LIMIT from %+v, want the controller container's limits.memory", ref)
+				}
+			}
+		})
+	}
+}
+
 // TestGossipKeyIsMadePerInstall: the gossip key is random (so it is no key
 // written into the chart). Keeping it across upgrades needs a cluster
 // (lookup) and is the lab's to prove.

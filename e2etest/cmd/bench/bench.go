@@ -220,6 +220,10 @@ func (b *bench) buildController(ctx context.Context, repo string) error {
 	b.ctlBin = filepath.Join(b.dir, "controller")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", b.ctlBin, "./controller")
 	cmd.Dir = repo
+	if b.opts.controllerSrc != "" {
+		cmd.Dir = b.opts.controllerSrc
+		b.progress("building the controller from %s", cmd.Dir)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build the controller: %w: %s", err, out)
 	}

@@ -54,6 +54,9 @@ func (b *bench) startController() (*controllerProc, error) {
 		"--webhook-cert-dir", filepath.Join(b.dir, "webhook-certs"),
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if b.opts.memoryLimit > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("HERALD_MEMORY_LIMIT=%d", b.opts.memoryLimit))
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &controllerProc{cmd: cmd, done: make(chan struct{}), started: time.Now()}
 	if err := cmd.Start(); err != nil {

@@ -354,9 +354,11 @@ func (r *profileReport) print(w io.Writer, cpu *cpuWindow) {
 	tw.Flush()
 }
 
-// heapTop takes a heap profile of the controller and returns pprof's top
-// entries by memory in use: what the peak RSS is made of.
-func heapTop(dir string, n int) (string, error) {
+// heapProfile takes a heap profile of the controller and returns pprof's
+// top entries by memory in use (what the live heap, most of the RSS, is
+// made of) and by bytes allocated since the start (the garbage that raises
+// the peak between collections: informer events, decoding, status writes).
+func heapProfile(dir string, n int) (string, error) {
 	resp, err := http.Get("http://" + ctlPprof + "/debug/pprof/heap")
 	if err != nil {
 		return "", err
@@ -370,15 +372,31 @@ func heapTop(dir string, n int) (string, error) {
 	if err := os.WriteFile(name, body, 0o644); err != nil {
 		return "", err
 	}
-	out, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", fmt.Sprintf("-nodecount=%d", n), name).Output()
-	if err != nil {
-		return "", fmt.Errorf("go tool pprof -top: %w", err)
+	var out strings.Builder
+	for _, idx := range []struct{ index, what string }{
+		{"inuse_space", "Controller heap in use after cold"},
+		{"alloc_space", "Controller allocations from its start to the end of cold"},
+	} {
+		top, err := pprofTop(name, idx.index, n)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&out, "%s (go tool pprof -sample_index=%s -top %s):\n%s\n", idx.what, idx.index, name, top)
 	}
-	// Keep the summary line and the table; drop the file header.
+	return out.String(), nil
+}
+
+// pprofTop is `go tool pprof -top` of one sample index, without the file
+// header.
+func pprofTop(file, index string, n int) (string, error) {
+	out, err := exec.Command("go", "tool", "pprof", "-sample_index="+index, "-top", fmt.Sprintf("-nodecount=%d", n), file).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof -sample_index=%s -top: %w", index, err)
+	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	for i, l := range lines {
 		if strings.HasPrefix(l, "Showing nodes") {
-			return fmt.Sprintf("Controller heap in use after cold (go tool pprof -sample_index=inuse_space -top %s):\n%s\n", name, strings.Join(lines[i:], "\n")), nil
+			return strings.Join(lines[i:], "\n"), nil
 		}
 	}
 	return string(out), nil

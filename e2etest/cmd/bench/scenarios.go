@@ -69,7 +69,8 @@ func (b *bench) cold(ctx context.Context) error {
 		d, _, _ := ctl.waitLeading(ctx, 5*time.Minute)
 		readyc <- d
 	}()
-	err = b.waitAssigned(ctx, "cold", n, 10*time.Minute)
+	// 10 minutes for 10,000, and as long again for each 10,000 more.
+	err = b.waitAssigned(ctx, "cold", n, time.Duration(max(1, (n+9999)/10000))*10*time.Minute)
 	var files []string
 	if prof != nil {
 		files = prof.finish()
@@ -94,12 +95,21 @@ func (b *bench) cold(ctx context.Context) error {
 		goal: fmt.Sprintf("≥ %.0f (1.5× MetalLB's %.0f–%.0f); here %.2f×", coldGoal, metalLBColdLow, metalLBColdHigh, rate/metalLBColdHigh)})
 	if kib := ctl.peakKiB(); kib > 0 {
 		mib := float64(kib) / 1024
-		b.record(figure{scenario: "rss", name: "rss_peak", unit: "MiB", prec: 1, value: mib,
+		f := figure{scenario: "rss", name: "rss_peak", unit: "MiB", prec: 1, value: mib,
 			what: fmt.Sprintf("controller peak RSS (VmHWM) with %d Services", b.track.total()),
-			goal: fmt.Sprintf("≤ %.0f at 10,000 (MetalLB: 100–120)", rssGoalMiB), met: met(mib <= rssGoalMiB)})
+			goal: fmt.Sprintf("≤ %.0f at 10,000 (MetalLB: 100–120)", rssGoalMiB)}
+		// The goal is set at 10,000; a run with more Services (-services
+		// 50000) measures the slope and is not judged by it.
+		if b.track.total() <= 10000 {
+			f.met = met(mib <= rssGoalMiB)
+		}
+		if b.opts.memoryLimit > 0 {
+			f.what += fmt.Sprintf(", HERALD_MEMORY_LIMIT %d MiB", b.opts.memoryLimit>>20)
+		}
+		b.record(f)
 	}
 	if b.opts.reports("rss") {
-		if b.heap, err = heapTop(b.dir, 8); err != nil {
+		if b.heap, err = heapProfile(b.dir, 8); err != nil {
 			return fmt.Errorf("heap profile: %w", err)
 		}
 	}

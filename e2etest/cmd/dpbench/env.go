@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -285,67 +281,14 @@ func fakeEndpoint(n lab.Node, i int) netip.Addr {
 // are upTo, with 32 concurrent clients, printing progress.
 func (e *env) createFakes(ctx context.Context, upTo int) error {
 	from := e.fakes
-	n := upTo - from
-	if n <= 0 {
+	if upTo <= from {
 		return nil
 	}
-	start := time.Now()
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := from + int(next.Add(1)-1)
-				if i >= upTo || ctx.Err() != nil {
-					return
-				}
-				for _, o := range []client.Object{lbService(fakeName(i)), e.fakeSlice(i)} {
-					if err := e.create(ctx, o); err != nil {
-						errs <- fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
-						return
-					}
-				}
-				if d := done.Add(1); d%1000 == 0 {
-					fmt.Fprintf(os.Stderr, "dpbench: %d/%d Services created in %.0fs (%.1f/s)\n", d, n, time.Since(start).Seconds(), float64(d)/time.Since(start).Seconds())
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	e.fakes = upTo
-	fmt.Fprintf(os.Stderr, "dpbench: %d Services with an EndpointSlice created in %.1fs\n", n, time.Since(start).Seconds())
-	return ctx.Err()
-}
-
-// create creates o, again after a timeout or throttling of the loaded API
-// server (up to 10 times); AlreadyExists after such a retry means the
-// timed-out create landed.
-func (e *env) create(ctx context.Context, o client.Object) error {
-	var err error
-	for try := range 10 {
-		err = e.c.Create(ctx, o)
-		switch {
-		case err == nil:
-			return nil
-		case try > 0 && apierrors.IsAlreadyExists(err):
-			return nil
-		case !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) && !apierrors.IsTooManyRequests(err) && !errors.Is(err, context.DeadlineExceeded):
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "dpbench: create %s: %v; again in 2s\n", o.GetName(), err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-		o.SetResourceVersion("")
+	err := benchkit.CreateAll(ctx, e.c, "Services with an EndpointSlice", upTo-from, 32, benchkit.Prefixed(os.Stderr, "dpbench: "), func(i int) []client.Object {
+		return []client.Object{lbService(fakeName(from + i)), e.fakeSlice(from + i)}
+	})
+	if err == nil {
+		e.fakes = upTo
 	}
 	return err
 }

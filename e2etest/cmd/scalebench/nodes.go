@@ -46,12 +46,12 @@ func nodesPart(ctx context.Context, o options, r *benchkit.Report) error {
 		return err
 	}
 	v4n := 32
-	if err := createAll(ctx, c, "IPv4 Services", v4n, 8, func(i int) []client.Object {
+	if err := benchkit.CreateAll(ctx, c, "IPv4 Services", v4n, 8, benchkit.Prefixed(os.Stderr, "scalebench: "), func(i int) []client.Object {
 		return []client.Object{lbService(nodesNS, fmt.Sprintf("a%02d", i), "v4", corev1.IPv4Protocol)}
 	}); err != nil {
 		return err
 	}
-	if err := createAll(ctx, c, "IPv6 Services", o.spreadIPs, 16, func(i int) []client.Object {
+	if err := benchkit.CreateAll(ctx, c, "IPv6 Services", o.spreadIPs, 16, benchkit.Prefixed(os.Stderr, "scalebench: "), func(i int) []client.Object {
 		return []client.Object{lbService(nodesNS, fmt.Sprintf("b%04d", i), "v6", corev1.IPv6Protocol)}
 	}); err != nil {
 		return err

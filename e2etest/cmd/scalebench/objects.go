@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -57,42 +53,6 @@ func endpointSlice(ns, svc, node string, i int) *discoveryv1.EndpointSlice {
 		}},
 		Ports: []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
 	}
-}
-
-// createAll creates objects with workers concurrent clients, printing progress.
-func createAll(ctx context.Context, c client.Client, what string, n, workers int, build func(i int) []client.Object) error {
-	start := time.Now()
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				for _, o := range build(i) {
-					if err := c.Create(ctx, o); err != nil {
-						errs <- fmt.Errorf("create %s %s: %w", what, o.GetName(), err)
-						return
-					}
-				}
-				if d := done.Add(1); d%2000 == 0 {
-					fmt.Fprintf(os.Stderr, "scalebench: %d/%d %s in %.0fs\n", d, n, what, time.Since(start).Seconds())
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "scalebench: %d %s created in %.1fs\n", n, what, time.Since(start).Seconds())
-	return ctx.Err()
 }
 
 // assigned counts the Services in ns that have an address, and returns the

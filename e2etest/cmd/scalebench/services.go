@@ -44,7 +44,7 @@ func servicesPart(ctx context.Context, o options, r *benchkit.Report) error {
 	n := o.services
 	name := func(i int) string { return fmt.Sprintf("s%05d", i) }
 	start := time.Now()
-	if err := createAll(ctx, c, "Services with an EndpointSlice", n, 32, func(i int) []client.Object {
+	if err := benchkit.CreateAll(ctx, c, "Services with an EndpointSlice", n, 32, benchkit.Prefixed(os.Stderr, "scalebench: "), func(i int) []client.Object {
 		return []client.Object{lbService(svcNS, name(i), "scale", corev1.IPv6Protocol), endpointSlice(svcNS, name(i), nodes[i%len(nodes)].Name, i)}
 	}); err != nil {
 		return err

@@ -1,0 +1,114 @@
+// Package traffic drives requests at the lab's load-balanced addresses and
+// watches who answers for them on the LAN, for the e2e and chaos suites:
+// each request's outcome and each change of owner is recorded, so a test
+// can report failed requests, the longest gap and ownership moves.
+package traffic
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/heraldlb/herald/e2etest/lab"
+)
+
+// Prober sends a request every interval, each on a new TCP connection (so
+// each one resolves the address afresh), and records outcomes.
+type Prober struct {
+	mu      sync.Mutex
+	results []Result
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// Result is one request.
+type Result struct {
+	At, End time.Time // the request was sent at At and had its answer or error at End
+	OK      bool
+	Err     string
+}
+
+// Stats sum up a prober's results.
+type Stats struct {
+	Total, Failed int
+	// Outage is the longest time from the last success before a failure
+	// to the next success.
+	Outage time.Duration
+	Errors map[string]int // why requests failed, by count
+}
+
+// Timeout is each request's deadline: a request slower than this counts
+// as failed.
+const Timeout = 300 * time.Millisecond
+
+// Start starts a prober in lab namespace ns (lab.ClientNetns, usually)
+// asking url every interval.
+func Start(ns, url string, interval time.Duration) *Prober {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Prober{stop: cancel, done: make(chan struct{})}
+	hc := &http.Client{Timeout: Timeout, Transport: &http.Transport{
+		DialContext: lab.DialContextIn(ns), DisableKeepAlives: true,
+	}}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			at := time.Now()
+			resp, err := hc.Get(url)
+			r := Result{At: at, OK: err == nil && resp.StatusCode == 200}
+			if err != nil {
+				r.Err = err.Error()
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+			r.End = time.Now()
+			p.mu.Lock()
+			p.results = append(p.results, r)
+			p.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+// Finish stops the prober (it may be called again) and sums up its results.
+func (p *Prober) Finish() Stats {
+	p.stop()
+	<-p.done
+	return Summarize(p.results)
+}
+
+// Results are the requests so far, in order.
+func (p *Prober) Results() []Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Result(nil), p.results...)
+}
+
+// Summarize counts failures and finds the longest outage in results.
+func Summarize(results []Result) Stats {
+	s := Stats{Errors: map[string]int{}}
+	var lastOK time.Time
+	inOutage := false
+	for _, r := range results {
+		s.Total++
+		if !r.OK {
+			s.Failed++
+			inOutage = true
+			s.Errors[r.Err]++
+			continue
+		}
+		if inOutage && !lastOK.IsZero() && r.At.Sub(lastOK) > s.Outage {
+			s.Outage = r.At.Sub(lastOK)
+		}
+		inOutage = false
+		lastOK = r.At
+	}
+	return s
+}
