@@ -38,7 +38,8 @@ func Pick[T any](short, full T) T {
 	return short
 }
 
-// Interval is how often each address gets a new request.
+// Interval is how often each address gets a new request, on a new
+// connection, whether or not the earlier ones have been answered.
 const Interval = 10 * time.Millisecond
 
 // Run is one case under way: traffic to its addresses and the watch of
@@ -56,7 +57,7 @@ type Run struct {
 func Start(name string, ips []netip.Addr) (*Run, error) {
 	r := &Run{name: name, ips: ips, start: time.Now()}
 	for _, ip := range ips {
-		r.probers = append(r.probers, traffic.Start(lab.ClientNetns, "http://"+hostPort(ip)+"/", Interval))
+		r.probers = append(r.probers, traffic.StartEvery(lab.ClientNetns, "http://"+hostPort(ip)+"/", Interval))
 	}
 	o, err := traffic.WatchOwners(lab.ClientNetns, ips, 100*time.Millisecond)
 	if err != nil {

@@ -7,14 +7,15 @@ package traffic
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/heraldlb/herald/e2etest/lab"
 )
 
-// Prober sends a request every interval, each on a new TCP connection (so
-// each one resolves the address afresh), and records outcomes.
+// Prober sends requests, each on a new TCP connection (so each one
+// resolves the address afresh), and records outcomes.
 type Prober struct {
 	mu      sync.Mutex
 	results []Result
@@ -43,31 +44,54 @@ type Stats struct {
 const Timeout = 300 * time.Millisecond
 
 // Start starts a prober in lab namespace ns (lab.ClientNetns, usually)
-// asking url every interval.
+// asking url every interval, one request at a time: a slow request delays
+// the next.
 func Start(ns, url string, interval time.Duration) *Prober {
+	return start(ns, url, interval, false)
+}
+
+// StartEvery starts a prober that opens a new connection to url every
+// interval whether or not earlier requests have been answered, so a
+// request that waits on a retransmission (a lost frame costs TCP a second)
+// holds up no other: the outage it reports is the time with no answer, not
+// the luck of a run of slow requests.
+func StartEvery(ns, url string, interval time.Duration) *Prober {
+	return start(ns, url, interval, true)
+}
+
+func start(ns, url string, interval time.Duration, overlap bool) *Prober {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Prober{stop: cancel, done: make(chan struct{})}
 	hc := &http.Client{Timeout: Timeout, Transport: &http.Transport{
 		DialContext: lab.DialContextIn(ns), DisableKeepAlives: true,
 	}}
+	ask := func() {
+		at := time.Now()
+		resp, err := hc.Get(url)
+		r := Result{At: at, OK: err == nil && resp.StatusCode == 200}
+		if err != nil {
+			r.Err = err.Error()
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		r.End = time.Now()
+		p.mu.Lock()
+		p.results = append(p.results, r)
+		p.mu.Unlock()
+	}
 	go func() {
+		var inFlight sync.WaitGroup
 		defer close(p.done)
+		defer inFlight.Wait() // requests sent are answered or time out
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for ctx.Err() == nil {
-			at := time.Now()
-			resp, err := hc.Get(url)
-			r := Result{At: at, OK: err == nil && resp.StatusCode == 200}
-			if err != nil {
-				r.Err = err.Error()
+			if overlap {
+				inFlight.Go(ask)
+			} else {
+				ask()
 			}
-			if resp != nil {
-				resp.Body.Close()
-			}
-			r.End = time.Now()
-			p.mu.Lock()
-			p.results = append(p.results, r)
-			p.mu.Unlock()
 			select {
 			case <-ctx.Done():
 			case <-t.C:
@@ -81,22 +105,30 @@ func Start(ns, url string, interval time.Duration) *Prober {
 func (p *Prober) Finish() Stats {
 	p.stop()
 	<-p.done
-	return Summarize(p.results)
+	return Summarize(p.Results())
 }
 
-// Results are the requests so far, in order.
+// Results are the requests so far, in the order they were sent.
 func (p *Prober) Results() []Result {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Result(nil), p.results...)
+	return sorted(p.results)
 }
 
-// Summarize counts failures and finds the longest outage in results.
+// sorted is a copy of results in the order they were sent.
+func sorted(results []Result) []Result {
+	out := slices.Clone(results)
+	slices.SortStableFunc(out, func(a, b Result) int { return a.At.Compare(b.At) })
+	return out
+}
+
+// Summarize counts failures and finds the longest outage in results, taken
+// in the order they were sent.
 func Summarize(results []Result) Stats {
 	s := Stats{Errors: map[string]int{}}
 	var lastOK time.Time
 	inOutage := false
-	for _, r := range results {
+	for _, r := range sorted(results) {
 		s.Total++
 		if !r.OK {
 			s.Failed++

@@ -1,0 +1,36 @@
+package traffic
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSummarizeTakesResultsInTheOrderSent(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// Recorded as answered: the slow request sent at 10 ms ends last.
+	results := []Result{
+		{At: at(0), OK: true},
+		{At: at(20), Err: "timeout"},
+		{At: at(30), Err: "timeout"},
+		{At: at(10), OK: true},
+		{At: at(700), OK: true},
+		{At: at(710), Err: "timeout"},
+		{At: at(720), OK: true},
+	}
+	s := Summarize(results)
+	if s.Total != 7 || s.Failed != 3 || s.Errors["timeout"] != 3 {
+		t.Errorf("total %d failed %d errors %v; want 7, 3, timeout:3", s.Total, s.Failed, s.Errors)
+	}
+	if want := 690 * time.Millisecond; s.Outage != want {
+		t.Errorf("outage %s; want %s (from the success sent at 10 ms to the one sent at 700 ms)", s.Outage, want)
+	}
+}
+
+func TestSummarizeOfNoFailureHasNoOutage(t *testing.T) {
+	t0 := time.Now()
+	s := Summarize([]Result{{At: t0.Add(time.Second), OK: true}, {At: t0, OK: true}})
+	if s.Failed != 0 || s.Outage != 0 {
+		t.Errorf("failed %d outage %s; want 0, 0", s.Failed, s.Outage)
+	}
+}
