@@ -21,6 +21,7 @@ type Prober struct {
 	results []Result
 	stop    context.CancelFunc
 	done    chan struct{}
+	overlap bool // requests do not wait for each other (StartEvery)
 }
 
 // Result is one request.
@@ -50,19 +51,28 @@ func Start(ns, url string, interval time.Duration) *Prober {
 	return start(ns, url, interval, false)
 }
 
+// EveryTimeout is the deadline of each request of StartEvery: long enough
+// for TCP to retransmit a lost SYN (after 1 s) and for a stall of the
+// test machine, so that only a request that could not be served fails.
+const EveryTimeout = 2 * time.Second
+
 // StartEvery starts a prober that opens a new connection to url every
 // interval whether or not earlier requests have been answered, so a
-// request that waits on a retransmission (a lost frame costs TCP a second)
-// holds up no other: the outage it reports is the time with no answer, not
-// the luck of a run of slow requests.
+// request that waits on a retransmission or a slow machine holds up no
+// other. Its outage is the longest time between two answers (see
+// SummarizeAnswers): time with no answer, whatever the requests' fate.
 func StartEvery(ns, url string, interval time.Duration) *Prober {
 	return start(ns, url, interval, true)
 }
 
 func start(ns, url string, interval time.Duration, overlap bool) *Prober {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Prober{stop: cancel, done: make(chan struct{})}
-	hc := &http.Client{Timeout: Timeout, Transport: &http.Transport{
+	p := &Prober{stop: cancel, done: make(chan struct{}), overlap: overlap}
+	timeout := Timeout
+	if overlap {
+		timeout = EveryTimeout
+	}
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: lab.DialContextIn(ns), DisableKeepAlives: true,
 	}}
 	ask := func() {
@@ -105,6 +115,9 @@ func start(ns, url string, interval time.Duration, overlap bool) *Prober {
 func (p *Prober) Finish() Stats {
 	p.stop()
 	<-p.done
+	if p.overlap {
+		return SummarizeAnswers(p.Results())
+	}
 	return Summarize(p.Results())
 }
 
@@ -141,6 +154,30 @@ func Summarize(results []Result) Stats {
 		}
 		inOutage = false
 		lastOK = r.At
+	}
+	return s
+}
+
+// SummarizeAnswers counts failures in results and takes as the outage the
+// longest time between two successive answers (by when they arrived), the
+// measure for requests that overlap: one that waited out a retransmission
+// may be answered after later ones, and a request sent into an outage may
+// still be answered once it is over.
+func SummarizeAnswers(results []Result) Stats {
+	s := Stats{Errors: map[string]int{}}
+	var answers []time.Time
+	for _, r := range results {
+		s.Total++
+		if !r.OK {
+			s.Failed++
+			s.Errors[r.Err]++
+			continue
+		}
+		answers = append(answers, r.End)
+	}
+	slices.SortFunc(answers, time.Time.Compare)
+	for i := 1; i < len(answers); i++ {
+		s.Outage = max(s.Outage, answers[i].Sub(answers[i-1]))
 	}
 	return s
 }

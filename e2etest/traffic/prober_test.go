@@ -34,3 +34,23 @@ func TestSummarizeOfNoFailureHasNoOutage(t *testing.T) {
 		t.Errorf("failed %d outage %s; want 0, 0", s.Failed, s.Outage)
 	}
 }
+
+func TestSummarizeAnswersTakesTheLongestTimeWithoutAnAnswer(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	results := []Result{
+		{At: at(0), End: at(2), OK: true},
+		// Sent into the outage, answered after a retransmission.
+		{At: at(10), End: at(1010), OK: true},
+		{At: at(20), End: at(2020), Err: "timeout"},
+		{At: at(600), End: at(603), OK: true}, // the first answer after the takeover
+		{At: at(610), End: at(612), OK: true},
+	}
+	s := SummarizeAnswers(results)
+	if s.Total != 5 || s.Failed != 1 {
+		t.Errorf("total %d failed %d; want 5, 1", s.Total, s.Failed)
+	}
+	if want := 601 * time.Millisecond; s.Outage != want {
+		t.Errorf("outage %s; want %s (from the answer at 2 ms to the one at 603 ms)", s.Outage, want)
+	}
+}
