@@ -112,6 +112,12 @@ bench: lab-bins helm
 	  *) $(GO) run ./e2etest/cmd/bench -only $(BENCH) $(BENCH_ARGS) ;; \
 	esac
 
+## fuzz: every Go fuzz target in turn for $(FUZZTIME) (default 20s) each, at nice 19 with one
+## worker, printing `bench: fuzz_<package>_<target>_execs|_seconds` lines; `make test` runs the seeds
+FUZZTIME ?= 20s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash hack/fuzz.sh
+
 clean: lab-down
 	rm -rf $(BIN)
 

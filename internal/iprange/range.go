@@ -155,7 +155,8 @@ func setHostBits(b []byte, n int) {
 // Parse reads one entry of a pool's addresses: a CIDR ("203.0.113.0/24",
 // written as its network address), an inclusive range of one family
 // ("203.0.113.10-203.0.113.20", spaces around the dash allowed) or a single
-// address. Errors quote the entry and say what is wrong with it.
+// address. Errors quote the entry and say what is wrong with it, and come
+// with the zero Range.
 func Parse(s string) (Range, error) {
 	t := strings.TrimSpace(s)
 	switch {
@@ -173,8 +174,15 @@ func Parse(s string) (Range, error) {
 		if err != nil {
 			return Range{}, err
 		}
-		r := Range{First: a, Last: b}
-		return r, r.Validate()
+		// The entry as written names the range: it is what the user looks
+		// for in their manifest, and what the CRD's CEL rules quote.
+		switch {
+		case a.Is4() != b.Is4():
+			return Range{}, fmt.Errorf("range %s mixes IPv4 and IPv6; write one range per family", t)
+		case b.Less(a):
+			return Range{}, fmt.Errorf("range %s is reversed; write the lower address first", t)
+		}
+		return Range{First: a, Last: b}, nil
 	default:
 		a, err := parseAddr(t, t)
 		if err != nil {

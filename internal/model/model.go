@@ -109,7 +109,10 @@ type Config struct {
 }
 
 // PoolOf returns the pool in force whose addresses hold ip. Pools in force
-// never overlap, so there is at most one.
+// overlap only when a pool's last accepted version clashes with a pool
+// judged before it (an older pool changed to take its addresses, with no
+// webhook to refuse the change); then the one judged first holds them, as
+// it does in every other check of Build.
 func (c *Config) PoolOf(ip netip.Addr) (*Pool, bool) {
 	e, ok := c.poolIndex.Lookup(ip)
 	return e.Value, ok
@@ -204,13 +207,6 @@ func Build(in Input) *Config {
 		Verdicts:    map[Ref]Verdict{},
 	}
 	c.buildPools(in)
-	for _, name := range slices.Sorted(maps.Keys(c.Pools)) {
-		for _, r := range c.Pools[name].Ranges {
-			// Only a last accepted version can clash with a pool accepted
-			// since; the older claim, already in the index, keeps the range.
-			c.poolIndex.Add(r, c.Pools[name])
-		}
-	}
 	for i := range in.BFDProfiles {
 		p := &in.BFDProfiles[i]
 		c.BFDProfiles[p.Name] = p
@@ -297,6 +293,15 @@ func (c *Config) buildPools(in Input) {
 		proposed = in.Proposed.Name
 	}
 	var taken iprange.Index[owner]
+	// inForce puts pool in force; a range of it that clashes with one of a
+	// pool put in force before stays that pool's in PoolOf.
+	inForce := func(pool *Pool) {
+		c.Pools[pool.Name] = pool
+		for _, r := range pool.Ranges {
+			c.poolIndex.Add(r, pool)
+		}
+	}
+	reservedAddrs := withoutZones(in.Reserved)
 	for _, p := range byAge(in.Pools, func(p *v1alpha1.IPAddressPool) *metav1.ObjectMeta { return &p.ObjectMeta }, proposed) {
 		ref := Ref{KindIPAddressPool, p.Name}
 		pool, fields, reason, msg := parsePool(p)
@@ -304,10 +309,10 @@ func (c *Config) buildPools(in Input) {
 			reason, msg = overlap(pool, fields, &taken)
 		}
 		if reason == "" {
-			if reason, msg = reserved(pool, fields, in.Reserved); reason != "" {
+			if reason, msg = reserved(pool, fields, reservedAddrs); reason != "" {
 				// What the cluster uses is taken out, the rest stays in
 				// force: the pool's spec did not change, the cluster did.
-				if kept := withoutClusterAddresses(pool, in.Reserved); kept != nil {
+				if kept := withoutClusterAddresses(pool, reservedAddrs); kept != nil {
 					if ref != in.Proposed {
 						// The webhook refuses the proposed pool outright.
 						msg += "; no Service is given them, and the pool's other addresses stay in force"
@@ -316,15 +321,15 @@ func (c *Config) buildPools(in Input) {
 					for i, r := range pool.Ranges {
 						taken.Add(r, owner{p.Name, fields[i]})
 					}
-					c.Pools[p.Name] = kept
+					inForce(kept)
 					continue
 				}
 			}
 		}
 		if reason != "" {
 			c.refuse(ref, reason, "%s", msg)
-			if last := withoutClusterAddresses(in.LastAccepted[p.Name], in.Reserved); last != nil {
-				c.Pools[p.Name] = last
+			if last := withoutClusterAddresses(in.LastAccepted[p.Name], reservedAddrs); last != nil {
+				inForce(last)
 				for _, r := range last.Ranges {
 					taken.Add(r, owner{p.Name, "spec.addresses (last accepted)"})
 				}
@@ -334,7 +339,7 @@ func (c *Config) buildPools(in Input) {
 		for i, r := range pool.Ranges {
 			taken.Add(r, owner{p.Name, fields[i]})
 		}
-		c.Pools[p.Name] = pool
+		inForce(pool)
 		c.accept(ref, nil)
 	}
 }
@@ -403,6 +408,19 @@ func reserved(pool *Pool, fields []string, res []Reserved) (string, string) {
 		}
 	}
 	return "", ""
+}
+
+// withoutZones drops the zones of reserved addresses: a node may list a
+// link-local address with its zone (fe80::1%eth0), which names a link of
+// that node and not another address, and a range with a zone would make
+// every range cut out of a pool by it carry the zone too.
+func withoutZones(res []Reserved) []Reserved {
+	out := make([]Reserved, len(res))
+	for i, x := range res {
+		out[i] = x
+		out[i].First, out[i].Last = x.First.WithZone(""), x.Last.WithZone("")
+	}
+	return out
 }
 
 // withoutClusterAddresses returns pool with the addresses of res it holds

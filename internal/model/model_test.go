@@ -452,3 +452,33 @@ func TestAChangeThatRefusesAnAdvertisementWarnsWhoMakesIt(t *testing.T) {
 		})
 	}
 }
+
+// Without the webhook, an older pool can be changed to take a younger
+// pool's addresses: it is judged first and accepted, and the younger one,
+// refused, stays in force as last accepted. PoolOf gives the clashing
+// addresses to the pool judged first, as Build's overlap checks do, not to
+// whichever name sorts first.
+func TestPoolOfGivesClashingAddressesToThePoolJudgedFirst(t *testing.T) {
+	older, younger := pool("z", 0, "198.51.100.16/28"), pool("a", 1, "198.51.100.0/28")
+	first := Build(Input{Pools: []v1alpha1.IPAddressPool{older, younger}})
+	older.Spec.Addresses = []string{"198.51.100.0/27"}
+	second := Build(Input{Pools: []v1alpha1.IPAddressPool{older, younger}, LastAccepted: first.Pools})
+	if v := second.Verdicts[Ref{KindIPAddressPool, "a"}]; v.Accepted || second.Pools["a"] == nil {
+		t.Fatalf("pool a: %+v, in force %v; want refused and in force as last accepted", v, second.Pools["a"] != nil)
+	}
+	if p, ok := second.PoolOf(netip.MustParseAddr("198.51.100.1")); !ok || p.Name != "z" {
+		t.Errorf("PoolOf(198.51.100.1) = %v, %v; want z, judged first", p, ok)
+	}
+}
+
+// A node may list a link-local address with its zone. The pool holding it
+// gives out the addresses around it, without the zone: a range cut by a
+// zoned address carried the zone into every address the allocator handed out.
+func TestANodeAddressWithAZoneIsReservedWithoutIt(t *testing.T) {
+	node := netip.MustParseAddr("fe80::1%eth0")
+	c := Build(Input{Pools: []v1alpha1.IPAddressPool{pool("ll", 0, "fe80::/126")},
+		Reserved: []Reserved{{Range: iprange.Range{First: node, Last: node}, What: "node n's InternalIP"}}})
+	if got, want := rangesString(c.Pools["ll"]), "fe80:: fe80::2/127"; got != want {
+		t.Errorf("pool ll assigns %s, want %s", got, want)
+	}
+}

@@ -59,7 +59,10 @@ func ReadReserved(ctx context.Context, r client.Reader) ([]Reserved, error) {
 	}
 	for _, n := range nodes.Items {
 		for _, a := range n.Status.Addresses {
+			// A zone names the node's own link, not another address; an
+			// IPv4-mapped address is the IPv4 address a pool holds.
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				ip = ip.Unmap().WithZone("")
 				out = append(out, Reserved{Range: iprange.Range{First: ip, Last: ip}, What: fmt.Sprintf("node %s's %s", n.Name, a.Type)})
 			}
 		}

@@ -89,6 +89,10 @@ func ReadServiceAnnotations(ann map[string]string) (ServiceAnnotations, error) {
 		if err != nil {
 			return out, fmt.Errorf("annotation %s: %q is not an IP address", out.LoadBalancerIPsKey, strings.TrimSpace(f))
 		}
+		if ip.Zone() != "" {
+			// A zone names a link of one node; a Service's address is the LAN's.
+			return out, fmt.Errorf("annotation %s: %q has a zone; a Service's address cannot", out.LoadBalancerIPsKey, strings.TrimSpace(f))
+		}
 		ips = append(ips, ip)
 	}
 	out.LoadBalancerIPs = ips

@@ -133,10 +133,10 @@ func ServiceRules(s *Service, nodes Nodes, supports func(Scheduler) bool) ([]Vir
 		sched = Scheduler(s.Scheduler)
 		switch {
 		case !sched.Known():
-			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("scheduler %q is not one of %v: using %s", s.Scheduler, Schedulers, DefaultScheduler)})
+			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("annotation herald.dev/ipvs-scheduler: scheduler %q is not one of %v: using %s", s.Scheduler, Schedulers, DefaultScheduler)})
 			sched = DefaultScheduler
 		case !supports(sched):
-			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("scheduler %q is not available in this node's dataplane: using %s", s.Scheduler, DefaultScheduler)})
+			warns = append(warns, Warning{Service: s.Key, Message: fmt.Sprintf("annotation herald.dev/ipvs-scheduler: scheduler %q is not available in this node's dataplane: using %s", s.Scheduler, DefaultScheduler)})
 			sched = DefaultScheduler
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // L2Advertisement may carry none, and replies need only its MAC.
 type arpConn struct {
 	l   *listener
-	pc  *packet.Conn
+	pc  frameConn
 	mac net.HardwareAddr
 }
 
@@ -71,7 +71,7 @@ func (c *arpConn) handle(f *ethernet.Frame, p *arp.Packet) {
 		return
 	}
 	a.metrics.arpRequest(ifname)
-	if !here || c.l.isLocal(p.TargetIP) {
+	if !here || c.l.isLocal(p.TargetIP) || !answerableARP(f, p) {
 		return
 	}
 	reply, err := arp.NewPacket(arp.OperationReply, c.mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)

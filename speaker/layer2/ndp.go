@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/ndp"
-	"github.com/mdlayher/packet"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
@@ -27,8 +26,8 @@ import (
 // for a global target that comes from a link-local source).
 type ndpConn struct {
 	l      *listener
-	pc     *ipv6.PacketConn
-	probes *packet.Conn // unicast solicitations, see ndp_unicast.go
+	pc     icmpConn
+	probes frameConn // unicast solicitations, see ndp_unicast.go
 	ifi    *net.Interface
 	mac    net.HardwareAddr
 	ll     netip.Addr
@@ -279,7 +278,7 @@ func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
 		return
 	}
 	a.metrics.ndpSolicitation(ifname)
-	if !here || c.l.isLocal(target) {
+	if !here || c.l.isLocal(target) || !answerableNS(ns, src, target) {
 		return
 	}
 	na := &ndp.NeighborAdvertisement{

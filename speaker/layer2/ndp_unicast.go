@@ -50,21 +50,25 @@ func listenUnicastNS(ifi *net.Interface) (*packet.Conn, error) {
 // parseUnicastNS reads an Ethernet frame holding an IPv6 packet and returns
 // the neighbour solicitation in it, with the packet's source and destination,
 // if it is one a node accepts (RFC 4861 section 7.1.1): hop limit 255, ICMP
-// code 0, a valid checksum, and a unicast destination.
+// code 0, a valid checksum, a unicast destination, and a source that is not
+// the unspecified address (duplicate address detection goes to a
+// solicited-node multicast address, never to a unicast one).
 func parseUnicastNS(frame []byte) (ns *ndp.NeighborSolicitation, src, dst netip.Addr, ok bool) {
-	const eth, ip6 = 14, 40
-	if len(frame) < eth+ip6+24 || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IPV6 {
+	const eth, ip6, nsLen = 14, 40, 24 // nsLen: a solicitation without options
+	if len(frame) < eth+ip6+nsLen || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IPV6 {
 		return nil, src, dst, false
 	}
 	h := frame[eth : eth+ip6]
+	// The payload length comes off the wire: shorter than a solicitation, it
+	// would leave nothing to read the message type from.
 	plen := int(binary.BigEndian.Uint16(h[4:6]))
-	if h[0]>>4 != 6 || h[6] != unix.IPPROTO_ICMPV6 || h[7] != ndp.HopLimit || len(frame) < eth+ip6+plen {
+	if h[0]>>4 != 6 || h[6] != unix.IPPROTO_ICMPV6 || h[7] != ndp.HopLimit || plen < nsLen || len(frame) < eth+ip6+plen {
 		return nil, src, dst, false
 	}
 	src, dst = netip.AddrFrom16([16]byte(h[8:24])), netip.AddrFrom16([16]byte(h[24:40]))
 	msg := frame[eth+ip6 : eth+ip6+plen]
 	unicast := dst.IsGlobalUnicast() || dst.IsLinkLocalUnicast()
-	if msg[0] != ndpTypeNS || msg[1] != 0 || !unicast || icmp6Checksum(src, dst, msg) != 0 {
+	if msg[0] != ndpTypeNS || msg[1] != 0 || !unicast || src.IsUnspecified() || icmp6Checksum(src, dst, msg) != 0 {
 		return nil, src, dst, false
 	}
 	m, err := ndp.ParseMessage(msg)

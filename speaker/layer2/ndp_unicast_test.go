@@ -18,7 +18,7 @@ var (
 )
 
 // frame builds an Ethernet frame to dstMAC with an IPv6 packet holding m.
-func frame(t *testing.T, dstMAC net.HardwareAddr, src, dst netip.Addr, hopLimit uint8, m ndp.Message) []byte {
+func frame(t testing.TB, dstMAC net.HardwareAddr, src, dst netip.Addr, hopLimit uint8, m ndp.Message) []byte {
 	t.Helper()
 	msg, err := ndp.MarshalMessageChecksum(m, src, dst)
 	if err != nil {

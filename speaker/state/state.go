@@ -470,8 +470,9 @@ func readyNodes(eps []*discoveryv1.EndpointSlice) []string {
 	return out
 }
 
-// NodeAddresses returns a Node's internal and external addresses, in the
-// order the Node lists them; none when the Node is not known.
+// NodeAddresses returns a Node's internal and external addresses, without
+// zones (see nodeAddrs), in the order the Node lists them; none when the
+// Node is not known.
 func (t *Tracker) NodeAddresses(ctx context.Context, name string) ([]netip.Addr, error) {
 	var n corev1.Node
 	if err := t.reader.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
@@ -480,7 +481,7 @@ func (t *Tracker) NodeAddresses(ctx context.Context, name string) ([]netip.Addr,
 	var out []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if ip, err := netip.ParseAddr(a.Address); err == nil {
-			out = append(out, ip.Unmap())
+			out = append(out, ip.Unmap().WithZone(""))
 		}
 	}
 	return out, nil
@@ -522,11 +523,14 @@ func (t *Tracker) Nodes(ctx context.Context) ([]election.Node, []dataplane.Node,
 	return out, healthy, nil
 }
 
+// nodeAddrs lists n's addresses of type typ. A zone (fe80::1%eth0) names a
+// link of n, not of this node, and no dataplane rule can carry one: it is
+// dropped.
 func nodeAddrs(n *corev1.Node, typ corev1.NodeAddressType) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if ip, err := netip.ParseAddr(a.Address); a.Type == typ && err == nil {
-			out = append(out, ip.Unmap())
+			out = append(out, ip.Unmap().WithZone(""))
 		}
 	}
 	return out

@@ -297,3 +297,16 @@ func TestPlanServiceReadsIPModeProxy(t *testing.T) {
 		t.Errorf("ipMode VIP planned as Proxy")
 	}
 }
+
+// A node listing a link-local address with its zone gives the dataplane the
+// address without it: a rule cannot name another node's link.
+func TestNodeAddressesDropZones(t *testing.T) {
+	n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "fe80::1%eth0"}, {Type: corev1.NodeInternalIP, Address: "::ffff:192.0.2.1"},
+		{Type: corev1.NodeExternalIP, Address: "198.51.100.1"},
+	}}}
+	got := nodeAddrs(n, corev1.NodeInternalIP)
+	if want := []netip.Addr{netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.0.2.1")}; !reflect.DeepEqual(got, want) {
+		t.Errorf("nodeAddrs = %v, want %v", got, want)
+	}
+}
