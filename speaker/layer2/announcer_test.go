@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,5 +386,27 @@ func TestThousandsOfIPv6AddressesAreAllAnswered(t *testing.T) {
 		if macs := ndisc6(t, client, ip, 1); len(macs) == 0 || !allEqual(macs, speakerMAC) {
 			t.Errorf("ndisc6 %s (of 3,000 owned): advertisements %v, want the speaker's", ip, macs)
 		}
+	}
+}
+
+func TestRepliesToOneRequesterStopAtItsLimitAndAreCounted(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	reg := prometheus.NewRegistry()
+	a := announcerIn(t, speaker, reg)
+	// A burst of 2, then one reply per 10 s: of 4 requests a second apart,
+	// the last 2 go unanswered.
+	if err := a.SetReplyLimits(layer2.ReplyLimits{Rate: 0.1, Burst: 2}); err != nil {
+		t.Fatal(err)
+	}
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+	if macs := arping(t, client, vip4, 4); len(macs) != 2 {
+		t.Errorf("arping %s 4 times: %d replies %v, want the burst of 2", vip4, len(macs), macs)
+	}
+	if got := counter(t, reg, "herald_speaker_layer2_replies_limited_total", "reason", "requester"); got != 2 {
+		t.Errorf("herald_speaker_layer2_replies_limited_total{reason=requester} = %v, want 2", got)
+	}
+	if err := a.SetReplyLimits(layer2.ReplyLimits{Rate: 1, Burst: 0}); err == nil || !strings.Contains(err.Error(), "burst 0") {
+		t.Errorf("SetReplyLimits with burst 0: %v, want an error naming the burst", err)
 	}
 }

@@ -232,6 +232,15 @@ func (c *ndpConn) serveUnicast() error {
 		if err != nil {
 			return err
 		}
+		// Whom it solicits first: under a flood for other addresses,
+		// that is all the work done.
+		const headers = 14 + 40 // Ethernet, IPv6 (the filter passes no extension headers)
+		if n < headers {
+			continue
+		}
+		if t, ok := ndpTarget(buf[headers:n]); !ok || !c.l.a.owns(t) {
+			continue
+		}
 		// A solicitation to the link-local address reaches the ICMPv6
 		// socket, which is bound to it.
 		if ns, src, dst, ok := parseUnicastNS(buf[:n]); ok && dst != c.ll {
@@ -248,6 +257,9 @@ func (c *ndpConn) serveMulticast() error {
 			return err
 		}
 		if cm != nil && cm.HopLimit != ndp.HopLimit {
+			continue
+		}
+		if t, ok := ndpTarget(buf[:n]); !ok || !c.l.a.owns(t) {
 			continue
 		}
 		m, err := ndp.ParseMessage(buf[:n])
@@ -269,8 +281,19 @@ func (c *ndpConn) serveMulticast() error {
 	}
 }
 
+// ndpTarget reads the target address of a neighbour solicitation or
+// advertisement (RFC 4861 sections 4.3 and 4.4: type, code, checksum, 4
+// bytes, then the target), before anything else is parsed or checked.
+func ndpTarget(msg []byte) (netip.Addr, bool) {
+	if len(msg) < 24 || (msg[0] != byte(ipv6.ICMPTypeNeighborSolicitation) && msg[0] != byte(ipv6.ICMPTypeNeighborAdvertisement)) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom16([16]byte(msg[8:24])), true
+}
+
 func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
-	if lla := linkLayerAddr(ns.Options, ndp.Source); lla != nil && bytes.Equal(lla, c.mac) {
+	sll := linkLayerAddr(ns.Options, ndp.Source)
+	if sll != nil && bytes.Equal(sll, c.mac) {
 		return // this host's own solicitation
 	}
 	a, ifname, target := c.l.a, c.l.key.ifname, ns.TargetAddress.WithZone("")
@@ -279,7 +302,7 @@ func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
 		return
 	}
 	a.metrics.ndpSolicitation(ifname)
-	if !here || c.l.isLocal(target) {
+	if !here || c.l.isLocal(target) || !a.mayReply("ipv6", requesterOf(sll, src)) {
 		return
 	}
 	na := &ndp.NeighborAdvertisement{
