@@ -33,6 +33,12 @@ func DefaultReplyLimits() ReplyLimits {
 
 // Validate says what is wrong with l, naming the field.
 func (l ReplyLimits) Validate() error {
+	return l.ValidateNamed("rate", "burst", "total rate", "total burst")
+}
+
+// ValidateNamed is Validate with other names for the fields, such as the
+// flags that set them.
+func (l ReplyLimits) ValidateNamed(rateName, burstName, totalRateName, totalBurstName string) error {
 	var errs []error
 	check := func(rateName string, rate float64, burstName string, burst int) {
 		switch {
@@ -42,8 +48,8 @@ func (l ReplyLimits) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: want at least 1 (with %s %g, nothing could ever be answered)", burstName, burst, rateName, rate))
 		}
 	}
-	check("rate", l.Rate, "burst", l.Burst)
-	check("total rate", l.TotalRate, "total burst", l.TotalBurst)
+	check(rateName, l.Rate, burstName, l.Burst)
+	check(totalRateName, l.TotalRate, totalBurstName, l.TotalBurst)
 	return errors.Join(errs...)
 }
 
