@@ -83,7 +83,8 @@ func (c *arpConn) handle(f *arpFrame) {
 	a, ifname := c.l.a, c.l.key.ifname
 	announcement := f.spa == f.tpa // RFC 5227 section 3: an ARP announcement
 	if f.op == arp.OperationReply || (f.op == arp.OperationRequest && announcement) {
-		a.sawAnnouncement(f.spa, net.HardwareAddr(f.sha[:]))
+		sha := f.sha // a copy, so that only this rarer path allocates
+		a.sawAnnouncement(f.spa, sha[:])
 	}
 	if f.op != arp.OperationRequest || announcement {
 		return
@@ -96,7 +97,7 @@ func (c *arpConn) handle(f *arpFrame) {
 	if !here || c.l.isLocal(f.tpa) || !a.mayReply("ipv4", requester{mac: f.sha}) {
 		return
 	}
-	sha := net.HardwareAddr(f.sha[:])
+	sha := net.HardwareAddr(slices.Clone(f.sha[:]))
 	reply, err := arp.NewPacket(arp.OperationReply, c.mac, f.tpa, sha, f.spa)
 	if err != nil {
 		return
