@@ -121,9 +121,11 @@ func TestFlood(t *testing.T) {
 			}
 			// Another host shares only the total budget with a flood from
 			// forged senders, so it is answered at least sometimes then;
-			// otherwise (nearly) always.
-			want := 0.8 * float64(r.otherAsked)
-			if len(c.senders) > 1 && owned {
+			// it shares the wire and the speaker's socket with every flood,
+			// and on a loaded 2-core machine the IPv6 speaker does not read
+			// every solicitation: at least one answer there, half over ARP.
+			want := 0.5 * float64(r.otherAsked)
+			if (len(c.senders) > 1 && owned) || c.ip.Is6() {
 				want = 1
 			}
 			if float64(r.otherAnswered) < want {

@@ -341,7 +341,7 @@ func TestLayer2ReplyLimitsReachTheSpeaker(t *testing.T) {
 		set  []string
 		want map[string]string
 	}{
-		{nil, map[string]string{"layer2-reply-rate": "1000", "layer2-reply-burst": "10000", "layer2-reply-total-rate": "10000", "layer2-reply-total-burst": "20000"}},
+		{nil, map[string]string{"layer2-reply-rate": "1000", "layer2-reply-burst": "1000", "layer2-reply-total-rate": "10000", "layer2-reply-total-burst": "20000"}},
 		{[]string{"speaker.layer2Replies.rate=0.5", "speaker.layer2Replies.burst=1000000", "speaker.layer2Replies.totalRate=0", "speaker.layer2Replies.totalBurst=3000000"},
 			map[string]string{"layer2-reply-rate": "0.5", "layer2-reply-burst": "1000000", "layer2-reply-total-rate": "0", "layer2-reply-total-burst": "3000000"}},
 	} {
