@@ -67,6 +67,7 @@ type Announcer struct {
 	refs      map[listenerKey]int // owned (address, interface) pairs per listener
 	waiters   map[netip.Addr]map[chan struct{}]bool
 	seen      map[netip.Addr]time.Time // last announcement of an owned address by another node
+	owned4    int                      // IPv4 addresses in owned
 
 	limitMu sync.Mutex // the listeners of every interface share the limiter
 	limiter *replyLimiter
@@ -191,8 +192,17 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 	}
 	touched := map[listenerKey]bool{}
 	var added []target
+	changed4 := false
 	for ip, want := range changes {
 		old := a.owned[ip]
+		if ip.Is4() && (old == nil) != (len(want) == 0) {
+			changed4 = true
+			if old == nil {
+				a.owned4++
+			} else {
+				a.owned4--
+			}
+		}
 		for name := range old {
 			if !want[name] {
 				k := keyFor(ip, name)
@@ -235,6 +245,13 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 	for k := range touched {
 		if l := a.listeners[k]; l != nil && k.ipv6 {
 			l.syncGroups(a.addrsOnLocked(k))
+		}
+	}
+	if changed4 {
+		for k, l := range a.listeners {
+			if !k.ipv6 { // a listener not open yet sets its filter as it opens
+				l.syncARPFilter()
+			}
 		}
 	}
 	// A new listener announces everything it carries once it opens; the
@@ -378,6 +395,18 @@ func (a *Announcer) owns(ip netip.Addr) bool {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.owned[ip] != nil
+}
+
+// ownedV4Locked lists every owned IPv4 address. a.mu held.
+func (a *Announcer) ownedV4Locked() []netip.Addr {
+	out := make([]netip.Addr, 0, a.owned4)
+	for ip := range a.owned {
+		if ip.Is4() {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // addrsOnLocked lists the owned addresses carried by listener k. a.mu held.

@@ -410,3 +410,34 @@ func TestRepliesToOneRequesterStopAtItsLimitAndAreCounted(t *testing.T) {
 		t.Errorf("SetReplyLimits with burst 0: %v, want an error naming the burst", err)
 	}
 }
+
+// The ARP socket's kernel filter names up to 512 owned addresses; with more
+// it passes every frame. Either way an owned address is answered, and one
+// no longer owned is not.
+func TestARPIsAnsweredWithTheKernelFilterAndWithoutIt(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	a := announcerIn(t, speaker, nil)
+	// 600 owned addresses outside the LAN's /25 besides vip4: no filter.
+	owned := map[netip.Addr][]string{vip4: {"eth0"}}
+	for i := range 600 {
+		owned[netip.AddrFrom4([4]byte{203, 0, 113 + byte(i/250), byte(i%250) + 1})] = []string{"eth0"}
+	}
+	setOwned(t, a, owned)
+	if macs := arping(t, client, vip4, 1); len(macs) != 1 {
+		t.Errorf("arping %s with 601 owned addresses: %v, want one reply", vip4, macs)
+	}
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+	if macs := arping(t, client, vip4, 1); len(macs) != 1 {
+		t.Errorf("arping %s with the filter back: %v, want one reply", vip4, macs)
+	}
+	if err := a.Update(map[netip.Addr][]string{vip4: nil, otherVIP4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 1 {
+		t.Errorf("arping %s owned by Update: %v, want one reply", otherVIP4, macs)
+	}
+	if macs := arping(t, client, vip4, 1); len(macs) != 0 {
+		t.Errorf("arping %s no longer owned: %v, want none", vip4, macs)
+	}
+}

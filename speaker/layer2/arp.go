@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 )
 
 // arpConn answers ARP (RFC 826) on one interface through a packet socket
@@ -20,6 +21,9 @@ type arpConn struct {
 	pc   *packet.Conn
 	mac  net.HardwareAddr
 	mac6 [6]byte
+	// unfiltered: the kernel filter passes every ARP frame. Guarded by
+	// the listener's mu.
+	unfiltered bool
 }
 
 func openARP(l *listener, ifi *net.Interface) (*arpConn, error) {
@@ -31,6 +35,27 @@ func openARP(l *listener, ifi *net.Interface) (*arpConn, error) {
 }
 
 func (c *arpConn) close() error { return c.pc.Close() }
+
+// setFilter makes the kernel pass only the ARP frames about owned (see
+// arpFilter), or every ARP frame when owned is nil (too many to name).
+func (c *arpConn) setFilter(owned []netip.Addr, all bool) error {
+	prog := arpFilter(owned)
+	if all || prog == nil {
+		if c.unfiltered {
+			return nil
+		}
+		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetBPF(raw); err != nil {
+		return err
+	}
+	c.unfiltered = all || len(owned) > maxFilteredARP
+	return nil
+}
 
 func (c *arpConn) serve() error {
 	buf := make([]byte, 128) // an ARP frame is 42 bytes, 64 with padding and a VLAN tag

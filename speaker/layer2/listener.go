@@ -185,11 +185,13 @@ func (l *listener) open() (conn, error) {
 	l.conn, l.ifindex, l.mac, l.local, l.groups = c, ifi.Index, ifi.HardwareAddr, local, map[netip.Addr]bool{}
 	l.running = ifi.Flags&net.FlagRunning != 0
 	l.mu.Unlock()
+	l.a.mu.RLock()
 	if l.key.ipv6 {
-		l.a.mu.RLock()
 		l.syncGroups(l.a.addrsOnLocked(l.key))
-		l.a.mu.RUnlock()
+	} else {
+		l.syncARPFilter()
 	}
+	l.a.mu.RUnlock()
 	return c, nil
 }
 
@@ -280,6 +282,26 @@ func (l *listener) hasMAC(mac net.HardwareAddr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.mac != nil && bytes.Equal(l.mac, mac)
+}
+
+// syncARPFilter gives the ARP socket the kernel filter of every owned IPv4
+// address (on any interface: an announcement by another node is heeded on
+// every interface, see WaitAnnouncedByOther). l.a.mu held.
+func (l *listener) syncARPFilter() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.conn.(*arpConn)
+	if !ok {
+		return
+	}
+	var owned []netip.Addr
+	all := l.a.owned4 > maxFilteredARP
+	if !all {
+		owned = l.a.ownedV4Locked()
+	}
+	if err := c.setFilter(owned, all); err != nil {
+		l.a.log.Error(err, "setting the ARP socket's filter", "interface", l.key.ifname)
+	}
 }
 
 // syncGroups makes the socket a member of exactly the solicited-node
