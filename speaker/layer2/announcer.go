@@ -192,11 +192,13 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 	}
 	touched := map[listenerKey]bool{}
 	var added []target
-	changed4 := false
+	changed := map[bool]bool{} // the family (ipv6) whose owned set changed
 	for ip, want := range changes {
 		old := a.owned[ip]
+		if (old == nil) != (len(want) == 0) {
+			changed[ip.Is6()] = true
+		}
 		if ip.Is4() && (old == nil) != (len(want) == 0) {
-			changed4 = true
 			if old == nil {
 				a.owned4++
 			} else {
@@ -247,11 +249,9 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 			l.syncGroups(a.addrsOnLocked(k))
 		}
 	}
-	if changed4 {
-		for k, l := range a.listeners {
-			if !k.ipv6 { // a listener not open yet sets its filter as it opens
-				l.syncARPFilter()
-			}
+	for k, l := range a.listeners {
+		if changed[k.ipv6] { // a listener not open yet sets its filter as it opens
+			l.syncFilter()
 		}
 	}
 	// A new listener announces everything it carries once it opens; the
@@ -397,11 +397,11 @@ func (a *Announcer) owns(ip netip.Addr) bool {
 	return a.owned[ip] != nil
 }
 
-// ownedV4Locked lists every owned IPv4 address. a.mu held.
-func (a *Announcer) ownedV4Locked() []netip.Addr {
-	out := make([]netip.Addr, 0, a.owned4)
+// ownedOfFamilyLocked lists every owned address of one family. a.mu held.
+func (a *Announcer) ownedOfFamilyLocked(ipv6 bool) []netip.Addr {
+	var out []netip.Addr
 	for ip := range a.owned {
-		if ip.Is4() {
+		if ip.Is6() == ipv6 {
 			out = append(out, ip)
 		}
 	}

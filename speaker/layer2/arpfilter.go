@@ -38,3 +38,31 @@ func arpFilter(owned []netip.Addr) []bpf.Instruction {
 	}
 	return append(prog, bpf.RetConstant{Val: reject})
 }
+
+// maxFilteredNDP is how many owned IPv6 addresses the ICMPv6 socket's
+// kernel filter names (nine instructions each); with more, it passes every
+// message.
+const maxFilteredNDP = 256
+
+// ndpFilter passes the neighbour solicitations and advertisements whose
+// target is one of owned, as the ICMPv6 socket receives them (from the
+// ICMPv6 header on, the target at byte 8), and drops the rest in the
+// kernel: a flood of solicitations for other addresses that share an owned
+// address's solicited-node group never wakes the speaker. nil: no filter.
+func ndpFilter(owned []netip.Addr) []bpf.Instruction {
+	if len(owned) > maxFilteredNDP {
+		return nil
+	}
+	const accept, reject = 0x40000, 0
+	var prog []bpf.Instruction
+	for _, ip := range owned {
+		a := ip.As16()
+		for w := range 4 {
+			prog = append(prog,
+				bpf.LoadAbsolute{Off: uint32(8 + 4*w), Size: 4},
+				bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(a[4*w:]), SkipTrue: uint8(2*(3-w) + 1)})
+		}
+		prog = append(prog, bpf.RetConstant{Val: accept})
+	}
+	return append(prog, bpf.RetConstant{Val: reject})
+}

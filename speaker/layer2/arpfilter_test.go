@@ -47,3 +47,40 @@ func TestARPFilterPassesOnlyFramesAboutOwnedAddresses(t *testing.T) {
 		t.Errorf("filter for %d addresses: %d instructions, %v; the kernel takes 4,096", len(big), len(raw), err)
 	}
 }
+
+func TestNDPFilterPassesOnlyMessagesAboutOwnedTargets(t *testing.T) {
+	owned := []netip.Addr{netip.MustParseAddr("2001:db8:1::1:1f1"), netip.MustParseAddr("2001:db8:1::1:1f2")}
+	vm, err := bpf.NewVM(ndpFilter(owned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		target netip.Addr
+		pass   bool
+	}{
+		{owned[0], true},
+		{owned[1], true},
+		{netip.MustParseAddr("2001:db8:9::1:1f1"), false}, // the same solicited-node group
+		{netip.MustParseAddr("2001:db8:1::1:1f3"), false},
+		{netip.MustParseAddr("2001:db8:1:0:1::1f1"), false},
+	} {
+		msg := make([]byte, 32)
+		msg[0] = 135
+		a := c.target.As16()
+		copy(msg[8:24], a[:])
+		n, err := vm.Run(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) != c.pass {
+			t.Errorf("solicitation for %s: filter returned %d, want pass %v", c.target, n, c.pass)
+		}
+	}
+	raw, err := bpf.Assemble(ndpFilter(make([]netip.Addr, maxFilteredNDP)))
+	if err != nil || len(raw) > 4096 {
+		t.Errorf("filter for %d addresses: %d instructions, %v; the kernel takes 4,096", maxFilteredNDP, len(raw), err)
+	}
+	if ndpFilter(make([]netip.Addr, maxFilteredNDP+1)) != nil {
+		t.Error("a filter beyond its bound, want none")
+	}
+}

@@ -188,9 +188,8 @@ func (l *listener) open() (conn, error) {
 	l.a.mu.RLock()
 	if l.key.ipv6 {
 		l.syncGroups(l.a.addrsOnLocked(l.key))
-	} else {
-		l.syncARPFilter()
 	}
+	l.syncFilter()
 	l.a.mu.RUnlock()
 	return c, nil
 }
@@ -284,23 +283,31 @@ func (l *listener) hasMAC(mac net.HardwareAddr) bool {
 	return l.mac != nil && bytes.Equal(l.mac, mac)
 }
 
-// syncARPFilter gives the ARP socket the kernel filter of every owned IPv4
-// address (on any interface: an announcement by another node is heeded on
-// every interface, see WaitAnnouncedByOther). l.a.mu held.
-func (l *listener) syncARPFilter() {
+// syncFilter gives the socket the kernel filter of every owned address of
+// its family (on any interface: an announcement by another node is heeded
+// on every interface, see WaitAnnouncedByOther). l.a.mu held.
+func (l *listener) syncFilter() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c, ok := l.conn.(*arpConn)
-	if !ok {
-		return
+	var err error
+	switch c := l.conn.(type) {
+	case *arpConn:
+		all := l.a.owned4 > maxFilteredARP
+		var owned []netip.Addr
+		if !all {
+			owned = l.a.ownedOfFamilyLocked(false)
+		}
+		err = c.setFilter(owned, all)
+	case *ndpConn:
+		all := len(l.a.owned)-l.a.owned4 > maxFilteredNDP
+		var owned []netip.Addr
+		if !all {
+			owned = l.a.ownedOfFamilyLocked(true)
+		}
+		err = c.setFilter(owned, all)
 	}
-	var owned []netip.Addr
-	all := l.a.owned4 > maxFilteredARP
-	if !all {
-		owned = l.a.ownedV4Locked()
-	}
-	if err := c.setFilter(owned, all); err != nil {
-		l.a.log.Error(err, "setting the ARP socket's filter", "interface", l.key.ifname)
+	if err != nil {
+		l.a.log.Error(err, "setting the socket's kernel filter", "interface", l.key.ifname, "family", l.family())
 	}
 }
 

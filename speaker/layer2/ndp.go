@@ -13,6 +13,7 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,9 @@ type ndpConn struct {
 	fromLL atomic.Bool // the kernel refused the owned address as source; use the link-local one
 	// groups holds the solicited-node memberships (see groupHolders).
 	groups groupHolders
+	// unfiltered: the kernel filter passes every message. Guarded by the
+	// listener's mu.
+	unfiltered bool
 }
 
 func openNDP(l *listener, ifi *net.Interface) (*ndpConn, error) {
@@ -108,6 +112,27 @@ func (c *ndpConn) setup(ic *net.IPConn) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// setFilter makes the kernel pass only the messages about owned (see
+// ndpFilter), or every one when all is set (too many to name).
+func (c *ndpConn) setFilter(owned []netip.Addr, all bool) error {
+	prog := ndpFilter(owned)
+	if all || prog == nil {
+		if c.unfiltered {
+			return nil
+		}
+		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetBPF(raw); err != nil {
+		return err
+	}
+	c.unfiltered = all || len(owned) > maxFilteredNDP
 	return nil
 }
 
