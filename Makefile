@@ -85,10 +85,10 @@ unit: helm lab-bins
 e2e: lab-bins helm
 	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
 
-## chaos: the chaos cases at full length (faults with steady traffic; `make test`
+## chaos: the chaos cases and the ARP/NDP floods at full length (faults with steady traffic; `make test`
 ## runs their short versions), printing `bench:` lines
 chaos: lab-bins helm
-	set -o pipefail; mkdir -p $(LAB_DIR); HERALD_CHAOS=full $(GO) test -count=1 -p 1 -timeout 60m -v -run '^TestChaos' ./e2etest/ 2>&1 | tee $(LAB_DIR)/chaos.log
+	set -o pipefail; mkdir -p $(LAB_DIR); HERALD_CHAOS=full $(GO) test -count=1 -p 1 -timeout 60m -v -run '^(TestChaos|TestFlood)' ./e2etest/ 2>&1 | tee $(LAB_DIR)/chaos.log
 
 ## soak: $(SOAK) (default 30m) of churn at 20 changes/s on announced Services,
 ## the controller's and speakers' memory, goroutines and open files sampled

@@ -50,6 +50,7 @@ type flags struct {
 	bgpStatusInterval        time.Duration
 	dataplane, iptables      string
 	remoteTargets            string
+	replyLimits              layer2.ReplyLimits
 }
 
 func main() {
@@ -72,6 +73,11 @@ func main() {
 	flag.StringVar(&f.dataplane, "dataplane", "nftables", "what forwards the traffic this node receives for LoadBalancer addresses: nftables, iptables, ipvs, or off (kube-proxy does, with the Services' ipMode VIP)")
 	flag.StringVar(&f.iptables, "iptables", "iptables", "the iptables command of --dataplane=iptables: iptables (whatever the alternative points at), iptables-legacy or iptables-nft")
 	flag.StringVar(&f.remoteTargets, "dataplane-remote-targets", "endpoints", "where the dataplane sends the traffic bound for other nodes: endpoints (straight to the pods, masqueraded, as kube-proxy does) or nodeports (the other nodes' NodePorts, which their kube-proxy forwards)")
+	def := layer2.DefaultReplyLimits()
+	flag.Float64Var(&f.replyLimits.Rate, "layer2-reply-rate", def.Rate, "ARP replies and neighbour advertisements per second to one requester (its MAC, or its IPv6 source address), after --layer2-reply-burst; 0: no per-requester limit")
+	flag.IntVar(&f.replyLimits.Burst, "layer2-reply-burst", def.Burst, "replies one requester gets at once before --layer2-reply-rate applies")
+	flag.Float64Var(&f.replyLimits.TotalRate, "layer2-reply-total-rate", def.TotalRate, "ARP replies and neighbour advertisements per second to all requesters together, after --layer2-reply-total-burst; 0: no total limit. Unsolicited announcements are never limited")
+	flag.IntVar(&f.replyLimits.TotalBurst, "layer2-reply-total-burst", def.TotalBurst, "replies all requesters get at once before --layer2-reply-total-rate applies")
 	printVersion := flag.Bool("version", false, "print the version and exit")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -90,6 +96,9 @@ func main() {
 func run(f flags) error {
 	if f.node == "" {
 		return errors.New("--node-name (or NODE_NAME) is required")
+	}
+	if err := f.replyLimits.ValidateNamed("--layer2-reply-rate", "--layer2-reply-burst", "--layer2-reply-total-rate", "--layer2-reply-total-burst"); err != nil {
+		return err
 	}
 	log := ctrl.Log.WithName("speaker").WithValues("node", f.node)
 	scheme := heraldscheme.New()
@@ -119,6 +128,9 @@ func run(f flags) error {
 		return err
 	}
 	ann := layer2.New(log.WithName("layer2"), metrics.Registry)
+	if err := ann.SetReplyLimits(f.replyLimits); err != nil {
+		return err
+	}
 	var gossip runner.Gossip
 	gossipAddr := netip.AddrPort{}
 	if addr, err := netip.ParseAddr(f.gossipAddr); err == nil {

@@ -67,6 +67,11 @@ type Announcer struct {
 	refs      map[listenerKey]int // owned (address, interface) pairs per listener
 	waiters   map[netip.Addr]map[chan struct{}]bool
 	seen      map[netip.Addr]time.Time // last announcement of an owned address by another node
+	owned4    int                      // IPv4 addresses in owned
+
+	limitMu sync.Mutex // the listeners of every interface share the limiter
+	limiter *replyLimiter
+	epoch   time.Time // the limiter's clock counts from here (monotonic)
 }
 
 // listenerKey names a listener: one per interface and address family.
@@ -79,7 +84,8 @@ func keyFor(ip netip.Addr, ifname string) listenerKey {
 	return listenerKey{ifname: ifname, ipv6: ip.Is6()}
 }
 
-// New returns an Announcer that owns nothing yet. Its sockets are opened in
+// New returns an Announcer that owns nothing yet, with the
+// DefaultReplyLimits. Its sockets are opened in
 // the network namespace of the calling OS thread (a speaker with
 // hostNetwork: the node's). Metrics are registered with reg unless it is nil;
 // an Announcer registered with a registry that already holds its metrics
@@ -96,6 +102,8 @@ func New(log logr.Logger, reg prometheus.Registerer) *Announcer {
 		refs:      map[listenerKey]int{},
 		waiters:   map[netip.Addr]map[chan struct{}]bool{},
 		seen:      map[netip.Addr]time.Time{},
+		limiter:   newReplyLimiter(DefaultReplyLimits(), maxRequesters),
+		epoch:     time.Now(),
 	}
 	ns, err := netns.Get()
 	if err != nil {
@@ -184,8 +192,19 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 	}
 	touched := map[listenerKey]bool{}
 	var added []target
+	changed := map[bool]bool{} // the family (ipv6) whose owned set changed
 	for ip, want := range changes {
 		old := a.owned[ip]
+		if (old == nil) != (len(want) == 0) {
+			changed[ip.Is6()] = true
+		}
+		if ip.Is4() && (old == nil) != (len(want) == 0) {
+			if old == nil {
+				a.owned4++
+			} else {
+				a.owned4--
+			}
+		}
 		for name := range old {
 			if !want[name] {
 				k := keyFor(ip, name)
@@ -230,6 +249,11 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 			l.syncGroups(a.addrsOnLocked(k))
 		}
 	}
+	for k, l := range a.listeners {
+		if changed[k.ipv6] { // a listener not open yet sets its filter as it opens
+			l.syncFilter()
+		}
+	}
 	// A new listener announces everything it carries once it opens; the
 	// others announce what is new to them here.
 	var fresh []target
@@ -257,6 +281,30 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 	}
 	a.announce(fresh)
 	return errors.Join(errs...)
+}
+
+// SetReplyLimits replaces the limits on the replies sent in answer to
+// requests (see ReplyLimits), forgetting what each requester has had.
+func (a *Announcer) SetReplyLimits(l ReplyLimits) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("layer2: reply limits: %w", err)
+	}
+	a.limitMu.Lock()
+	defer a.limitMu.Unlock()
+	a.limiter = newReplyLimiter(l, maxRequesters)
+	return nil
+}
+
+// mayReply charges a reply to who against the limits, and counts it if it
+// is refused.
+func (a *Announcer) mayReply(family string, who requester) bool {
+	a.limitMu.Lock()
+	ok, reason := a.limiter.allow(who, time.Since(a.epoch))
+	a.limitMu.Unlock()
+	if !ok {
+		a.metrics.limitedReply(family, reason)
+	}
+	return ok
 }
 
 // WaitAnnouncedByOther blocks until another node announces ip, or ctx ends.
@@ -339,6 +387,26 @@ func (a *Announcer) ownership(ip netip.Addr, ifname string) (anywhere, here bool
 	defer a.mu.RUnlock()
 	ifnames := a.owned[ip]
 	return ifnames != nil, ifnames[ifname]
+}
+
+// owns reports whether ip is owned on any interface: the first check of
+// every request, so a flood for addresses of other hosts costs little.
+func (a *Announcer) owns(ip netip.Addr) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.owned[ip] != nil
+}
+
+// ownedOfFamilyLocked lists every owned address of one family. a.mu held.
+func (a *Announcer) ownedOfFamilyLocked(ipv6 bool) []netip.Addr {
+	var out []netip.Addr
+	for ip := range a.owned {
+		if ip.Is6() == ipv6 {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // addrsOnLocked lists the owned addresses carried by listener k. a.mu held.

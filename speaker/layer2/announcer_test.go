@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,5 +386,58 @@ func TestThousandsOfIPv6AddressesAreAllAnswered(t *testing.T) {
 		if macs := ndisc6(t, client, ip, 1); len(macs) == 0 || !allEqual(macs, speakerMAC) {
 			t.Errorf("ndisc6 %s (of 3,000 owned): advertisements %v, want the speaker's", ip, macs)
 		}
+	}
+}
+
+func TestRepliesToOneRequesterStopAtItsLimitAndAreCounted(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	reg := prometheus.NewRegistry()
+	a := announcerIn(t, speaker, reg)
+	// A burst of 2, then one reply per 10 s: of 4 requests a second apart,
+	// the last 2 go unanswered.
+	if err := a.SetReplyLimits(layer2.ReplyLimits{Rate: 0.1, Burst: 2}); err != nil {
+		t.Fatal(err)
+	}
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+	if macs := arping(t, client, vip4, 4); len(macs) != 2 {
+		t.Errorf("arping %s 4 times: %d replies %v, want the burst of 2", vip4, len(macs), macs)
+	}
+	if got := counter(t, reg, "herald_speaker_layer2_replies_limited_total", "reason", "requester"); got != 2 {
+		t.Errorf("herald_speaker_layer2_replies_limited_total{reason=requester} = %v, want 2", got)
+	}
+	if err := a.SetReplyLimits(layer2.ReplyLimits{Rate: 1, Burst: 0}); err == nil || !strings.Contains(err.Error(), "burst 0") {
+		t.Errorf("SetReplyLimits with burst 0: %v, want an error naming the burst", err)
+	}
+}
+
+// The ARP socket's kernel filter names up to 512 owned addresses; with more
+// it passes every frame. Either way an owned address is answered, and one
+// no longer owned is not.
+func TestARPIsAnsweredWithTheKernelFilterAndWithoutIt(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping")
+	a := announcerIn(t, speaker, nil)
+	// 600 owned addresses outside the LAN's /25 besides vip4: no filter.
+	owned := map[netip.Addr][]string{vip4: {"eth0"}}
+	for i := range 600 {
+		owned[netip.AddrFrom4([4]byte{203, 0, 113 + byte(i/250), byte(i%250) + 1})] = []string{"eth0"}
+	}
+	setOwned(t, a, owned)
+	if macs := arping(t, client, vip4, 1); len(macs) != 1 {
+		t.Errorf("arping %s with 601 owned addresses: %v, want one reply", vip4, macs)
+	}
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+	if macs := arping(t, client, vip4, 1); len(macs) != 1 {
+		t.Errorf("arping %s with the filter back: %v, want one reply", vip4, macs)
+	}
+	if err := a.Update(map[netip.Addr][]string{vip4: nil, otherVIP4: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if macs := arping(t, client, otherVIP4, 1); len(macs) != 1 {
+		t.Errorf("arping %s owned by Update: %v, want one reply", otherVIP4, macs)
+	}
+	if macs := arping(t, client, vip4, 1); len(macs) != 0 {
+		t.Errorf("arping %s no longer owned: %v, want none", vip4, macs)
 	}
 }

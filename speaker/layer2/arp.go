@@ -1,7 +1,7 @@
 package layer2
 
 import (
-	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"slices"
@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 )
 
 // arpConn answers ARP (RFC 826) on one interface through a packet socket
@@ -16,9 +17,13 @@ import (
 // interfaces without an IPv4 address of their own: an interface named in an
 // L2Advertisement may carry none, and replies need only its MAC.
 type arpConn struct {
-	l   *listener
-	pc  frameConn
-	mac net.HardwareAddr
+	l    *listener
+	pc   frameConn
+	mac  net.HardwareAddr
+	mac6 [6]byte
+	// unfiltered: the kernel filter passes every ARP frame. Guarded by
+	// the listener's mu.
+	unfiltered bool
 }
 
 func openARP(l *listener, ifi *net.Interface) (*arpConn, error) {
@@ -26,10 +31,31 @@ func openARP(l *listener, ifi *net.Interface) (*arpConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &arpConn{l: l, pc: pc, mac: slices.Clone(ifi.HardwareAddr)}, nil
+	return &arpConn{l: l, pc: pc, mac: slices.Clone(ifi.HardwareAddr), mac6: [6]byte(ifi.HardwareAddr)}, nil
 }
 
 func (c *arpConn) close() error { return c.pc.Close() }
+
+// setFilter makes the kernel pass only the ARP frames about owned (see
+// arpFilter), or every ARP frame when owned is nil (too many to name).
+func (c *arpConn) setFilter(owned []netip.Addr, all bool) error {
+	prog := arpFilter(owned)
+	if all || prog == nil {
+		if c.unfiltered {
+			return nil
+		}
+		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetBPF(raw); err != nil {
+		return err
+	}
+	c.unfiltered = all || len(owned) > maxFilteredARP
+	return nil
+}
 
 func (c *arpConn) serve() error {
 	buf := make([]byte, 128) // an ARP frame is 42 bytes, 64 with padding and a VLAN tag
@@ -38,48 +64,71 @@ func (c *arpConn) serve() error {
 		if err != nil {
 			return err
 		}
-		var f ethernet.Frame
-		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != ethernet.EtherTypeARP {
-			continue
+		if f, ok := parseARPFrame(buf[:n]); ok {
+			c.handle(&f)
 		}
-		var p arp.Packet
-		if err := p.UnmarshalBinary(f.Payload); err != nil {
-			continue
-		}
-		c.handle(&f, &p)
 	}
 }
 
-func (c *arpConn) handle(f *ethernet.Frame, p *arp.Packet) {
-	// A packet socket also sees the frames this host sends.
-	if bytes.Equal(f.Source, c.mac) || bytes.Equal(p.SenderHardwareAddr, c.mac) {
-		return
+// arpFrame is what an ARP frame for Ethernet and IPv4 says, read in place
+// so that a frame about an address this node does not own costs no
+// allocation: on a busy LAN, or under a flood, most frames are such.
+type arpFrame struct {
+	ethSrc   [6]byte
+	op       arp.Operation
+	sha      [6]byte
+	spa, tpa netip.Addr
+}
+
+// parseARPFrame reads an Ethernet frame holding an ARP packet for Ethernet
+// and IPv4 addresses (RFC 826: hardware type 1, protocol type 0x0800,
+// lengths 6 and 4).
+func parseARPFrame(b []byte) (f arpFrame, ok bool) {
+	const eth, arpLen = 14, 28
+	if len(b) < eth+arpLen || binary.BigEndian.Uint16(b[12:14]) != uint16(ethernet.EtherTypeARP) {
+		return f, false
 	}
-	if p.HardwareType != 1 || !p.SenderIP.Is4() || !p.TargetIP.Is4() || len(p.SenderHardwareAddr) != 6 {
+	p := b[eth : eth+arpLen]
+	if binary.BigEndian.Uint16(p[0:2]) != 1 || binary.BigEndian.Uint16(p[2:4]) != uint16(ethernet.EtherTypeIPv4) || p[4] != 6 || p[5] != 4 {
+		return f, false
+	}
+	f.ethSrc = [6]byte(b[6:12])
+	f.op = arp.Operation(binary.BigEndian.Uint16(p[6:8]))
+	f.sha = [6]byte(p[8:14])
+	f.spa = netip.AddrFrom4([4]byte(p[14:18]))
+	f.tpa = netip.AddrFrom4([4]byte(p[24:28]))
+	return f, true
+}
+
+func (c *arpConn) handle(f *arpFrame) {
+	// A packet socket also sees the frames this host sends.
+	if f.ethSrc == c.mac6 || f.sha == c.mac6 {
 		return
 	}
 	a, ifname := c.l.a, c.l.key.ifname
-	announcement := p.SenderIP == p.TargetIP // RFC 5227 section 3: an ARP announcement
-	if p.Operation == arp.OperationReply || (p.Operation == arp.OperationRequest && announcement) {
-		a.sawAnnouncement(p.SenderIP, p.SenderHardwareAddr)
+	announcement := f.spa == f.tpa // RFC 5227 section 3: an ARP announcement
+	if f.op == arp.OperationReply || (f.op == arp.OperationRequest && announcement) {
+		sha := f.sha // a copy, so that only this rarer path allocates
+		a.sawAnnouncement(f.spa, sha[:])
 	}
-	if p.Operation != arp.OperationRequest || announcement {
+	if f.op != arp.OperationRequest || announcement {
 		return
 	}
-	anywhere, here := a.ownership(p.TargetIP, ifname)
+	anywhere, here := a.ownership(f.tpa, ifname)
 	if !anywhere {
 		return
 	}
 	a.metrics.arpRequest(ifname)
-	if !here || c.l.isLocal(p.TargetIP) || !answerableARP(f, p) {
+	if !here || c.l.isLocal(f.tpa) || !answerableARP(f) || !a.mayReply("ipv4", requester{mac: f.sha}) {
 		return
 	}
-	reply, err := arp.NewPacket(arp.OperationReply, c.mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
+	sha := net.HardwareAddr(slices.Clone(f.sha[:]))
+	reply, err := arp.NewPacket(arp.OperationReply, c.mac, f.tpa, sha, f.spa)
 	if err != nil {
 		return
 	}
-	if err := c.write(reply, p.SenderHardwareAddr); err != nil {
-		a.log.V(1).Info("ARP reply not sent", "ip", p.TargetIP.String(), "interface", ifname, "error", err.Error())
+	if err := c.write(reply, sha); err != nil {
+		a.log.V(1).Info("ARP reply not sent", "ip", f.tpa.String(), "interface", ifname, "error", err.Error())
 		return
 	}
 	a.metrics.arpReply(ifname)

@@ -14,6 +14,7 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 )
 
@@ -43,6 +44,8 @@ func responderFixture(ipv6 bool) *listener {
 		listeners: map[listenerKey]*listener{},
 		waiters:   map[netip.Addr]map[chan struct{}]bool{},
 		seen:      map[netip.Addr]time.Time{},
+		limiter:   newReplyLimiter(DefaultReplyLimits(), maxRequesters),
+		epoch:     time.Now(),
 	}
 	l := &listener{a: a, key: listenerKey{ifname: "eth0", ipv6: ipv6}, mac: ourMAC,
 		local: map[netip.Addr]bool{ownAddr4: true, ownAddr6: true, ourLL: true}}
@@ -72,7 +75,8 @@ func (f *fakeFrames) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return len(b), nil
 }
 
-func (f *fakeFrames) Close() error { return nil }
+func (f *fakeFrames) Close() error                      { return nil }
+func (f *fakeFrames) SetBPF([]bpf.RawInstruction) error { return nil }
 
 // icmpIn is one ICMPv6 message as the kernel hands it to the socket.
 type icmpIn struct {
@@ -110,9 +114,10 @@ func (*fakeICMP) SetMulticastHopLimit(int) error                  { return nil }
 func (*fakeICMP) SetMulticastLoopback(bool) error                 { return nil }
 func (*fakeICMP) SetControlMessage(ipv6.ControlFlags, bool) error { return nil }
 func (*fakeICMP) Close() error                                    { return nil }
+func (*fakeICMP) SetBPF([]bpf.RawInstruction) error               { return nil }
 
-// arpFrame builds an ARP frame from src to dst.
-func arpFrame(op arp.Operation, src, dst, senderMAC net.HardwareAddr, senderIP netip.Addr, targetMAC net.HardwareAddr, targetIP netip.Addr) []byte {
+// buildARPFrame builds an ARP frame from src to dst.
+func buildARPFrame(op arp.Operation, src, dst, senderMAC net.HardwareAddr, senderIP netip.Addr, targetMAC net.HardwareAddr, targetIP netip.Addr) []byte {
 	p, err := arp.NewPacket(op, senderMAC, senderIP, targetMAC, targetIP)
 	if err != nil {
 		panic(err)
@@ -131,7 +136,7 @@ func arpFrame(op arp.Operation, src, dst, senderMAC net.HardwareAddr, senderIP n
 // serveARP runs eth0's ARP responder over frame and returns what it wrote.
 func serveARP(frame []byte) *fakeFrames {
 	fc := &fakeFrames{in: [][]byte{frame}}
-	c := &arpConn{l: responderFixture(false), pc: fc, mac: ourMAC}
+	c := &arpConn{l: responderFixture(false), pc: fc, mac: ourMAC, mac6: [6]byte(ourMAC)}
 	if err := c.serve(); err != errFakeDone {
 		panic(err)
 	}
@@ -181,7 +186,7 @@ func validSenderMAC(mac net.HardwareAddr) bool {
 func arpSeeds() [][]byte {
 	bcast, zero := ethernet.Broadcast, make(net.HardwareAddr, 6)
 	req := func(src, sender net.HardwareAddr, senderIP, target netip.Addr) []byte {
-		return arpFrame(arp.OperationRequest, src, bcast, sender, senderIP, zero, target)
+		return buildARPFrame(arp.OperationRequest, src, bcast, sender, senderIP, zero, target)
 	}
 	good := req(theirMAC, theirMAC, client4, owned4)
 	return [][]byte{
@@ -198,7 +203,7 @@ func arpSeeds() [][]byte {
 		req(theirMAC, theirMAC, netip.MustParseAddr("255.255.255.255"), owned4),
 		req(theirMAC, theirMAC, netip.MustParseAddr("127.0.0.1"), owned4),
 		req(ourMAC, ourMAC, owned4, owned4),
-		arpFrame(arp.OperationReply, theirMAC, ourMAC, theirMAC, client4, ourMAC, owned4),
+		buildARPFrame(arp.OperationReply, theirMAC, ourMAC, theirMAC, client4, ourMAC, owned4),
 		good[:14], good[:20], good[:41], append(bytes.Clone(good), make([]byte, 30)...),
 	}
 }

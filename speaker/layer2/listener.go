@@ -185,11 +185,12 @@ func (l *listener) open() (conn, error) {
 	l.conn, l.ifindex, l.mac, l.local, l.groups = c, ifi.Index, ifi.HardwareAddr, local, map[netip.Addr]bool{}
 	l.running = ifi.Flags&net.FlagRunning != 0
 	l.mu.Unlock()
+	l.a.mu.RLock()
 	if l.key.ipv6 {
-		l.a.mu.RLock()
 		l.syncGroups(l.a.addrsOnLocked(l.key))
-		l.a.mu.RUnlock()
 	}
+	l.syncFilter()
+	l.a.mu.RUnlock()
 	return c, nil
 }
 
@@ -280,6 +281,34 @@ func (l *listener) hasMAC(mac net.HardwareAddr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.mac != nil && bytes.Equal(l.mac, mac)
+}
+
+// syncFilter gives the socket the kernel filter of every owned address of
+// its family (on any interface: an announcement by another node is heeded
+// on every interface, see WaitAnnouncedByOther). l.a.mu held.
+func (l *listener) syncFilter() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var err error
+	switch c := l.conn.(type) {
+	case *arpConn:
+		all := l.a.owned4 > maxFilteredARP
+		var owned []netip.Addr
+		if !all {
+			owned = l.a.ownedOfFamilyLocked(false)
+		}
+		err = c.setFilter(owned, all)
+	case *ndpConn:
+		all := len(l.a.owned)-l.a.owned4 > maxFilteredNDP
+		var owned []netip.Addr
+		if !all {
+			owned = l.a.ownedOfFamilyLocked(true)
+		}
+		err = c.setFilter(owned, all)
+	}
+	if err != nil {
+		l.a.log.Error(err, "setting the socket's kernel filter", "interface", l.key.ifname, "family", l.family())
+	}
 }
 
 // syncGroups makes the socket a member of exactly the solicited-node

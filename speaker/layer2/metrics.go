@@ -14,6 +14,7 @@ type metrics struct {
 	ndpSolicitations  *prometheus.CounterVec
 	ndpAdvertisements *prometheus.CounterVec
 	announcements     *prometheus.CounterVec
+	limited           *prometheus.CounterVec
 }
 
 func newMetrics(log logr.Logger, reg prometheus.Registerer) *metrics {
@@ -31,13 +32,15 @@ func newMetrics(log logr.Logger, reg prometheus.Registerer) *metrics {
 			"Neighbour advertisements sent from the interface in answer to a solicitation (unsolicited ones count as gratuitous announcements).", "interface"),
 		announcements: counter(log, reg, "herald_speaker_gratuitous_announcements_total",
 			"Unsolicited announcements sent, one per address, interface and repeat: gratuitous ARP (a request and a reply frame) for ipv4, an unsolicited neighbour advertisement for ipv6.", "family"),
+		limited: counter(log, reg, "herald_speaker_layer2_replies_limited_total",
+			"Requests for an owned address left unanswered by the reply rate limits (--layer2-reply-*): reason requester (that requester's budget is spent), total (all requesters' budget is spent) or table (the table of requesters is full of busy ones).", "family", "reason"),
 	}
 }
 
 // counter registers a counter vector, or returns the one reg already has
 // under that name (two Announcers on one registry share their counters).
-func counter(log logr.Logger, reg prometheus.Registerer, name, help, label string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+func counter(log logr.Logger, reg prometheus.Registerer, name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
@@ -77,5 +80,11 @@ func (m *metrics) ndpAdvertisement(ifname string) {
 func (m *metrics) announced(family string) {
 	if m != nil {
 		m.announcements.WithLabelValues(family).Inc()
+	}
+}
+
+func (m *metrics) limitedReply(family, reason string) {
+	if m != nil {
+		m.limited.WithLabelValues(family, reason).Inc()
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/ndp"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +35,9 @@ type ndpConn struct {
 	fromLL atomic.Bool // the kernel refused the owned address as source; use the link-local one
 	// groups holds the solicited-node memberships (see groupHolders).
 	groups groupHolders
+	// unfiltered: the kernel filter passes every message. Guarded by the
+	// listener's mu.
+	unfiltered bool
 }
 
 func openNDP(l *listener, ifi *net.Interface) (*ndpConn, error) {
@@ -107,6 +111,27 @@ func (c *ndpConn) setup(ic *net.IPConn) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// setFilter makes the kernel pass only the messages about owned (see
+// ndpFilter), or every one when all is set (too many to name).
+func (c *ndpConn) setFilter(owned []netip.Addr, all bool) error {
+	prog := ndpFilter(owned)
+	if all || prog == nil {
+		if c.unfiltered {
+			return nil
+		}
+		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetBPF(raw); err != nil {
+		return err
+	}
+	c.unfiltered = all || len(owned) > maxFilteredNDP
 	return nil
 }
 
@@ -231,6 +256,15 @@ func (c *ndpConn) serveUnicast() error {
 		if err != nil {
 			return err
 		}
+		// Whom it solicits first: under a flood for other addresses,
+		// that is all the work done.
+		const headers = 14 + 40 // Ethernet, IPv6 (the filter passes no extension headers)
+		if n < headers {
+			continue
+		}
+		if t, ok := ndpTarget(buf[headers:n]); !ok || !c.l.a.owns(t) {
+			continue
+		}
 		// A solicitation to the link-local address reaches the ICMPv6
 		// socket, which is bound to it.
 		if ns, src, dst, ok := parseUnicastNS(buf[:n]); ok && dst != c.ll {
@@ -247,6 +281,9 @@ func (c *ndpConn) serveMulticast() error {
 			return err
 		}
 		if cm != nil && cm.HopLimit != ndp.HopLimit {
+			continue
+		}
+		if t, ok := ndpTarget(buf[:n]); !ok || !c.l.a.owns(t) {
 			continue
 		}
 		m, err := ndp.ParseMessage(buf[:n])
@@ -268,8 +305,19 @@ func (c *ndpConn) serveMulticast() error {
 	}
 }
 
+// ndpTarget reads the target address of a neighbour solicitation or
+// advertisement (RFC 4861 sections 4.3 and 4.4: type, code, checksum, 4
+// bytes, then the target), before anything else is parsed or checked.
+func ndpTarget(msg []byte) (netip.Addr, bool) {
+	if len(msg) < 24 || (msg[0] != byte(ipv6.ICMPTypeNeighborSolicitation) && msg[0] != byte(ipv6.ICMPTypeNeighborAdvertisement)) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom16([16]byte(msg[8:24])), true
+}
+
 func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
-	if lla := linkLayerAddr(ns.Options, ndp.Source); lla != nil && bytes.Equal(lla, c.mac) {
+	sll := linkLayerAddr(ns.Options, ndp.Source)
+	if sll != nil && bytes.Equal(sll, c.mac) {
 		return // this host's own solicitation
 	}
 	a, ifname, target := c.l.a, c.l.key.ifname, ns.TargetAddress.WithZone("")
@@ -278,7 +326,7 @@ func (c *ndpConn) solicited(ns *ndp.NeighborSolicitation, src netip.Addr) {
 		return
 	}
 	a.metrics.ndpSolicitation(ifname)
-	if !here || c.l.isLocal(target) || !answerableNS(ns, src, target) {
+	if !here || c.l.isLocal(target) || !answerableNS(ns, src, target) || !a.mayReply("ipv6", requesterOf(sll, src)) {
 		return
 	}
 	na := &ndp.NeighborAdvertisement{

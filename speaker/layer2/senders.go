@@ -4,8 +4,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/mdlayher/arp"
-	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 )
 
@@ -20,9 +18,9 @@ import (
 // loopback address, which Linux ignores as well (arp_process in
 // net/ipv4/arp.c). The sender 0.0.0.0 of an ARP probe (RFC 5227 section
 // 2.1.1) is answered, to its MAC.
-func answerableARP(f *ethernet.Frame, p *arp.Packet) bool {
-	return individualMAC(f.Source) && individualMAC(p.SenderHardwareAddr) &&
-		!p.SenderIP.IsMulticast() && !p.SenderIP.IsLoopback() && p.SenderIP != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+func answerableARP(f *arpFrame) bool {
+	return individualMAC(f.ethSrc[:]) && individualMAC(f.sha[:]) &&
+		!f.spa.IsMulticast() && !f.spa.IsLoopback() && f.spa != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // individualMAC: not a group address (IEEE 802: the I/G bit, which

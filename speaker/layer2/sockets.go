@@ -3,6 +3,7 @@ package layer2
 import (
 	"net"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 )
 
@@ -12,6 +13,7 @@ import (
 type frameConn interface {
 	ReadFrom(b []byte) (int, net.Addr, error)
 	WriteTo(b []byte, addr net.Addr) (int, error)
+	SetBPF(filter []bpf.RawInstruction) error
 	Close() error
 }
 
@@ -23,5 +25,6 @@ type icmpConn interface {
 	SetMulticastHopLimit(hoplim int) error
 	SetMulticastLoopback(on bool) error
 	SetControlMessage(cf ipv6.ControlFlags, on bool) error
+	SetBPF(filter []bpf.RawInstruction) error
 	Close() error
 }

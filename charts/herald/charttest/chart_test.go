@@ -276,6 +276,8 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 		{[]string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, "serviceMonitor.enabled needs metrics.enabled"},
 		{[]string{"speaker.gossip.secret.create=false"}, "needs speaker.gossip.secret.name"},
 		{[]string{"controller.image.digest=latest"}, "digest"},
+		{[]string{"speaker.layer2Replies.burst=0"}, "burst"},
+		{[]string{"speaker.layer2Replies.totalRate=-1"}, "totalRate"},
 	} {
 		t.Run(strings.Join(tc.set, ","), func(t *testing.T) {
 			t.Parallel()
@@ -323,6 +325,36 @@ func TestControllerMemoryLimitReachesTheGoRuntime(t *testing.T) {
 				if ref == nil || ref.ResourceFieldRef == nil || ref.ResourceFieldRef.Resource != "limits.memory" ||
 					(ref.ResourceFieldRef.ContainerName != "" && ref.ResourceFieldRef.ContainerName != ctr.Name) {
 					t.Errorf("HERALD_MEMORY_LIMIT from %+v, want the controller container's limits.memory", ref)
+				}
+			}
+		})
+	}
+}
+
+// TestLayer2ReplyLimitsReachTheSpeaker: the values set the speaker's
+// --layer2-reply-* flags, written as the flags parse them (a burst of a
+// million as 1000000, not Helm's float 1e+06, which --layer2-reply-burst, an
+// integer, would refuse).
+func TestLayer2ReplyLimitsReachTheSpeaker(t *testing.T) {
+	c := setup(t)
+	for _, tc := range []struct {
+		set  []string
+		want map[string]string
+	}{
+		{nil, map[string]string{"layer2-reply-rate": "1000", "layer2-reply-burst": "1000", "layer2-reply-total-rate": "10000", "layer2-reply-total-burst": "20000"}},
+		{[]string{"speaker.layer2Replies.rate=0.5", "speaker.layer2Replies.burst=1000000", "speaker.layer2Replies.totalRate=0", "speaker.layer2Replies.totalBurst=3000000"},
+			map[string]string{"layer2-reply-rate": "0.5", "layer2-reply-burst": "1000000", "layer2-reply-total-rate": "0", "layer2-reply-total-burst": "3000000"}},
+	} {
+		t.Run(strings.Join(append([]string{"defaults"}, tc.set...), ","), func(t *testing.T) {
+			t.Parallel()
+			r, err := c.template("herald", "herald-system", tc.set...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := flags(r.speakerContainer(t))
+			for k, v := range tc.want {
+				if f[k] != v {
+					t.Errorf("--%s=%q, want %q", k, f[k], v)
 				}
 			}
 		})
