@@ -9,7 +9,6 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
-	"golang.org/x/net/bpf"
 )
 
 // arpConn answers ARP (RFC 826) on one interface through a packet socket
@@ -37,24 +36,10 @@ func openARP(l *listener, ifi *net.Interface) (*arpConn, error) {
 func (c *arpConn) close() error { return c.pc.Close() }
 
 // setFilter makes the kernel pass only the ARP frames about owned (see
-// arpFilter), or every ARP frame when owned is nil (too many to name).
+// arpFilter), or every ARP frame when all is set or owned are too many to
+// name.
 func (c *arpConn) setFilter(owned []netip.Addr, all bool) error {
-	prog := arpFilter(owned)
-	if all || prog == nil {
-		if c.unfiltered {
-			return nil
-		}
-		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
-	}
-	raw, err := bpf.Assemble(prog)
-	if err != nil {
-		return err
-	}
-	if err := c.pc.SetBPF(raw); err != nil {
-		return err
-	}
-	c.unfiltered = all || len(owned) > maxFilteredARP
-	return nil
+	return setFilter(c.pc, arpFilter(owned), all, &c.unfiltered)
 }
 
 func (c *arpConn) serve() error {

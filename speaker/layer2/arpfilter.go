@@ -66,3 +66,27 @@ func ndpFilter(owned []netip.Addr) []bpf.Instruction {
 	}
 	return append(prog, bpf.RetConstant{Val: reject})
 }
+
+// setFilter installs prog on conn, or a program passing everything when all
+// is set or prog is nil. *unfiltered records that the last program passes
+// everything, so that installing it again is skipped.
+func setFilter(conn interface {
+	SetBPF([]bpf.RawInstruction) error
+}, prog []bpf.Instruction, all bool, unfiltered *bool) error {
+	passAll := all || prog == nil
+	if passAll {
+		if *unfiltered {
+			return nil
+		}
+		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	if err := conn.SetBPF(raw); err != nil {
+		return err
+	}
+	*unfiltered = passAll
+	return nil
+}

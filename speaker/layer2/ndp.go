@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/ndp"
-	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
@@ -115,24 +114,9 @@ func (c *ndpConn) setup(ic *net.IPConn) error {
 }
 
 // setFilter makes the kernel pass only the messages about owned (see
-// ndpFilter), or every one when all is set (too many to name).
+// ndpFilter), or every one when all is set or owned are too many to name.
 func (c *ndpConn) setFilter(owned []netip.Addr, all bool) error {
-	prog := ndpFilter(owned)
-	if all || prog == nil {
-		if c.unfiltered {
-			return nil
-		}
-		prog = []bpf.Instruction{bpf.RetConstant{Val: 0x40000}}
-	}
-	raw, err := bpf.Assemble(prog)
-	if err != nil {
-		return err
-	}
-	if err := c.pc.SetBPF(raw); err != nil {
-		return err
-	}
-	c.unfiltered = all || len(owned) > maxFilteredNDP
-	return nil
+	return setFilter(c.pc, ndpFilter(owned), all, &c.unfiltered)
 }
 
 func (c *ndpConn) close() error {
