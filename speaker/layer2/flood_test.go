@@ -54,12 +54,12 @@ func TestFloodedRepliesStayWithinTheLimits(t *testing.T) {
 		})
 		var frames [][]byte
 		for i := range c.senders {
-			frames = append(frames, arpRequestFrame(forged(i), netip.MustParseAddr("198.51.100.220"), vip4))
+			frames = append(frames, layer2.ARPRequest(forged(i), netip.MustParseAddr("198.51.100.220"), vip4))
 		}
 		const length = time.Second
 		flooded := make(chan int)
 		go func() { flooded <- sendFor(t, client, frames, 20000, length) }()
-		asked := sendFor(t, other, [][]byte{arpRequestFrame(net.HardwareAddr{2, 0, 0, 0, 2, 3}, netip.MustParseAddr("198.51.100.203"), vip4)}, 50, length)
+		asked := sendFor(t, other, [][]byte{layer2.ARPRequest(net.HardwareAddr{2, 0, 0, 0, 2, 3}, netip.MustParseAddr("198.51.100.203"), vip4)}, 50, length)
 		sent := <-flooded
 		time.Sleep(100 * time.Millisecond)
 		stopCount()
@@ -84,20 +84,6 @@ func TestFloodedRepliesStayWithinTheLimits(t *testing.T) {
 
 func forged(i int) net.HardwareAddr {
 	return net.HardwareAddr{0x0a, 0xf1, 0, byte(i >> 16), byte(i >> 8), byte(i)}
-}
-
-func arpRequestFrame(sha net.HardwareAddr, spa, tpa netip.Addr) []byte {
-	b := make([]byte, 42)
-	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(b[6:12], sha)
-	b[12], b[13] = 0x08, 0x06
-	p := b[14:]
-	p[1], p[2], p[3], p[4], p[5], p[7] = 1, 0x08, 0x00, 6, 4, 1
-	copy(p[8:14], sha)
-	s, d := spa.As4(), tpa.As4()
-	copy(p[14:18], s[:])
-	copy(p[24:28], d[:])
-	return b
 }
 
 // sendFor sends frames in turn from eth0 of ns at rate per second for d,
