@@ -41,6 +41,7 @@ func TestFloodedRepliesStayWithinTheLimits(t *testing.T) {
 		// Replies to forged MACs leave the LAN's bridge by its uplink.
 		var replies, toOne, toOther atomic.Int64
 		one := forged(0)
+		counting := time.Now()
 		stopCount := countARPReplies(t, n.ns, "lan1", func(dst net.HardwareAddr) {
 			replies.Add(1)
 			if dst.String() == one.String() {
@@ -64,7 +65,9 @@ func TestFloodedRepliesStayWithinTheLimits(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		stopCount()
 		stopOther()
-		span := (length + 200*time.Millisecond).Seconds()
+		// The bounds hold over the time the replies were counted: on a
+		// loaded machine the speaker drains its backlog after the flood.
+		span := time.Since(counting).Seconds()
 		t.Logf("%s: %d requests sent; %d replies in all, %d to the first sender; the other host got %d of %d",
 			c.name, sent, replies.Load(), toOne.Load(), toOther.Load(), asked)
 		if got, bound := float64(toOne.Load()), limits.Rate*span+float64(limits.Burst); got > bound || got == 0 {
