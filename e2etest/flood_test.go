@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 	"github.com/heraldlb/herald/speaker/layer2"
@@ -249,15 +249,15 @@ func runFlood(t *testing.T, c floodCase) floodResult {
 		asker.Stop()
 		t.Fatal(err)
 	}
-	cpuStart, _ := cpuTicks(pid)
+	cpuStart, _ := benchkit.ProcessCPU(pid)
 	time.Sleep(c.length)
 	r.sent, r.took = flood.Stop()
-	cpuEnd, _ := cpuTicks(pid)
+	cpuEnd, _ := benchkit.ProcessCPU(pid)
 	r.otherAsked, _ = asker.Stop()
 	cancel()
 	wg.Wait()
 	time.Sleep(200 * time.Millisecond) // the last replies on their way
-	r.cpuFlood = float64(cpuEnd-cpuStart) / clockTicks / r.took.Seconds()
+	r.cpuFlood = (cpuEnd - cpuStart).Seconds() / r.took.Seconds()
 
 	counts, times := counter.Counts()
 	for _, n := range counts {
@@ -297,40 +297,16 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
-const clockTicks = 100
-
-// cpuTicks is a process's user and system time so far, in clock ticks.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command (which may hold spaces) in parentheses:
-	// utime and stime are the 14th and 15th of the whole line.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	return u + st, nil
-}
-
 // cpuOver is the share of one core the process used over d.
 func cpuOver(pid int, d time.Duration) (float64, error) {
-	a, err := cpuTicks(pid)
+	a, err := benchkit.ProcessCPU(pid)
 	if err != nil {
 		return 0, err
 	}
 	time.Sleep(d)
-	b, err := cpuTicks(pid)
+	b, err := benchkit.ProcessCPU(pid)
 	if err != nil {
 		return 0, err
 	}
-	return float64(b-a) / clockTicks / d.Seconds(), nil
+	return (b - a).Seconds() / d.Seconds(), nil
 }

@@ -15,34 +15,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/heraldlb/herald/e2etest/benchkit"
 )
-
-// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux.
-const clockTicks = 100
-
-// procCPU returns a process's CPU time (user + system) from /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name in parentheses may hold spaces: fields count from
-	// after its closing parenthesis, where field 3 (state) starts.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
-	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
-}
 
 // findProcess returns the pid of the process running the binary at path.
 func findProcess(path string) (int, error) {
@@ -92,7 +67,7 @@ func machineCPU() (busy, total time.Duration, err error) {
 			idle += v
 		}
 	}
-	return time.Duration(sum-idle) * time.Second / clockTicks, time.Duration(sum) * time.Second / clockTicks, nil
+	return time.Duration(sum-idle) * time.Second / benchkit.ClockTicks, time.Duration(sum) * time.Second / benchkit.ClockTicks, nil
 }
 
 // cpuWindow is the CPU time of the parts that do the work of a scenario.
@@ -122,12 +97,12 @@ func (b *bench) markCPU() (cpuMark, error) {
 		if err != nil {
 			return m, err
 		}
-		if *p.to, err = procCPU(pid); err != nil {
+		if *p.to, err = benchkit.ProcessCPU(pid); err != nil {
 			return m, err
 		}
 	}
 	var err error
-	if m.self, err = procCPU(os.Getpid()); err != nil {
+	if m.self, err = benchkit.ProcessCPU(os.Getpid()); err != nil {
 		return m, err
 	}
 	m.machineBusy, m.machineAll, err = machineCPU()

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/heraldlb/herald/e2etest/benchkit"
 )
 
 // MetalLB's controller, measured on this kind of machine against the same
@@ -79,7 +81,7 @@ func (b *bench) cold(ctx context.Context) error {
 		return err
 	}
 	first, last := b.track.span("cold")
-	ctlCPU, cpuErr := procCPU(ctl.pid())
+	ctlCPU, cpuErr := benchkit.ProcessCPU(ctl.pid())
 	mark1, markErr := b.markCPU()
 	ready := <-readyc
 	total := last.Sub(ctl.started)

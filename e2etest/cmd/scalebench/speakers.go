@@ -2,44 +2,19 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
-// 100 on every Linux architecture Go runs on.
-const clockTicks = 100
-
-// cpuSeconds is a process's user+system CPU time so far.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count fields after its ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	return (ut + st) / clockTicks, nil
-}
 
 // cpuAll is the CPU seconds of each node's speaker, by node name.
 func cpuAll(h *herald.Herald, nodes []lab.Node) map[string]float64 {
 	out := map[string]float64{}
 	for _, n := range nodes {
 		if p := h.Speaker(n.Name); p != nil && p.Running() {
-			if s, err := cpuSeconds(p.PID()); err == nil {
-				out[n.Name] = s
+			if d, err := benchkit.ProcessCPU(p.PID()); err == nil {
+				out[n.Name] = d.Seconds()
 			}
 		}
 	}

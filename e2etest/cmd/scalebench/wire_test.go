@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldlb/herald/e2etest/benchkit"
 	"github.com/heraldlb/herald/e2etest/herald"
 	"github.com/heraldlb/herald/e2etest/lab"
 )
@@ -49,9 +50,9 @@ func TestMetricsGetSumsMatchingSamples(t *testing.T) {
 }
 
 func TestOwnProcessCPUAndRSSAreRead(t *testing.T) {
-	cpu, err := cpuSeconds(os.Getpid())
+	cpu, err := benchkit.ProcessCPU(os.Getpid())
 	if err != nil || cpu < 0 {
-		t.Fatalf("cpuSeconds = %v, %v", cpu, err)
+		t.Fatalf("benchkit.ProcessCPU = %v, %v", cpu, err)
 	}
 	rss, err := herald.RSSMiB(os.Getpid())
 	if err != nil || rss < 1 || rss > 4096 {
