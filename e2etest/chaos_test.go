@@ -88,6 +88,9 @@ func reportChaos(t *testing.T, res chaos.Result) {
 	for _, m := range res.OwnerMoves {
 		moves = append(moves, m.String()+" ("+nodeByMAC(m.From)+"->"+nodeByMAC(m.To)+")")
 	}
+	for _, a := range res.Addresses {
+		fmt.Fprintf(&b, "%s, owner at the end %s\n", a, nodeByMAC(a.Owner))
+	}
 	t.Logf("%s over %s:\n%serrors %v\nowner moves %v", res.Case, res.Duration.Round(time.Millisecond), b.String(), res.Errors, moves)
 	for _, d := range res.DuplicateOwners {
 		t.Errorf("two owners: %s", d)

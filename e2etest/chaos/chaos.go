@@ -96,6 +96,23 @@ type Result struct {
 	DuplicateIPs []string
 	// Extra are the case's own figures, reported as they are.
 	Extra []Figure
+	// Addresses are each address's own figures, for the log.
+	Addresses []Address
+}
+
+// Address is what the requests to one address met.
+type Address struct {
+	IP    netip.Addr
+	Stats traffic.Stats
+	Owner string // the MAC that answered for it last
+}
+
+func (a Address) String() string {
+	s := fmt.Sprintf("%s: %d of %d failed, longest gap %s, answers by node %v", a.IP, a.Stats.Failed, a.Stats.Total, a.Stats.Outage.Round(time.Millisecond), a.Stats.ByNode)
+	if a.Stats.Failed > 0 {
+		s += fmt.Sprintf(", failures sent %s-%s", a.Stats.FirstFailure.Format("15:04:05.000"), a.Stats.LastFailure.Format("15:04:05.000"))
+	}
+	return s
 }
 
 // Figure is one named measurement.
@@ -108,8 +125,9 @@ type Figure struct {
 // Finish stops the traffic and the watch and returns their figures.
 func (r *Run) Finish() Result {
 	res := Result{Case: r.name, Duration: time.Since(r.start), Errors: map[string]int{}}
-	for _, p := range r.probers {
+	for i, p := range r.probers {
 		s := p.Finish()
+		res.Addresses = append(res.Addresses, Address{IP: r.ips[i], Stats: s})
 		res.Requests += s.Total
 		res.Failed += s.Failed
 		res.LongestGap = max(res.LongestGap, s.Outage)
@@ -119,6 +137,9 @@ func (r *Run) Finish() Result {
 	}
 	o := r.owners.Finish()
 	res.OwnerMoves, res.DuplicateOwners = o.Moves, o.Doubles
+	for i := range res.Addresses {
+		res.Addresses[i].Owner = o.Owner[res.Addresses[i].IP]
+	}
 	return res
 }
 

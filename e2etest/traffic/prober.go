@@ -6,8 +6,10 @@ package traffic
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,10 @@ type Result struct {
 	At, End time.Time // the request was sent at At and had its answer or error at End
 	OK      bool
 	Err     string
+	// Node is the node of the pod that answered, from the lab's pods'
+	// answer ("pod=... node=... client=..."); empty for a failed request
+	// or another server.
+	Node string
 }
 
 // Stats sum up a prober's results.
@@ -38,6 +44,12 @@ type Stats struct {
 	// to the next success.
 	Outage time.Duration
 	Errors map[string]int // why requests failed, by count
+	// ByNode counts the answers by the node of the pod that answered: a
+	// path to one node that fails shows as that node's missing share.
+	ByNode map[string]int
+	// FirstFailure and LastFailure bound when the failed requests were
+	// sent (zero without failures).
+	FirstFailure, LastFailure time.Time
 }
 
 // Timeout is each request's deadline: a request slower than this counts
@@ -83,7 +95,11 @@ func start(ns, url string, interval time.Duration, overlap bool) *Prober {
 			r.Err = err.Error()
 		}
 		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
+			if r.OK {
+				r.Node = answeringNode(string(body))
+			}
 		}
 		r.End = time.Now()
 		p.mu.Lock()
@@ -138,15 +154,12 @@ func sorted(results []Result) []Result {
 // Summarize counts failures and finds the longest outage in results, taken
 // in the order they were sent.
 func Summarize(results []Result) Stats {
-	s := Stats{Errors: map[string]int{}}
+	s := Stats{Errors: map[string]int{}, ByNode: map[string]int{}}
 	var lastOK time.Time
 	inOutage := false
 	for _, r := range sorted(results) {
-		s.Total++
-		if !r.OK {
-			s.Failed++
+		if !s.count(r) {
 			inOutage = true
-			s.Errors[r.Err]++
 			continue
 		}
 		if inOutage && !lastOK.IsZero() && r.At.Sub(lastOK) > s.Outage {
@@ -164,13 +177,10 @@ func Summarize(results []Result) Stats {
 // may be answered after later ones, and a request sent into an outage may
 // still be answered once it is over.
 func SummarizeAnswers(results []Result) Stats {
-	s := Stats{Errors: map[string]int{}}
+	s := Stats{Errors: map[string]int{}, ByNode: map[string]int{}}
 	var answers []time.Time
 	for _, r := range results {
-		s.Total++
-		if !r.OK {
-			s.Failed++
-			s.Errors[r.Err]++
+		if !s.count(r) {
 			continue
 		}
 		answers = append(answers, r.End)
@@ -180,4 +190,34 @@ func SummarizeAnswers(results []Result) Stats {
 		s.Outage = max(s.Outage, answers[i].Sub(answers[i-1]))
 	}
 	return s
+}
+
+// count adds r to s's totals and reports whether it was answered.
+func (s *Stats) count(r Result) bool {
+	s.Total++
+	if r.OK {
+		if r.Node != "" {
+			s.ByNode[r.Node]++
+		}
+		return true
+	}
+	s.Failed++
+	s.Errors[r.Err]++
+	if s.FirstFailure.IsZero() || r.At.Before(s.FirstFailure) {
+		s.FirstFailure = r.At
+	}
+	if r.At.After(s.LastFailure) {
+		s.LastFailure = r.At
+	}
+	return false
+}
+
+// answeringNode is the node= field of a lab pod's answer.
+func answeringNode(body string) string {
+	for _, f := range strings.Fields(body) {
+		if n, ok := strings.CutPrefix(f, "node="); ok {
+			return n
+		}
+	}
+	return ""
 }
