@@ -161,7 +161,7 @@ func routerNextHops(t *testing.T, r interface {
 // ingressNode names the node a request entered the cluster through: with
 // externalTrafficPolicy Cluster, kube-proxy masquerades it to that node's
 // address (its pod gateway when the pod is local, its LAN address if not).
-func ingressNode(a answer) string {
+func ingressNode(a lab.Answer) string {
 	ap, err := netip.ParseAddrPort(a.Client)
 	if err != nil {
 		return "unparsed " + a.Client
@@ -217,7 +217,7 @@ func TestBGPClusterServiceReachesTheClientThroughFRRFromEveryNode(t *testing.T) 
 		if err != nil {
 			t.Fatalf("curl from the BGP client: %v", err)
 		}
-		a, err := parseAnswer(out)
+		a, err := lab.ParseAnswer(out)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -129,15 +129,15 @@ func ipModeOf(t *testing.T, ns, name string) corev1.LoadBalancerIPMode {
 }
 
 // answers curls url n times from the client, each a new connection.
-func answers(t *testing.T, url string, n int) []answer {
+func answers(t *testing.T, url string, n int) []lab.Answer {
 	t.Helper()
-	var out []answer
+	var out []lab.Answer
 	for range n {
 		s, err := curl(lab.ClientNetns, url)
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := parseAnswer(s)
+		a, err := lab.ParseAnswer(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +146,7 @@ func answers(t *testing.T, url string, n int) []answer {
 	return out
 }
 
-func distinct(as []answer, field func(answer) string) map[string]int {
+func distinct(as []lab.Answer, field func(lab.Answer) string) map[string]int {
 	out := map[string]int{}
 	for _, a := range as {
 		out[field(a)]++
@@ -235,7 +235,7 @@ func TestDataplaneNftablesSpreadsOverPodsOnSeveralNodesWithIPModeProxy(t *testin
 		t.Errorf("ipMode %s, want Proxy: Herald's dataplane forwards, kube-proxy stays out", mode)
 	}
 	got := answers(t, "http://"+ip+"/", 40)
-	nodes := distinct(got, func(a answer) string { return a.Node })
+	nodes := distinct(got, func(a lab.Answer) string { return a.Node })
 	if len(nodes) != len(podNodes) {
 		t.Errorf("40 connections reached pods on %v, want every node with a pod %v", nodes, podNodes)
 	}
@@ -272,7 +272,7 @@ func TestDataplaneLocalKeepsTheClientAddressAndAffinitySticks(t *testing.T) {
 	stickyOwner, _ := announcer(t, ns, "sticky")
 	waitRulesFor(t, stickyOwner, sticky)
 	curlOK(t, "http://"+sticky+"/")
-	if pods := distinct(answers(t, "http://"+sticky+"/", 15), func(a answer) string { return a.Pod }); len(pods) != 1 {
+	if pods := distinct(answers(t, "http://"+sticky+"/", 15), func(a lab.Answer) string { return a.Pod }); len(pods) != 1 {
 		t.Errorf("ClientIP affinity: 15 connections from one client reached %v, want one pod", pods)
 	}
 }
@@ -309,7 +309,7 @@ func TestDataplaneFollowsAnAddedPortAndMovedEndpoints(t *testing.T) {
 		if err != nil {
 			return false, nil
 		}
-		a, err := parseAnswer(s)
+		a, err := lab.ParseAnswer(s)
 		return err == nil && a.Pod != first.Name, nil
 	})
 }
@@ -384,7 +384,7 @@ func TestDataplaneIPTablesForwardsAndLeavesNoNftablesTable(t *testing.T) {
 		t.Errorf("with --dataplane=iptables, Herald's rules on %s are:\n%s\nwant its iptables chains only", owner, rules)
 	}
 	curlOK(t, "http://"+ip+"/")
-	if nodes := distinct(answers(t, "http://"+ip+"/", 30), func(a answer) string { return a.Node }); len(nodes) < 2 {
+	if nodes := distinct(answers(t, "http://"+ip+"/", 30), func(a lab.Answer) string { return a.Node }); len(nodes) < 2 {
 		t.Errorf("30 connections through iptables reached pods on %v only, want several nodes", nodes)
 	}
 }

@@ -117,25 +117,3 @@ func curl(ns, url string) (string, error) {
 	}
 	return string(out), nil
 }
-
-// answer is one response of a lab pod's HTTP server.
-type answer struct{ Pod, Node, Client string }
-
-func parseAnswer(s string) (answer, error) {
-	var a answer
-	for _, f := range strings.Fields(s) {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "pod":
-			a.Pod = v
-		case "node":
-			a.Node = v
-		case "client":
-			a.Client = v
-		}
-	}
-	if a.Pod == "" {
-		return a, fmt.Errorf("not an answer of a lab pod: %q", s)
-	}
-	return a, nil
-}

@@ -79,7 +79,7 @@ func TestDeploymentPodsBecomeReadyOnEveryNode(t *testing.T) {
 			if d := time.Since(start); d > time.Second {
 				t.Logf("pod %s answered at %s only %.1fs after it was Ready", p.Name, url, d.Seconds())
 			}
-			a, err := parseAnswer(out)
+			a, err := lab.ParseAnswer(out)
 			if err != nil || a.Pod != p.Name || a.Node != p.Spec.NodeName {
 				t.Errorf("%s answered %q (%v), want pod=%s node=%s", url, out, err, p.Name, p.Spec.NodeName)
 			}
@@ -141,7 +141,7 @@ func TestNodePortSpreadsRequestsOverPodsOnDifferentNodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := parseAnswer(out)
+			a, err := lab.ParseAnswer(out)
 			if err != nil {
 				t.Fatal(err)
 			}

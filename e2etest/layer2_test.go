@@ -131,15 +131,15 @@ func l2Setup(t *testing.T, ns string, addrs []string, mutate ...func(*v1alpha1.L
 }
 
 // curlOK waits until curl from the client to url gets a pod's answer.
-func curlOK(t *testing.T, url string) answer {
+func curlOK(t *testing.T, url string) lab.Answer {
 	t.Helper()
-	var a answer
+	var a lab.Answer
 	eventually(t, 20*time.Second, "curl "+url+" from the client", func(context.Context) (bool, error) {
 		out, err := curl(lab.ClientNetns, url)
 		if err != nil {
 			return false, err
 		}
-		a, err = parseAnswer(out)
+		a, err = lab.ParseAnswer(out)
 		return err == nil, err
 	})
 	return a

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -478,6 +479,29 @@ func (rp *runningPod) serve(pod *corev1.Pod, nodeName string) error {
 		go func() { _ = srv.Serve(ln) }()
 	}
 	return nil
+}
+
+// Answer is one response of a lab pod's HTTP server (see serve).
+type Answer struct{ Pod, Node, Client string }
+
+// ParseAnswer reads a lab pod's response.
+func ParseAnswer(s string) (Answer, error) {
+	var a Answer
+	for _, f := range strings.Fields(s) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "pod":
+			a.Pod = v
+		case "node":
+			a.Node = v
+		case "client":
+			a.Client = v
+		}
+	}
+	if a.Pod == "" {
+		return a, fmt.Errorf("not an answer of a lab pod: %q", s)
+	}
+	return a, nil
 }
 
 // stopPod tears down the running pod under key, unless it is the one with uid keep.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -97,8 +96,8 @@ func start(ns, url string, interval time.Duration, overlap bool) *Prober {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
-			if r.OK {
-				r.Node = answeringNode(string(body))
+			if a, err := lab.ParseAnswer(string(body)); r.OK && err == nil {
+				r.Node = a.Node
 			}
 		}
 		r.End = time.Now()
@@ -210,14 +209,4 @@ func (s *Stats) count(r Result) bool {
 		s.LastFailure = r.At
 	}
 	return false
-}
-
-// answeringNode is the node= field of a lab pod's answer.
-func answeringNode(body string) string {
-	for _, f := range strings.Fields(body) {
-		if n, ok := strings.CutPrefix(f, "node="); ok {
-			return n
-		}
-	}
-	return ""
 }

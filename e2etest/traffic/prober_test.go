@@ -60,12 +60,12 @@ func TestSummarizeAnswersCountsAnswersByNodeAndBoundsTheFailures(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	results := []Result{
-		{At: at(0), End: at(1), OK: true, Node: answeringNode("pod=web-a node=node-1 client=[2001:db8::1]:4000\n")},
+		{At: at(0), End: at(1), OK: true, Node: "node-1"},
 		{At: at(10), End: at(2010), Err: "timeout"},
-		{At: at(20), End: at(21), OK: true, Node: answeringNode("pod=web-b node=node-2 client=x")},
+		{At: at(20), End: at(21), OK: true, Node: "node-2"},
 		{At: at(30), End: at(2030), Err: "timeout"},
-		{At: at(40), End: at(41), OK: true, Node: answeringNode("pod=web-a node=node-1 client=x")},
-		{At: at(50), End: at(51), OK: true, Node: answeringNode("not a lab pod")},
+		{At: at(40), End: at(41), OK: true, Node: "node-1"},
+		{At: at(50), End: at(51), OK: true}, // not a lab pod's answer
 	}
 	s := SummarizeAnswers(results)
 	if want := map[string]int{"node-1": 2, "node-2": 1}; !maps.Equal(s.ByNode, want) {
