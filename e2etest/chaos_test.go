@@ -173,6 +173,9 @@ func TestChaosControlPlaneDown(t *testing.T) {
 				chaos.Figure{Name: "restart_writes_after", Value: float64(restart), Unit: "count"},
 				chaos.Figure{Name: "other_writes_after", Value: float64(len(other)), Unit: "count"})
 			reportChaos(t, res)
+			if res.Failed != 0 {
+				diagnosePaths(t, ns)
+			}
 			switch {
 			case res.Failed != 0 && !chaos.Full():
 				// Open finding (README, Reliability): in some runs the
