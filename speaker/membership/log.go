@@ -15,9 +15,10 @@ import (
 type logWriter struct {
 	log     logr.Logger
 	refused *refusals
-	// declaredDead is told when the peers declared this speaker dead and
-	// memberlist refutes it (may be nil).
-	declaredDead func()
+	// suspected is told when a peer suspects this speaker and memberlist
+	// refutes it; declaredDead when the peers declared it dead and
+	// memberlist refutes that (either may be nil).
+	suspected, declaredDead func()
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
@@ -38,7 +39,10 @@ func (w logWriter) Write(p []byte) (int, error) {
 		w.refused.refuse(reason, from, detail)
 		return len(p), nil
 	}
-	if strings.HasPrefix(msg, "Refuting a dead message") && w.declaredDead != nil {
+	switch {
+	case strings.HasPrefix(msg, "Refuting a suspect message") && w.suspected != nil:
+		w.suspected()
+	case strings.HasPrefix(msg, "Refuting a dead message") && w.declaredDead != nil:
 		w.declaredDead()
 	}
 	if level < 0 {

@@ -80,8 +80,9 @@ type Membership struct {
 	apiDown map[string]bool      // members whose metadata says they cannot reach the API server
 	heard   map[string]time.Time // when a packet last came from each member
 
-	selfAPIDown  atomic.Bool  // what this speaker publishes in its metadata
-	declaredDead atomic.Int64 // unix nanoseconds of when the peers last declared this speaker dead
+	selfAPIDown    atomic.Bool  // what this speaker publishes in its metadata
+	declaredDead   atomic.Int64 // unix nanoseconds of when the peers last declared this speaker dead
+	suspectedUntil atomic.Int64 // unix nanoseconds until which a refuted suspicion may still end in a dead declaration
 
 	lastContact atomic.Int64 // unix nanoseconds of the last message from a peer
 	isolated    atomic.Bool
@@ -118,7 +119,10 @@ func Start(cfg Config) (*Membership, error) {
 		heard:   map[string]time.Time{},
 	}
 	m.refused = newRefusals(m.log, cfg.Registerer)
-	logger := log.New(logWriter{log: m.log, refused: m.refused, declaredDead: func() {
+	logger := log.New(logWriter{log: m.log, refused: m.refused, suspected: func() {
+		m.suspectedUntil.Store(time.Now().Add(longestSuspicion(m.numMembers())).UnixNano())
+		m.signal()
+	}, declaredDead: func() {
 		m.declaredDead.Store(time.Now().UnixNano())
 		m.signal()
 	}}, "", 0)
@@ -506,6 +510,40 @@ func (m *Membership) DeclaredDead() time.Time {
 		return time.Unix(0, n)
 	}
 	return time.Time{}
+}
+
+// SuspectedUntil is until when a peer that suspected this speaker may
+// still declare it dead (zero: never suspected). memberlist refutes a
+// suspicion at once, but the refutation can be lost on its way to the
+// suspector (a lossy LAN): then the suspector declares this speaker dead
+// when its suspicion times out and takes its addresses over, while this
+// speaker learns of it only a gossip round later, or later still. Until
+// then the two would answer for the same addresses. The bound is the
+// suspicion's longest timeout, counted from when the suspicion reached this
+// speaker (the suspector's timer started earlier), plus two gossip rounds
+// for the dead declaration to arrive.
+func (m *Membership) SuspectedUntil() time.Time {
+	if n := m.suspectedUntil.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// longestSuspicion is how long memberlist's suspicion of a member can last
+// in a cluster of n members, before its dead declaration reaches the
+// suspect: SuspicionMaxTimeoutMult × SuspicionMult × max(1, log10 n) probe
+// intervals, when no other member confirms it, plus two gossip rounds.
+func longestSuspicion(n int) time.Duration {
+	scale := math.Max(1, math.Log10(float64(max(n, 1))))
+	return time.Duration(float64(suspicionMaxTimeoutMult*suspicionMult*probeInterval)*scale) + 2*gossipInterval
+}
+
+// numMembers is how many members memberlist knows, alive or suspect, this
+// speaker included.
+func (m *Membership) numMembers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.members)
 }
 
 // HeardFrom is the set of other members a packet came from after since. A

@@ -319,20 +319,39 @@ func TestIsolatedSpeakerStandsDownBeforeItsPeersTakeOver(t *testing.T) {
 // never reached it, so it never refuted it) and took its addresses over.
 // The log bridge must tell; a refuted suspicion is not that.
 func TestRefutingADeadMessageIsReported(t *testing.T) {
-	var told int
-	w := logWriter{log: logr.Discard(), declaredDead: func() { told++ }}
-	for _, line := range []string{
-		"[WARN] memberlist: Refuting a suspect message (from: node-1)", // memberlist v0.7's wording
-		"[DEBUG] memberlist: Failed UDP ping: node-1 (timeout reached)",
-	} {
-		fmt.Fprintln(w, line)
+	var suspected, dead int
+	w := logWriter{log: logr.Discard(), suspected: func() { suspected++ }, declaredDead: func() { dead++ }}
+	fmt.Fprintln(w, "[DEBUG] memberlist: Failed UDP ping: node-1 (timeout reached)")
+	if suspected+dead != 0 {
+		t.Fatalf("told of %d suspicions and %d dead declarations for a failed ping", suspected, dead)
 	}
-	if told != 0 {
-		t.Fatalf("told %d times before any dead message", told)
+	fmt.Fprintln(w, "[WARN] memberlist: Refuting a suspect message (from: node-1)") // memberlist v0.7's wording
+	if suspected != 1 || dead != 0 {
+		t.Fatalf("told of %d suspicions and %d dead declarations for one refuted suspicion", suspected, dead)
 	}
 	fmt.Fprintln(w, "[WARN] memberlist: Refuting a dead message (from: node-3)")
-	if told != 1 {
-		t.Errorf("told %d times for one refuted dead message", told)
+	if suspected != 1 || dead != 1 {
+		t.Errorf("told of %d suspicions and %d dead declarations for a refuted suspicion, then a refuted dead message", suspected, dead)
+	}
+}
+
+// The stand-down after a suspicion covers memberlist's longest suspicion
+// at this package's tuning: 1.2 s (3 × 4 probe intervals) up to 10 members,
+// growing with log10 of the members, plus two gossip rounds.
+func TestLongestSuspicion(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{0, 1300 * time.Millisecond},
+		{3, 1300 * time.Millisecond},
+		{10, 1300 * time.Millisecond},
+		{100, 2500 * time.Millisecond},
+		{1000, 3700 * time.Millisecond},
+	} {
+		if got := longestSuspicion(tc.n); got != tc.want {
+			t.Errorf("%d members: %s; want %s", tc.n, got, tc.want)
+		}
 	}
 }
 

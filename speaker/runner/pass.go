@@ -492,6 +492,23 @@ func (r *Runner) holdUntilHeard(in livenessInput) {
 		r.log.Info("the peers declared this speaker dead: announcing nothing until each has heard it is back")
 		r.settling = settle{since: dead}
 	}
+	// Suspected by a peer: memberlist refuted it, but a refutation lost on
+	// the way (a lossy LAN) leaves the suspector to declare this speaker
+	// dead when its suspicion times out and take its addresses over, a
+	// gossip round or more before this speaker hears of it: two owners.
+	// Stand down until the suspicion is over either way; the cached
+	// neighbour entries of the clients keep their traffic coming meanwhile.
+	if until := r.gossip.SuspectedUntil(); in.Now.Before(until) {
+		if !until.Equal(r.suspectedUntil) {
+			r.log.Info("a peer suspects this speaker: announcing nothing until its suspicion has ended or turned into a dead declaration", "until", until)
+			r.suspectedUntil = until
+		}
+		r.live.Announce = false
+		if r.live.Next.IsZero() || until.Before(r.live.Next) {
+			r.live.Next = until
+		}
+		return
+	}
 	if r.settling.done {
 		return
 	}

@@ -74,28 +74,32 @@ type Gossip interface {
 	APIUnreachable() map[string]bool
 	HeardFrom(since time.Time) map[string]bool
 	DeclaredDead() time.Time
+	SuspectedUntil() time.Time
 }
 
 // Runner is one node's speaker loop.
 type Runner struct {
-	opts      Options
-	tracker   *state.Tracker
-	cache     client.Reader
-	planner   *plan.Planner
-	layer2    Layer2
-	bgp       BGP        // nil: none
-	fwd       *forwarder // nil: no dataplane
-	gossip    Gossip     // nil: none
-	status    *status.Reporter
-	keeper    *lease.Keeper
-	metrics   *metrics
-	log       logr.Logger
-	started   time.Time
-	ready     chan struct{}
-	cutOff    atomic.Bool // standing down for want of peers' gossip, after the first pass
-	settling  settle
-	lastFull  time.Time
-	joinPeers peerList
+	opts     Options
+	tracker  *state.Tracker
+	cache    client.Reader
+	planner  *plan.Planner
+	layer2   Layer2
+	bgp      BGP        // nil: none
+	fwd      *forwarder // nil: no dataplane
+	gossip   Gossip     // nil: none
+	status   *status.Reporter
+	keeper   *lease.Keeper
+	metrics  *metrics
+	log      logr.Logger
+	started  time.Time
+	ready    chan struct{}
+	cutOff   atomic.Bool // standing down for want of peers' gossip, after the first pass
+	settling settle
+	// suspectedUntil is the end of the last suspicion of this speaker it
+	// stood down for (logged once each).
+	suspectedUntil time.Time
+	lastFull       time.Time
+	joinPeers      peerList
 
 	// What the last pass decided and applied.
 	cfg      *model.Config

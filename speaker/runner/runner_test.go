@@ -181,9 +181,12 @@ type fakeGossip struct {
 	alive map[string]bool
 	heard map[string]bool // nil: every alive speaker has been heard from
 	dead  time.Time
+	// suspected: SuspectedUntil
+	suspected time.Time
 }
 
-func (g *fakeGossip) DeclaredDead() time.Time { return g.dead }
+func (g *fakeGossip) DeclaredDead() time.Time   { return g.dead }
+func (g *fakeGossip) SuspectedUntil() time.Time { return g.suspected }
 
 func (g *fakeGossip) Join([]string) (int, error) { return 0, nil }
 func (g *fakeGossip) Alive() map[string]bool     { return g.alive }
@@ -454,6 +457,23 @@ func TestRejoinedSpeakerWaitsToHearFromEveryPeer(t *testing.T) {
 	h.pass(state.Changes{}, true)
 	if len(h.l2.owned) != 1 {
 		t.Errorf("heard again by every peer, it answers for %v", h.l2.owned)
+	}
+	// Suspected by a peer (memberlist refuted it): the suspector may still
+	// declare it dead when the suspicion times out if the refutation was
+	// lost; it stands down until then and looks again at that moment.
+	until := time.Now().Add(time.Second)
+	h.gossip.suspected = until
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 0 {
+		t.Errorf("suspected by a peer, it still answers for %v", h.l2.owned)
+	}
+	if !h.r.live.Next.Equal(until) {
+		t.Errorf("it looks again at %s; want at the suspicion's end %s", h.r.live.Next, until)
+	}
+	h.gossip.suspected = time.Now().Add(-time.Millisecond)
+	h.pass(state.Changes{}, true)
+	if len(h.l2.owned) != 1 {
+		t.Errorf("the suspicion over and never declared dead, it answers for %v", h.l2.owned)
 	}
 }
 
