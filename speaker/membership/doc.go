@@ -42,6 +42,18 @@
 // judge the same (UDP) path. The watchdog ignores silences during which this
 // process itself did not run (GC pause, CPU starvation).
 //
+// # False suspicions
+//
+// On a lossy LAN a peer can suspect a live speaker. memberlist refutes at
+// once, but if the refutation is lost the suspector declares the speaker
+// dead when its suspicion times out and takes its addresses over, while
+// the speaker hears of that only a gossip round or more later: two owners
+// meanwhile. So the speaker stands down when it refutes a suspicion
+// (SuspectedUntil) for memberlist's longest suspicion timeout plus two
+// gossip rounds (1.3 s up to 10 speakers), and after a refuted dead
+// declaration until each peer has heard from it again (DeclaredDead).
+// memberlist reports both only in its log; the log bridge reads them.
+//
 // # Hostile input
 //
 // Every packet and stream must authenticate under the key
