@@ -66,6 +66,13 @@ type Node struct {
 	SpeakerOnly bool
 	PodCIDRv4   netip.Prefix // invalid on speaker-only nodes
 	PodCIDRv6   netip.Prefix // invalid on speaker-only nodes
+	// BridgeMAC is the fixed MAC of the pods' bridge, cbr0 (empty on
+	// speaker-only nodes). A Linux bridge whose MAC was not set takes its
+	// ports' lowest: tearing a pod down would change the pods' gateway's
+	// MAC under the others, whose neighbour entries keep the old one and
+	// lose their replies until they re-resolve it (IPv6 for tens of
+	// seconds).
+	BridgeMAC string
 }
 
 // NodeMAC is the fixed MAC of lab node i's LAN interface.
@@ -84,6 +91,7 @@ func newNode(i int, speakerOnly bool) Node {
 	if !speakerOnly {
 		n.PodCIDRv4 = netip.MustParsePrefix(fmt.Sprintf("198.51.100.%d/28", 128+16*(i-1)))
 		n.PodCIDRv6 = netip.MustParsePrefix(fmt.Sprintf("2001:db8:2:%d::/64", i))
+		n.BridgeMAC = fmt.Sprintf("02:00:00:00:03:%02x", i)
 	}
 	return n
 }

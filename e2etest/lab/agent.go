@@ -423,7 +423,12 @@ func (a *agent) startPod(key string, pod *corev1.Pod, node *agentNode) (*running
 	veth := "vp" + id
 	err := run("ip", "netns", "add", rp.netns)
 	if err == nil {
+		// A neighbour entry of the node may still name the MAC of an
+		// earlier pod at this address (the pod's address is added without
+		// DAD, so no announcement replaces it): forget it.
 		err = ipBatch(node.Netns,
+			fmt.Sprintf("neigh flush to %s dev cbr0", rp.ipv4),
+			fmt.Sprintf("neigh flush to %s dev cbr0", rp.ipv6),
 			fmt.Sprintf("link add %s type veth peer name eth0 netns %s", veth, rp.netns),
 			fmt.Sprintf("link set %s master cbr0", veth),
 			fmt.Sprintf("link set %s up", veth))

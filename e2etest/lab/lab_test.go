@@ -283,10 +283,18 @@ func TestAddressPlanHoldsMaxNodesInDocumentationRanges(t *testing.T) {
 				}
 				seen[a] = n.Name
 			}
-			if other, dup := macs[n.MAC]; dup {
-				t.Errorf("MAC %s used by %s and %s", n.MAC, n.Name, other)
+			for _, mac := range []string{n.MAC, n.BridgeMAC} {
+				if mac == "" {
+					continue
+				}
+				if other, dup := macs[mac]; dup {
+					t.Errorf("MAC %s used by %s and %s", mac, n.Name, other)
+				}
+				macs[mac] = n.Name
 			}
-			macs[n.MAC] = n.Name
+			if n.SpeakerOnly != (n.BridgeMAC == "") {
+				t.Errorf("%s: speaker-only %v with pod bridge MAC %q", n.Name, n.SpeakerOnly, n.BridgeMAC)
+			}
 		}
 	}
 	for _, bad := range [][2]int{{MaxPodNodes + 1, 0}, {3, MaxNodes - 2}, {0, 0}, {-1, 4}} {

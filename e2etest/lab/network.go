@@ -53,7 +53,7 @@ func (l *Lab) buildNetwork() error {
 			continue
 		}
 		lines := append([]string{
-			"link add cbr0 type bridge",
+			fmt.Sprintf("link add cbr0 address %s type bridge", n.BridgeMAC),
 			"link set cbr0 up",
 			fmt.Sprintf("addr add %s/%d dev cbr0", podGateway(n.PodCIDRv4), n.PodCIDRv4.Bits()),
 			fmt.Sprintf("addr add %s/%d dev cbr0 nodad", podGateway(n.PodCIDRv6), n.PodCIDRv6.Bits()),
