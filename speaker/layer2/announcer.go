@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -68,6 +69,10 @@ type Announcer struct {
 	waiters   map[netip.Addr]map[chan struct{}]bool
 	seen      map[netip.Addr]time.Time // last announcement of an owned address by another node
 	owned4    int                      // IPv4 addresses in owned
+
+	// holdUntil: unix nanoseconds until which nothing is answered nor
+	// announced (Hold).
+	holdUntil atomic.Int64
 
 	limitMu sync.Mutex // the listeners of every interface share the limiter
 	limiter *replyLimiter
@@ -381,12 +386,27 @@ func (a *Announcer) Close() error {
 	return nil
 }
 
-// ownership says whether ip is owned at all, and whether on ifname.
+// Hold keeps the announcer from answering or announcing anything until
+// until, without changing what it owns: for a speaker that may be declared
+// dead any moment (a peer suspects it) and must not answer beside its
+// successor meanwhile, while the clients' neighbour entries keep its
+// traffic coming. A later Hold replaces an earlier one.
+func (a *Announcer) Hold(until time.Time) {
+	a.holdUntil.Store(until.UnixNano())
+}
+
+// held reports whether a Hold is in force.
+func (a *Announcer) held() bool {
+	return time.Now().UnixNano() < a.holdUntil.Load()
+}
+
+// ownership says whether ip is owned at all, and whether on ifname and
+// answerable there now (no Hold).
 func (a *Announcer) ownership(ip netip.Addr, ifname string) (anywhere, here bool) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	ifnames := a.owned[ip]
-	return ifnames != nil, ifnames[ifname]
+	return ifnames != nil, ifnames[ifname] && !a.held()
 }
 
 // owns reports whether ip is owned on any interface: the first check of
@@ -475,6 +495,9 @@ func (a *Announcer) announce(targets []target) {
 }
 
 func (a *Announcer) sendAnnouncements(targets []target) {
+	if a.held() {
+		return
+	}
 	for _, t := range targets {
 		a.mu.RLock()
 		l := a.listeners[t.key]

@@ -84,6 +84,32 @@ func TestOnlyOwnedAddressesGetNDPAdvertisements(t *testing.T) {
 	}
 }
 
+// A Hold silences the announcer, ARP and NDP alike, without changing what
+// it owns; when it ends, the same addresses are answered again.
+func TestHoldAnswersNothingUntilItEnds(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "arping", "ndisc6")
+	a := announcerIn(t, speaker, nil)
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}, vip6: {"eth0"}})
+	if macs := arping(t, client, vip4, 1); len(macs) != 1 {
+		t.Fatalf("arping %s before the hold: replies from %v, want 1", vip4, macs)
+	}
+	a.Hold(time.Now().Add(time.Hour))
+	if macs := arping(t, client, vip4, 2); len(macs) != 0 {
+		t.Errorf("arping %s during a hold: replies from %v, want none", vip4, macs)
+	}
+	if macs := ndisc6(t, client, vip6, 2); len(macs) != 0 {
+		t.Errorf("ndisc6 %s during a hold: advertisements from %v, want none", vip6, macs)
+	}
+	a.Hold(time.Now()) // a later hold replaces the earlier one: over now
+	if macs := arping(t, client, vip4, 2); len(macs) < 2 || !allEqual(macs, speakerMAC) {
+		t.Errorf("arping %s after the hold: replies from %v, want 2 from the speaker %s", vip4, macs, speakerMAC)
+	}
+	if macs := ndisc6(t, client, vip6, 2); len(macs) == 0 || !allEqual(macs, speakerMAC) {
+		t.Errorf("ndisc6 %s after the hold: advertisements from %v, want the speaker %s", vip6, macs, speakerMAC)
+	}
+}
+
 // An address is answered for only on the interfaces it is owned on: a request
 // that arrives on another interface is counted but not answered.
 func TestAddressOwnedOnAnotherInterfaceIsNotAnswered(t *testing.T) {

@@ -48,10 +48,12 @@
 // once, but if the refutation is lost the suspector declares the speaker
 // dead when its suspicion times out and takes its addresses over, while
 // the speaker hears of that only a gossip round or more later: two owners
-// meanwhile. So the speaker stands down when it refutes a suspicion
-// (SuspectedUntil) for memberlist's longest suspicion timeout plus two
-// gossip rounds (1.3 s up to 10 speakers), and after a refuted dead
-// declaration until each peer has heard from it again (DeclaredDead).
+// meanwhile. So when the speaker refutes a suspicion (SuspectedUntil) its
+// layer 2 answers nothing for memberlist's longest suspicion timeout plus
+// two gossip rounds (1.3 s up to 10 speakers), without giving up what it
+// owns (no Announcement changes; the clients' neighbour entries keep the
+// traffic coming); after a refuted dead declaration it stands down until
+// each peer has heard from it again (DeclaredDead).
 // memberlist reports both only in its log; the log bridge reads them.
 //
 // # Hostile input

@@ -496,18 +496,14 @@ func (r *Runner) holdUntilHeard(in livenessInput) {
 	// the way (a lossy LAN) leaves the suspector to declare this speaker
 	// dead when its suspicion times out and take its addresses over, a
 	// gossip round or more before this speaker hears of it: two owners.
-	// Stand down until the suspicion is over either way; the cached
-	// neighbour entries of the clients keep their traffic coming meanwhile.
-	if until := r.gossip.SuspectedUntil(); in.Now.Before(until) {
-		if !until.Equal(r.suspectedUntil) {
-			r.log.Info("a peer suspects this speaker: announcing nothing until its suspicion has ended or turned into a dead declaration", "until", until)
-			r.suspectedUntil = until
-		}
-		r.live.Announce = false
-		if r.live.Next.IsZero() || until.Before(r.live.Next) {
-			r.live.Next = until
-		}
-		return
+	// Answer nothing until the suspicion is over either way (then a dead
+	// declaration stands it down as above). Layer 2 holds its answers
+	// only: what this node owns, and so its Announcements, stay as they
+	// are, and the clients' neighbour entries keep its traffic coming.
+	if until := r.gossip.SuspectedUntil(); in.Now.Before(until) && !until.Equal(r.suspectedUntil) {
+		r.log.Info("a peer suspects this speaker: answering nothing on the LAN until its suspicion has ended or turned into a dead declaration", "until", until)
+		r.suspectedUntil = until
+		r.layer2.Hold(until)
 	}
 	if r.settling.done {
 		return

@@ -59,6 +59,9 @@ type Layer2 interface {
 	// Update changes what this node answers for: an address mapped to
 	// interfaces is answered there, one mapped to nil no longer.
 	Update(changes map[netip.Addr][]string) error
+	// Hold answers and announces nothing until the time given, without
+	// changing what this node owns.
+	Hold(until time.Time)
 	WaitAnnouncedByOther(ctx context.Context, ip netip.Addr) error
 	Close() error
 }
@@ -95,8 +98,8 @@ type Runner struct {
 	ready    chan struct{}
 	cutOff   atomic.Bool // standing down for want of peers' gossip, after the first pass
 	settling settle
-	// suspectedUntil is the end of the last suspicion of this speaker it
-	// stood down for (logged once each).
+	// suspectedUntil is the end of the last suspicion of this speaker
+	// that layer 2 holds its answers for (logged once each).
 	suspectedUntil time.Time
 	lastFull       time.Time
 	joinPeers      peerList
