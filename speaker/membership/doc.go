@@ -48,7 +48,7 @@
 // once, but if the refutation is lost the suspector declares the speaker
 // dead when its suspicion times out and takes its addresses over, while
 // the speaker hears of that only a gossip round or more later: two owners
-// meanwhile. So when the speaker refutes a suspicion (SuspectedUntil) its
+// meanwhile. So when the speaker refutes a suspicion (Suspicion) its
 // layer 2 answers nothing for memberlist's longest suspicion timeout plus
 // two gossip rounds (1.3 s up to 10 speakers), without giving up what it
 // owns (no Announcement changes; the clients' neighbour entries keep the

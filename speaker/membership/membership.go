@@ -82,7 +82,8 @@ type Membership struct {
 
 	selfAPIDown    atomic.Bool  // what this speaker publishes in its metadata
 	declaredDead   atomic.Int64 // unix nanoseconds of when the peers last declared this speaker dead
-	suspectedUntil atomic.Int64 // unix nanoseconds until which a refuted suspicion may still end in a dead declaration
+	suspectedAt    atomic.Int64 // unix nanoseconds of when this speaker last refuted a suspicion
+	suspectedUntil atomic.Int64 // and until when that suspicion may still end in a dead declaration
 
 	lastContact atomic.Int64 // unix nanoseconds of the last message from a peer
 	isolated    atomic.Bool
@@ -120,7 +121,9 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	m.refused = newRefusals(m.log, cfg.Registerer)
 	logger := log.New(logWriter{log: m.log, refused: m.refused, suspected: func() {
-		m.suspectedUntil.Store(time.Now().Add(longestSuspicion(m.numMembers())).UnixNano())
+		now := time.Now()
+		m.suspectedUntil.Store(now.Add(longestSuspicion(m.numMembers())).UnixNano())
+		m.suspectedAt.Store(now.UnixNano())
 		m.signal()
 	}, declaredDead: func() {
 		m.declaredDead.Store(time.Now().UnixNano())
@@ -512,21 +515,23 @@ func (m *Membership) DeclaredDead() time.Time {
 	return time.Time{}
 }
 
-// SuspectedUntil is until when a peer that suspected this speaker may
-// still declare it dead (zero: never suspected). memberlist refutes a
-// suspicion at once, but the refutation can be lost on its way to the
-// suspector (a lossy LAN): then the suspector declares this speaker dead
-// when its suspicion times out and takes its addresses over, while this
-// speaker learns of it only a gossip round later, or later still. Until
-// then the two would answer for the same addresses. The bound is the
-// suspicion's longest timeout, counted from when the suspicion reached this
-// speaker (the suspector's timer started earlier), plus two gossip rounds
-// for the dead declaration to arrive.
-func (m *Membership) SuspectedUntil() time.Time {
-	if n := m.suspectedUntil.Load(); n != 0 {
-		return time.Unix(0, n)
+// Suspicion is when this speaker last refuted a peer's suspicion of it
+// (at) and until when that peer may still declare it dead (zeros: never
+// suspected). memberlist refutes a suspicion at once, but the refutation
+// can be lost on its way to the suspector (a lossy LAN): then the
+// suspector declares this speaker dead when its suspicion times out and
+// takes its addresses over, while this speaker learns of it only a gossip
+// round later, or later still. Until then the two would answer for the
+// same addresses. The bound is the suspicion's longest timeout, counted
+// from when the suspicion reached this speaker (the suspector's timer
+// started earlier), plus two gossip rounds for the dead declaration to
+// arrive.
+func (m *Membership) Suspicion() (at, until time.Time) {
+	a, u := m.suspectedAt.Load(), m.suspectedUntil.Load()
+	if a == 0 {
+		return time.Time{}, time.Time{}
 	}
-	return time.Time{}
+	return time.Unix(0, a), time.Unix(0, u)
 }
 
 // longestSuspicion is how long memberlist's suspicion of a member can last

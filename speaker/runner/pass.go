@@ -469,6 +469,7 @@ const settleCap = time.Second
 type settle struct {
 	since time.Time // zero: not waiting
 	done  bool
+	at    time.Time // when it was done
 }
 
 // holdUntilHeard keeps a speaker that has just reached a majority from
@@ -500,7 +501,11 @@ func (r *Runner) holdUntilHeard(in livenessInput) {
 	// declaration stands it down as above). Layer 2 holds its answers
 	// only: what this node owns, and so its Announcements, stay as they
 	// are, and the clients' neighbour entries keep its traffic coming.
-	if until := r.gossip.SuspectedUntil(); in.Now.Before(until) && !until.Equal(r.suspectedUntil) {
+	// A suspicion refuted before this speaker last settled is the
+	// settling's: at a (re)start the peers' record of its previous life
+	// says suspect, and the wait below to hear from each peer covers it; a
+	// hold then would only silence the addresses the peers hand back.
+	if at, until := r.gossip.Suspicion(); r.settling.done && at.After(r.settling.at) && in.Now.Before(until) && !until.Equal(r.suspectedUntil) {
 		r.log.Info("a peer suspects this speaker: answering nothing on the LAN until its suspicion has ended or turned into a dead declaration", "until", until)
 		r.suspectedUntil = until
 		r.layer2.Hold(until)
@@ -522,7 +527,7 @@ func (r *Runner) holdUntilHeard(in livenessInput) {
 		if len(waiting) > 0 {
 			r.log.Info("announcing without having heard from every peer since rejoining", "silent", waiting)
 		}
-		r.settling.done = true
+		r.settling.done, r.settling.at = true, in.Now
 		return
 	}
 	r.live.Announce = false

@@ -77,7 +77,7 @@ type Gossip interface {
 	APIUnreachable() map[string]bool
 	HeardFrom(since time.Time) map[string]bool
 	DeclaredDead() time.Time
-	SuspectedUntil() time.Time
+	Suspicion() (at, until time.Time)
 }
 
 // Runner is one node's speaker loop.
