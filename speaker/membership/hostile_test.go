@@ -477,18 +477,25 @@ func plainMemberlist(t *testing.T, name string) *memberlist.Memberlist {
 // by reason, as a scrape would.
 func refusedCounts(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
+	return counts(t, reg, "herald_speaker_gossip_refused_packets_total", "reason")
+}
+
+// counts reads counter vector name from reg, by the value of its label, as
+// a scrape would.
+func counts(t *testing.T, reg *prometheus.Registry, name, label string) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "herald_speaker_gossip_refused_packets_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" {
+				if l.GetName() == label {
 					out[l.GetValue()] = m.GetCounter().GetValue()
 				}
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldlb/herald/speaker/election"
 )
@@ -241,7 +242,11 @@ func TestSpeakerWithAnotherKeyCannotJoin(t *testing.T) {
 // the network heals. The peers never think themselves cut off.
 func TestIsolatedSpeakerStandsDownBeforeItsPeersTakeOver(t *testing.T) {
 	wires := make([]*cuttable, 3)
+	reg := prometheus.NewRegistry() // node-2's
 	ms := cluster(t, 3, func(i int, c *Config) {
+		if i == 2 {
+			c.Registerer = reg
+		}
 		c.wrapTransport = func(inner memberlist.Transport) memberlist.Transport {
 			wires[i] = newCuttable(inner)
 			return wires[i]
@@ -308,6 +313,12 @@ func TestIsolatedSpeakerStandsDownBeforeItsPeersTakeOver(t *testing.T) {
 	})
 	if _, announce := election.Live(peers(c)); !announce {
 		t.Error("node-2 healed but still does not announce")
+	}
+	// Back, it learnt from the peers' state that they had dropped it
+	// (memberlist merges a dead record as a suspicion) and refuted that:
+	// it says so.
+	if got := counts(t, reg, "herald_speaker_gossip_refutations_total", "kind"); got["suspect"]+got["dead"] < 1 {
+		t.Errorf("node-2 healed: refutations %v; want one at least", got)
 	}
 	if peerIsolated.Load() {
 		t.Error("node-0 or node-1 thought itself cut off while only node-2 was")

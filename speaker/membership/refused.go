@@ -64,21 +64,30 @@ func newRefusals(log logr.Logger, reg prometheus.Registerer) *refusals {
 		Name: "herald_speaker_gossip_refused_packets_total",
 		Help: "Packets (UDP) and streams (TCP) refused on the gossip port, by reason: decrypt (they do not authenticate under this speaker's key: a speaker with another gossip key or none, or forged), unencrypted (a join or state sync in clear: a memberlist without a key), label (not Herald's gossip: another memberlist cluster on this port, or stray bytes), malformed (empty, truncated or undecodable). The log names the senders.",
 	}, []string{"reason"})
-	for _, r := range []string{refusedDecrypt, refusedUnencrypted, refusedLabel, refusedMalformed} {
-		c.WithLabelValues(r) // every reason is exported from the start, at 0
-	}
-	if reg != nil {
-		// A speaker restarting its gossip in one process shares the counter.
-		var are prometheus.AlreadyRegisteredError
-		if err := reg.Register(c); errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				c = existing
-			}
-		} else if err != nil {
-			log.Error(err, "registering a metric; it is not exported", "metric", "herald_speaker_gossip_refused_packets_total")
-		}
-	}
+	c = registerCounters(reg, log, c, "herald_speaker_gossip_refused_packets_total", refusedDecrypt, refusedUnencrypted, refusedLabel, refusedMalformed)
 	return &refusals{counter: c, log: log, now: time.Now, byReason: map[string]*refusalWindow{}}
+}
+
+// registerCounters exports c with every value of its one label at 0 from
+// the start, and returns the counter to count with: a speaker restarting
+// its gossip in one process shares the one registered first. reg nil:
+// nothing is exported.
+func registerCounters(reg prometheus.Registerer, log logr.Logger, c *prometheus.CounterVec, name string, values ...string) *prometheus.CounterVec {
+	for _, v := range values {
+		c.WithLabelValues(v)
+	}
+	if reg == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if err := reg.Register(c); errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+			return existing
+		}
+	} else if err != nil {
+		log.Error(err, "registering a metric; it is not exported", "metric", name)
+	}
+	return c
 }
 
 // refuse counts one refusal, and logs it unless this reason was logged less
