@@ -27,10 +27,10 @@ func diagnosePaths(t *testing.T, ns string) {
 	for _, n := range theLab.PodNodes() {
 		for _, p := range pods.Items {
 			for _, ip := range p.Status.PodIPs {
+				url := "http://" + bracket(ip.IP) + "/"
 				failed := 0
 				var last string
 				for range tries {
-					url := "http://" + bracket(ip.IP) + "/"
 					if _, err := curl(n.Netns, url); err != nil {
 						failed++
 						last = err.Error()

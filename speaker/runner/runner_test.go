@@ -183,12 +183,12 @@ type fakeGossip struct {
 	alive map[string]bool
 	heard map[string]bool // nil: every alive speaker has been heard from
 	dead  time.Time
-	// suspectedAt, suspected: Suspicion
-	suspectedAt, suspected time.Time
+	// suspectedAt, suspectedUntil: Suspicion
+	suspectedAt, suspectedUntil time.Time
 }
 
 func (g *fakeGossip) DeclaredDead() time.Time          { return g.dead }
-func (g *fakeGossip) Suspicion() (at, until time.Time) { return g.suspectedAt, g.suspected }
+func (g *fakeGossip) Suspicion() (at, until time.Time) { return g.suspectedAt, g.suspectedUntil }
 
 func (g *fakeGossip) Join([]string) (int, error) { return 0, nil }
 func (g *fakeGossip) Alive() map[string]bool     { return g.alive }
@@ -464,7 +464,7 @@ func TestRejoinedSpeakerWaitsToHearFromEveryPeer(t *testing.T) {
 	// declare it dead when the suspicion times out if the refutation was
 	// lost; layer 2 holds its answers until then, and what it owns stays.
 	until := time.Now().Add(time.Second)
-	h.gossip.suspectedAt, h.gossip.suspected = time.Now(), until
+	h.gossip.suspectedAt, h.gossip.suspectedUntil = time.Now(), until
 	h.pass(state.Changes{}, true)
 	if !h.l2.held.Equal(until) {
 		t.Errorf("suspected until %s, layer 2 holds its answers until %s", until, h.l2.held)
@@ -477,7 +477,7 @@ func TestRejoinedSpeakerWaitsToHearFromEveryPeer(t *testing.T) {
 	h.l2.held = time.Time{}
 	h.gossip.dead, h.gossip.heard = time.Now(), map[string]bool{}
 	h.pass(state.Changes{}, true)
-	h.gossip.suspectedAt, h.gossip.suspected = time.Now(), time.Now().Add(time.Second)
+	h.gossip.suspectedAt, h.gossip.suspectedUntil = time.Now(), time.Now().Add(time.Second)
 	h.gossip.heard = nil
 	h.pass(state.Changes{}, true)
 	if !h.l2.held.IsZero() || len(h.l2.owned) != 1 {
