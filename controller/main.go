@@ -33,7 +33,7 @@ type options struct {
 	namespace, lbClass, ipMode        string
 	metricsAddr, probeAddr, pprofAddr string
 	leaderElect                       bool
-	leaseDuration                     time.Duration
+	leaseDuration, retryPeriod        time.Duration
 	workers                           int
 	enableWebhook                     bool
 	webhook                           webhook.Options
@@ -51,6 +51,7 @@ func main() {
 	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of the Go profiler's /debug/pprof endpoints; empty disables them")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader so one replica allocates at a time")
 	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a crashed leader's lease blocks a new leader")
+	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often the leader renews its lease and a standby tries to take it; a standby notices an expired lease up to two of these late")
 	flag.IntVar(&o.workers, "workers", 16, "Services reconciled (and status writes made) in parallel; decisions stay serial")
 	flag.BoolVar(&o.enableWebhook, "enable-webhook", true, "serve the validating webhook for Herald's kinds")
 	flag.StringVar(&o.webhook.Host, "webhook-host", "", "address the webhook server binds; empty: all")
@@ -88,6 +89,11 @@ func run(o options) error {
 	if setting != ipmode.Auto {
 		ipMode = corev1.LoadBalancerIPMode(setting)
 	}
+	lease := o.leaseDuration
+	renew, err := renewDeadline(lease, o.retryPeriod)
+	if err != nil {
+		return err
+	}
 	o.webhook.Namespace = o.namespace
 	if o.webhookDNSNames != "" {
 		o.webhook.ExtraDNSNames = strings.Split(o.webhookDNSNames, ",")
@@ -100,7 +106,6 @@ func run(o options) error {
 	// Allocation writes one status per Service; the client's default of 5 QPS
 	// would throttle a backlog to 5 Services a second.
 	cfg.QPS, cfg.Burst = 500, 1000
-	lease, renew := o.leaseDuration, o.leaseDuration*2/3
 	var whServer crwebhook.Server
 	if o.enableWebhook {
 		whServer = crwebhook.NewServer(webhook.ServerOptions(o.webhook))
@@ -119,6 +124,7 @@ func run(o options) error {
 		LeaderElectionReleaseOnCancel: true,
 		LeaseDuration:                 &lease,
 		RenewDeadline:                 &renew,
+		RetryPeriod:                   &o.retryPeriod,
 	})
 	if err != nil {
 		return err
@@ -200,4 +206,16 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// renewDeadline is how long the leader keeps trying to renew its lease
+// before it stands down: 2/3 of the lease. client-go refuses one that is
+// not more than 1.2 retry periods (its jitter factor); the error here
+// names the flags.
+func renewDeadline(lease, retry time.Duration) (time.Duration, error) {
+	renew := lease * 2 / 3
+	if retry <= 0 || renew*10 <= retry*12 {
+		return 0, fmt.Errorf("--leader-elect-retry-period %s does not fit --leader-elect-lease-duration %s: the renew deadline (2/3 of the lease, %s) must exceed 1.2 retry periods, and the period must be positive", retry, lease, renew)
+	}
+	return renew, nil
 }

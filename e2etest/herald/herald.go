@@ -345,6 +345,10 @@ func (h *Herald) StartController(extra ...string) error {
 // crashed leader blocks its standby.
 const ControllerLeaseDuration = 4 * time.Second
 
+// ControllerRetryPeriod is how often the lab's leader renews and its
+// standby tries: a standby sees an expired Lease up to two of these late.
+const ControllerRetryPeriod = 500 * time.Millisecond
+
 // StartStandbyController runs a second controller replica, as a Deployment
 // with two replicas would: the same identity, its own ports; it serves its
 // webhook and waits for the leader Lease. The caller stops it.
@@ -359,6 +363,7 @@ func (h *Herald) startController(name, metrics, probes string, webhookPort int, 
 		"--metrics-bind-address", metrics,
 		"--health-probe-bind-address", probes,
 		"--leader-elect-lease-duration", ControllerLeaseDuration.String(),
+		"--leader-elect-retry-period", ControllerRetryPeriod.String(),
 		"--webhook-host", "127.0.0.1",
 		"--webhook-port", fmt.Sprint(webhookPort),
 		"--webhook-extra-dns-names", "localhost",
