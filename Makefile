@@ -10,7 +10,7 @@ export LAB_DIR
 
 include hack/generate.mk
 
-.PHONY: all build version images test-images release-check lab lab-up lab-down lab-exec lab-bins realnode test unit e2e lint bench chaos soak clean
+.PHONY: all build version images test-images release-check lab lab-up lab-down lab-exec lab-bins realnode realnode-bins test unit e2e lint bench chaos soak clean
 
 all: build
 
@@ -41,9 +41,14 @@ release-check: helm
 lab-bins:
 	@bash e2etest/tools/build.sh
 
-## realnode: a real kubelet and containerd in a network namespace, pods on them (prototype; needs root, runc, containernetworking-plugins)
+## realnode: only the real-node tests: a real kubelet and containerd in a network namespace, pods and the chart
+## (with the images make images builds) on them (needs root, runc, containernetworking-plugins; make test runs them too)
 realnode:
 	@bash hack/realnode.sh
+
+## realnode-bins: build the pinned kubelet, containerd, its runc shim and ctr (once per pin)
+realnode-bins:
+	@bash e2etest/tools/build.sh realnode
 
 $(BIN)/lab: $(shell find e2etest/lab e2etest/cmd e2etest/herald -name '*.go') go.mod
 	$(GO) build -o $@ ./e2etest/cmd/lab
@@ -82,8 +87,8 @@ unit: helm lab-bins
 	if [ -z "$$pkgs" ]; then echo "no unit-test packages yet"; else set -x; $(GO) test -race -count=1 $$pkgs; fi
 
 # The e2e packages share one lab (fixed namespace names), so they run one at a time.
-e2e: lab-bins helm
-	set -o pipefail; mkdir -p $(LAB_DIR); $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
+e2e: lab-bins realnode-bins helm
+	set -o pipefail; mkdir -p $(LAB_DIR); HERALD_REALNODE=1 $(GO) test -count=1 -p 1 -timeout 30m -v ./e2etest/... 2>&1 | tee $(LAB_DIR)/e2e.log
 
 ## chaos: the chaos cases and the ARP/NDP floods at full length (faults with steady traffic; `make test`
 ## runs their short versions), printing `bench:` lines

@@ -16,6 +16,8 @@ import (
 //	203.0.113.0/25     Service ClusterIPs (IPv4)
 //	203.0.113.128/25   free for BGP pools in tests, but its top /29
 //	203.0.113.248/29   the link from FRR (.249) to the BGP client (.250)
+//	203.0.113.224/27   the real-node cluster's uplink and pod CIDR
+//	                   (realnode_cluster_test.go; it holds the lab lock)
 //	2001:db8:1::/64    the LAN (IPv6): FRR ::1, BIRD ::2, node N at ::(10+N)
 //	                   written in decimal digits (::11 to ::60), client ::100;
 //	                   2001:db8:1::1:0/112 free for pools

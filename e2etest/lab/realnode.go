@@ -321,6 +321,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
       "type": "bridge",
       "bridge": "cni0",
       "isGateway": true,
+      "isDefaultGateway": true,
       "ipam": {
         "type": "host-local",
         "dataDir": %q,

@@ -26,9 +26,10 @@ import (
 	"github.com/heraldlb/herald/internal/imagebuild"
 )
 
-// realNodeEnv opts in to TestRealKubeletRunsPods: it needs the real node's
-// binaries (e2etest/tools/build.sh realnode), runc and the CNI plugins, and
-// is not part of CI yet. hack/realnode.sh sets it.
+// realNodeEnv opts in to the real-node tests: they need the real node's
+// binaries (e2etest/tools/build.sh realnode), runc and the CNI plugins,
+// which make test's e2e target (and hack/realnode.sh) provide before
+// setting it.
 const realNodeEnv = "HERALD_REALNODE"
 
 // TestRealKubeletRunsPods runs a real kubelet and containerd in a network
@@ -39,102 +40,11 @@ const realNodeEnv = "HERALD_REALNODE"
 // deleting them ends their containers, and the node leaves neither cgroups
 // nor changed kernel settings behind.
 func TestRealKubeletRunsPods(t *testing.T) {
-	if os.Getenv(realNodeEnv) != "1" {
-		t.Skipf("set %s=1 to run a real kubelet (hack/realnode.sh)", realNodeEnv)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("a real node needs root")
-	}
-	if err := checkHostRanges(); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := DefaultConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Short: containerd's shim sockets live under it.
-	dir, err := os.MkdirTemp("", "hk-rn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs kept in %s", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
-	// The kubelet must leave the machine's kernel settings alone.
-	machineSysctls := map[string]string{}
-	for k := range kernelDefaults {
-		b, err := os.ReadFile("/proc/sys/" + k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		machineSysctls[k] = strings.TrimSpace(string(b))
-	}
+	c := startRealNodeCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-
-	apiPort := startRealNodeControlPlane(t, cfg.BinDir, dir)
-	admin := realNodeClient(t, filepath.Join(dir, "kubeconfigs", "admin"))
-
-	const node, netns = "realnode-1", "hk-rn1"
-	nodeIP := netip.MustParseAddr("198.51.100.11")
-	podCIDR := netip.MustParsePrefix("198.51.100.144/28")
-	_ = exec.Command("ip", "netns", "del", netns).Run() // a crashed run's
-	if err := run("ip", "netns", "add", netns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = run("ip", "netns", "del", netns) })
-	// The kubelet wants its node IP on a link: a veth pair inside the node.
-	if err := ipBatch(netns,
-		"link set lo up",
-		"link add eth0 type veth peer name eth0-peer",
-		"link set eth0-peer up",
-		"link set eth0 up",
-		fmt.Sprintf("addr add %s/25 dev eth0", nodeIP),
-	); err != nil {
-		t.Fatal(err)
-	}
-	fwd, err := startForwarder(netns, fmt.Sprintf("127.0.0.1:%d", nodeAPIPort), fmt.Sprintf("127.0.0.1:%d", apiPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fwd.close)
-
-	const image = "lab.invalid/labpod:1"
-	archive := buildLabpodImage(t, dir, image)
-
-	start := time.Now()
-	rn, err := StartRealNode(ctx, RealNodeConfig{
-		Name: node, Netns: netns, NodeIP: nodeIP, PodCIDR: podCIDR,
-		Dir:          filepath.Join(dir, "node"),
-		BinDir:       realNodeBinDir(cfg),
-		Kubeconfig:   filepath.Join(dir, "kubeconfigs", "kubelet"),
-		SandboxImage: image,
-		Runtime:      os.Getenv("REALNODE_RUNTIME"),
-		Log:          testWriter{t},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rn.Stop)
-	if err := rn.ImportImage(ctx, archive); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("containerd up and image imported in %.1fs", time.Since(start).Seconds())
-
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := rn.Exited(); err != nil {
-			return false, err
-		}
-		n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		return err == nil && NodeReady(n), nil
-	}); err != nil {
-		t.Fatalf("node %s not Ready: %v (kubelet log: %s)", node, err, rn.path("logs", "kubelet.log"))
-	}
-	t.Logf("Node %s Ready %.1fs after the kubelet started", node, time.Since(rn.KubeletStarted).Seconds())
+	admin, rn, image := c.admin, c.node, c.image
+	node, netns, nodeIP, podCIDR := rn.Name, rn.Netns, rn.NodeIP, rn.PodCIDR
 
 	// Without a scheduler in the lab, pods name their node.
 	pod := func(name string, hostNetwork bool, port int32) *corev1.Pod {
@@ -161,13 +71,6 @@ func TestRealKubeletRunsPods(t *testing.T) {
 			},
 		}
 	}
-	// The default ServiceAccount comes from kube-controller-manager.
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := admin.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("no default ServiceAccount: %v", err)
-	}
 	pods := []*corev1.Pod{pod("hostnet", true, 18080), pod("bridged", false, 8080)}
 	podStart := time.Now()
 	for _, p := range pods {
@@ -178,6 +81,7 @@ func TestRealKubeletRunsPods(t *testing.T) {
 	for _, p := range pods {
 		var got *corev1.Pod
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			var err error
 			got, err = admin.CoreV1().Pods("default").Get(ctx, p.Name, metav1.GetOptions{})
 			return err == nil && got.Status.Phase == corev1.PodRunning && podReady(got), nil
 		})
@@ -223,17 +127,7 @@ func TestRealKubeletRunsPods(t *testing.T) {
 	}
 	t.Logf("both pods gone %.1fs after delete", time.Since(delStart).Seconds())
 
-	rn.Stop()
-	for _, d := range rn.cgroups {
-		if _, err := os.Stat(d); err == nil {
-			t.Errorf("cgroup %s left after Stop", d)
-		}
-	}
-	for k, v := range machineSysctls {
-		if b, _ := os.ReadFile("/proc/sys/" + k); strings.TrimSpace(string(b)) != v {
-			t.Errorf("the machine's %s changed from %s to %s", k, v, b)
-		}
-	}
+	c.stopAndCheck(t)
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -296,104 +190,6 @@ func buildLabpodImage(t *testing.T, dir, name string) string {
 		t.Fatal(err)
 	}
 	return archive
-}
-
-// startRealNodeControlPlane runs etcd, kube-apiserver (Node and RBAC
-// authorization, NodeRestriction) and kube-controller-manager on free
-// loopback ports, apart from any lab, and writes kubeconfigs for the admin
-// (dir/kubeconfigs/admin, machine's namespace) and the kubelet
-// (dir/kubeconfigs/kubelet, inside the node through its forwarder). It
-// returns the API server's port.
-func startRealNodeControlPlane(t *testing.T, binDir, dir string) int {
-	t.Helper()
-	p, err := newPKI(filepath.Join(dir, "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports := freeLoopbackPorts(t, 3)
-	tokens := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(strings.Join([]string{
-		`admin-token,admin,1,"system:masters"`,
-		`kcm-token,system:kube-controller-manager,4`,
-		`kubelet-token,system:node:realnode-1,10,"system:nodes"`,
-	}, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var procs []*process
-	t.Cleanup(func() {
-		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop(5 * time.Second)
-		}
-	})
-	spawn := func(name string, argv ...string) {
-		pr, err := startProcess(context.Background(), name, "", filepath.Join(dir, "logs", name+".log"), argv...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		procs = append(procs, pr)
-	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	spawn("etcd", filepath.Join(binDir, "etcd"),
-		"--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--unsafe-no-fsync")
-	spawn("kube-apiserver", filepath.Join(binDir, "kube-apiserver"),
-		"--etcd-servers", etcdURL,
-		"--bind-address", "127.0.0.1",
-		"--secure-port", fmt.Sprint(ports[2]),
-		"--advertise-address", "198.51.100.1",
-		"--tls-cert-file", p.ServingCert, "--tls-private-key-file", p.ServingKey,
-		"--client-ca-file", p.CACert,
-		"--token-auth-file", tokens,
-		"--authorization-mode", "Node,RBAC",
-		"--enable-admission-plugins", "NodeRestriction",
-		"--service-account-key-file", p.SAPub,
-		"--service-account-signing-key-file", p.SAKey,
-		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range", ServiceCIDRv4,
-		"--enable-priority-and-fairness=false", "--profiling=false")
-	for _, k := range []struct{ name, server, token string }{
-		{"admin", fmt.Sprintf("https://127.0.0.1:%d", ports[2]), "admin-token"},
-		{"kcm", fmt.Sprintf("https://127.0.0.1:%d", ports[2]), "kcm-token"},
-		{"kubelet", fmt.Sprintf("https://127.0.0.1:%d", nodeAPIPort), "kubelet-token"},
-	} {
-		path := filepath.Join(dir, "kubeconfigs", k.name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(kubeconfig(k.server, p.CACert, k.token)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	admin := realNodeClient(t, filepath.Join(dir, "kubeconfigs", "admin"))
-	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		for _, pr := range procs {
-			if pr.exited() {
-				return false, fmt.Errorf("%s exited: %v (log in %s)", pr.name, pr.err, filepath.Join(dir, "logs"))
-			}
-		}
-		_, err := admin.Discovery().ServerVersion()
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("kube-apiserver not answering: %v", err)
-	}
-	kcm := filepath.Join(dir, "kubeconfigs", "kcm")
-	spawn("kube-controller-manager", filepath.Join(binDir, "kube-controller-manager"),
-		"--kubeconfig", kcm, "--authentication-kubeconfig", kcm, "--authorization-kubeconfig", kcm,
-		"--bind-address", "127.0.0.1", "--secure-port", "0",
-		"--controllers", "*,-nodeipam",
-		"--use-service-account-credentials=true",
-		"--service-account-private-key-file", p.SAKey,
-		"--root-ca-file", p.CACert,
-		"--cluster-signing-cert-file", p.CACert, "--cluster-signing-key-file", p.CAKey,
-		"--service-cluster-ip-range", ServiceCIDRv4,
-		"--leader-elect=false")
-	return ports[2]
 }
 
 func realNodeClient(t *testing.T, kubeconfig string) kubernetes.Interface {
