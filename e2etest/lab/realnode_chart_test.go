@@ -35,10 +35,9 @@ import (
 // namespace); the controller's webhook, reached by the API server through
 // its Service, refuses a bad pool; a LoadBalancer Service gets an address
 // that the client on the node's LAN curls, the speaker pod answering ARP
-// for it; uninstalling removes the pods.
-//
-// The speaker runs with dataplane.backend=off (kube-proxy forwards): its
-// image has no nft command, which the default nftables dataplane runs.
+// for it and forwarding it with its nftables dataplane (the chart's
+// default: nft runs inside the speaker's image), the Service's ipMode
+// Proxy; uninstalling removes the pods.
 func TestChartOnRealNode(t *testing.T) {
 	c := startRealNodeCluster(t)
 	repo, err := RepoDir()
@@ -69,8 +68,7 @@ func TestChartOnRealNode(t *testing.T) {
 		return string(out)
 	}
 	start = time.Now()
-	helm("install", "herald", filepath.Join(repo, "charts", "herald"), "-n", ns, "--create-namespace",
-		"--set", "dataplane.backend=off")
+	helm("install", "herald", filepath.Join(repo, "charts", "herald"), "-n", ns, "--create-namespace")
 	pods := map[string]*corev1.Pod{}
 	for _, component := range []string{"controller", "speaker"} {
 		pods[component] = waitPodReady(ctx, t, c, ns, "app.kubernetes.io/instance=herald,app.kubernetes.io/component="+component)
@@ -168,16 +166,21 @@ spec: {ipAddressPools: [lan]}
 		t.Fatal(err)
 	}
 	var ip string
+	var mode *corev1.LoadBalancerIPMode
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		s, err := c.admin.CoreV1().Services("default").Get(ctx, "demo", metav1.GetOptions{})
 		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 {
-			ip = s.Status.LoadBalancer.Ingress[0].IP
+			ip, mode = s.Status.LoadBalancer.Ingress[0].IP, s.Status.LoadBalancer.Ingress[0].IPMode
 		}
 		return ip != "", nil
 	}); err != nil {
 		t.Fatalf("the Service got no address: %v", err)
 	}
 	t.Logf("the Service got %s %.1fs after create", ip, time.Since(start).Seconds())
+	// Every speaker forwards, so kube-proxy is to keep out of the address.
+	if mode == nil || *mode != corev1.LoadBalancerIPModeProxy {
+		t.Errorf("the Service's ipMode %v, want Proxy: the speaker's nftables dataplane forwards", mode)
+	}
 	var body string
 	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", realClientNetns, "curl", "-sS", "--max-time", "2", "http://"+ip+"/").CombinedOutput()
@@ -188,6 +191,7 @@ spec: {ipAddressPools: [lan]}
 			{"ip", "-n", realClientNetns, "neigh"},
 			{"ip", "-n", realNodeNetns, "-br", "addr"},
 			{"ip", "netns", "exec", realNodeNetns, "sh", "-c", "iptables-save | grep -F " + ip},
+			{"ip", "netns", "exec", realNodeNetns, "nft", "list", "table", "inet", "herald"},
 			{filepath.Join(c.binDir, "kubectl"), "--kubeconfig", c.adminKC, "get", "announcements,leases", "-A", "-o", "yaml"},
 			{"ip", "netns", "exec", realClientNetns, "curl", "-v", "--max-time", "2", "http://" + ip + "/"},
 		} {
@@ -200,6 +204,10 @@ spec: {ipAddressPools: [lan]}
 		t.Errorf("curl http://%s/ answered %q, want the demo pod's name", ip, body)
 	}
 	t.Logf("the client curled http://%s/ %.1fs after the Service was created: %q", ip, time.Since(start).Seconds(), body)
+	// The speaker's nft wrote the node's rules for the address.
+	if rules, err := exec.Command("ip", "netns", "exec", realNodeNetns, "nft", "list", "table", "inet", "herald").CombinedOutput(); err != nil || !strings.Contains(string(rules), ip) {
+		t.Errorf("the node's nftables table inet herald (%v) does not name %s:\n%s", err, ip, rules)
+	}
 	neigh, err := exec.Command("ip", "-n", realClientNetns, "neigh", "show", ip).CombinedOutput()
 	if err != nil || !strings.Contains(string(neigh), realNodeLANMAC) {
 		t.Errorf("the client's neighbour entry for %s: %q (%v); want the node's MAC %s, answered by the speaker pod", ip, neigh, err, realNodeLANMAC)
@@ -227,6 +235,10 @@ spec: {ipAddressPools: [lan]}
 		if pids := containerProcesses(t, c.node, b); len(pids) > 0 {
 			t.Errorf("%s still running (pids %v) after its pod went", b, pids)
 		}
+	}
+	// The speaker took its rules with it as it stopped.
+	if out, err := exec.Command("ip", "netns", "exec", realNodeNetns, "nft", "list", "table", "inet", "herald").CombinedOutput(); err == nil {
+		t.Errorf("the node's table inet herald outlived the speaker:\n%s", out)
 	}
 	t.Logf("Herald's pods and processes gone %.1fs after helm uninstall", time.Since(start).Seconds())
 	stopBinding()

@@ -35,6 +35,9 @@ import (
 
 const root = "../.."
 
+// debsDir is make images' cache of the pinned Debian packages.
+const debsDir = root + "/bin/debs"
+
 var platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
 
 var (
@@ -54,7 +57,7 @@ func imagesBuilt(t *testing.T) (string, []built) {
 		if outDir, buildErr = os.MkdirTemp("", "herald-images-test-"); buildErr != nil {
 			return
 		}
-		results, buildErr = build(options{root: root, out: outDir, platforms: platforms, goCmd: "go"})
+		results, buildErr = build(options{root: root, out: outDir, platforms: platforms, goCmd: "go", debs: debsDir})
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -73,11 +76,12 @@ func TestMain(m *testing.M) {
 // wantImage is what the chart and the repository say an image must be.
 type wantImage struct {
 	name, entrypoint, user string
+	nft                    bool // a layer of nft and its libraries below the binary's
 }
 
 var wantImages = []wantImage{
 	{name: "herald-controller", entrypoint: "/controller", user: "65532:65532"},
-	{name: "herald-speaker", entrypoint: "/speaker", user: "0:0"},
+	{name: "herald-speaker", entrypoint: "/speaker", user: "0:0", nft: true},
 }
 
 func TestEachImageIsOneIndexOverBothPlatforms(t *testing.T) {
@@ -157,25 +161,72 @@ func TestImageConfigNamesUserEntrypointAndLabels(t *testing.T) {
 	}
 }
 
-// The image holds the binary and the few files a static binary can use, no
-// shell: a layer of exactly these entries, owned by root.
+// The image's last layer holds the binary and the few files a static binary
+// can use, owned by root; the speaker's has one more below it, nft and the
+// libraries it loads. Nowhere a shell.
 func TestImageHoldsTheBinaryAndNoShell(t *testing.T) {
 	dir, _ := imagesBuilt(t)
 	for _, want := range wantImages {
 		img := platformImage(t, dir, want.name, platforms[0])
 		layers, err := img.Layers()
-		if err != nil || len(layers) != 1 {
-			t.Fatalf("%s: %d layers (%v), want 1", want.name, len(layers), err)
+		wantLayers := 1
+		if want.nft {
+			wantLayers = 2
+		}
+		if err != nil || len(layers) != wantLayers {
+			t.Fatalf("%s: %d layers (%v), want %d", want.name, len(layers), err, wantLayers)
 		}
 		var got []string
-		forEachFile(t, img, func(h *tar.Header, _ io.Reader) {
-			got = append(got, fmt.Sprintf("%s %o %d:%d", h.Name, h.Mode, h.Uid, h.Gid))
+		forEachLayerFile(t, layers[len(layers)-1], func(h *tar.Header, _ io.Reader) {
+			got = append(got, fmt.Sprintf("%s %o %d:%d", strings.TrimSuffix(h.Name, "/"), h.Mode, h.Uid, h.Gid))
 		})
 		wantFiles := []string{"etc 755 0:0", "etc/group 644 0:0", "etc/passwd 644 0:0", "tmp 1777 0:0", strings.TrimPrefix(want.entrypoint, "/") + " 755 0:0"}
 		if !slices.Equal(got, wantFiles) {
 			t.Errorf("%s: files %q, want %q", want.name, got, wantFiles)
 		}
+		forEachFile(t, img, func(h *tar.Header, _ io.Reader) {
+			if base := filepath.Base(h.Name); base == "sh" || base == "bash" || base == "busybox" {
+				t.Errorf("%s: a shell, %s", want.name, h.Name)
+			}
+			if h.Uid != 0 || h.Gid != 0 {
+				t.Errorf("%s: %s owned by %d:%d, want root", want.name, h.Name, h.Uid, h.Gid)
+			}
+		})
 	}
+}
+
+// The speaker image's nft runs, on the machine's platform, from the image's
+// files alone (chroot): every library it loads is there.
+func TestSpeakerImageRunsNft(t *testing.T) {
+	dir, _ := imagesBuilt(t)
+	if os.Geteuid() != 0 {
+		t.Skip("chroot needs root")
+	}
+	rootfs := t.TempDir()
+	img := platformImage(t, dir, "herald-speaker", v1.Platform{OS: "linux", Architecture: runtime.GOARCH})
+	forEachFile(t, img, func(h *tar.Header, r io.Reader) {
+		p := filepath.Join(rootfs, h.Name)
+		var err error
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, 0o755)
+		case tar.TypeSymlink:
+			err = os.Symlink(h.Linkname, p)
+		case tar.TypeReg:
+			var b []byte
+			if b, err = io.ReadAll(r); err == nil {
+				err = os.WriteFile(p, b, os.FileMode(h.Mode))
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	out, err := exec.Command("chroot", rootfs, "/usr/sbin/nft", "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "nftables v") {
+		t.Fatalf("nft --version in the speaker's image: %v: %s", err, out)
+	}
+	t.Logf("the speaker image's nft: %s", bytes.TrimSpace(out))
 }
 
 // The binary of the machine's own platform runs and prints the version the
@@ -261,7 +312,7 @@ func TestBuildsAreReproducible(t *testing.T) {
 		t.Skip("links both binaries for both platforms again")
 	}
 	_, first := imagesBuilt(t)
-	again, err := build(options{root: root, out: t.TempDir(), platforms: platforms, goCmd: "go"})
+	again, err := build(options{root: root, out: t.TempDir(), platforms: platforms, goCmd: "go", debs: debsDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +369,26 @@ func platformImage(t *testing.T, dir, name string, p v1.Platform) v1.Image {
 func forEachFile(t *testing.T, img v1.Image, fn func(*tar.Header, io.Reader)) {
 	t.Helper()
 	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(h, tr)
+	}
+}
+
+func forEachLayerFile(t *testing.T, l v1.Layer, fn func(*tar.Header, io.Reader)) {
+	t.Helper()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	for {

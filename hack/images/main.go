@@ -1,9 +1,11 @@
 // Command images builds Herald's container images without a container
 // engine (make images): the controller and the speaker, each for linux/amd64
 // and linux/arm64, as static binaries on an empty base (internal/imagebuild),
-// written as one OCI image layout per image with one multi-platform index.
+// the speaker's with a layer of nft and the libraries it loads from pinned
+// Debian packages below the binary's (debian.go), written as one OCI image
+// layout per image with one multi-platform index.
 //
-//	go run ./hack/images [-out bin/images] [-platforms linux/amd64,linux/arm64]
+//	go run ./hack/images [-out bin/images] [-platforms linux/amd64,linux/arm64] [-debs bin/debs]
 //
 // The version is the chart's appVersion (charts/herald/Chart.yaml), the one
 // place it is written; the revision is the git commit (with -dirty when the
@@ -46,6 +48,7 @@ type component struct {
 	name string // the image's name, as in the chart's image.repository
 	path string // where the binary lies in the image
 	user string
+	nft  bool // the image carries nft and its libraries (debian.go)
 }
 
 // components: the chart (charts/herald/templates) runs the controller as
@@ -54,13 +57,14 @@ type component struct {
 // TestImagesRunAsTheChartSays holds the two together.
 var components = []component{
 	{pkg: "./controller", name: "herald-controller", path: "/controller", user: imagebuild.NonRootUser},
-	{pkg: "./speaker", name: "herald-speaker", path: "/speaker", user: imagebuild.RootUser},
+	{pkg: "./speaker", name: "herald-speaker", path: "/speaker", user: imagebuild.RootUser, nft: true},
 }
 
 // options of one build.
 type options struct {
 	root      string // the repository
 	out       string // one OCI layout per image below it
+	debs      string // where the pinned Debian packages are kept once downloaded
 	platforms []v1.Platform
 	goCmd     string
 }
@@ -79,6 +83,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bin/images", "directory of the OCI layouts, one per image (replaced)")
 	flag.StringVar(&platforms, "platforms", "linux/amd64,linux/arm64", "platforms to build, comma-separated")
 	flag.StringVar(&o.goCmd, "go", "go", "the go command")
+	flag.StringVar(&o.debs, "debs", "bin/debs", "where the Debian packages pinned in hack/images/debian.lock are kept once downloaded")
 	flag.Parse()
 	var err error
 	if o.platforms, err = parsePlatforms(platforms); err != nil {
@@ -138,11 +143,17 @@ func build(o options) ([]built, error) {
 	// binaries[platform][component]: one go build per platform builds both
 	// components, sharing the packages they have in common.
 	binaries := make([]map[string][]byte, len(o.platforms))
+	nft := make([]imagebuild.Layer, len(o.platforms))
 	for i, p := range o.platforms {
 		dir := filepath.Join(binDir, p.Architecture)
 		if binaries[i], err = goBuild(o, p, version, revision, dir); err != nil {
 			return nil, err
 		}
+		tar, err := toolsLayer(o.debs, p.Architecture, created)
+		if err != nil {
+			return nil, fmt.Errorf("nft for %s: %w", p, err)
+		}
+		nft[i] = imagebuild.Layer{Tar: tar, CreatedBy: "hack/images: nft and its libraries from Debian bookworm (hack/images/debian.lock)"}
 	}
 
 	var out []built
@@ -153,7 +164,11 @@ func build(o options) ([]built, error) {
 		}
 		var images []imagebuild.PlatformImage
 		for i, p := range o.platforms {
-			img, err := imagebuild.Image(spec, p, binaries[i][c.name])
+			var base []imagebuild.Layer
+			if c.nft {
+				base = append(base, nft[i])
+			}
+			img, err := imagebuild.Image(spec, p, binaries[i][c.name], base...)
 			if err != nil {
 				return nil, err
 			}

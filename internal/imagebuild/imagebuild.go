@@ -73,31 +73,43 @@ func (s Spec) Labels() map[string]string {
 	}
 }
 
-// Image is the image of binary (an executable for platform) on an empty base:
-// one layer with the binary, /etc/passwd, /etc/group and an empty /tmp.
-func Image(s Spec, platform v1.Platform, binary []byte) (v1.Image, error) {
+// Layer is a layer's tar and what made it (its history entry).
+type Layer struct {
+	Tar       []byte
+	CreatedBy string
+}
+
+// Path is the image's PATH: where tools a base layer adds (nft) are found.
+const Path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Image is the image of binary (an executable for platform) on an empty base,
+// or on base's layers in their order: a last layer with the binary,
+// /etc/passwd, /etc/group and an empty /tmp.
+func Image(s Spec, platform v1.Platform, binary []byte, base ...Layer) (v1.Image, error) {
 	layerTar, err := rootfs(s, binary)
 	if err != nil {
 		return nil, fmt.Errorf("image %s %s: %w", s.Name, platform, err)
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, fmt.Errorf("image %s %s: layer: %w", s.Name, platform, err)
-	}
-	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	img, err := mutate.Append(base, mutate.Addendum{
-		Layer: layer,
-		History: v1.History{
-			Created:   v1.Time{Time: s.Created},
-			CreatedBy: "hack/images: " + s.Path,
-			Comment:   s.Name + " " + s.Version,
-		},
-		MediaType: types.OCILayer,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("image %s %s: %w", s.Name, platform, err)
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	for _, l := range append(base, Layer{Tar: layerTar, CreatedBy: "hack/images: " + s.Path}) {
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(l.Tar)), nil
+		}, tarball.WithMediaType(types.OCILayer))
+		if err != nil {
+			return nil, fmt.Errorf("image %s %s: layer: %w", s.Name, platform, err)
+		}
+		img, err = mutate.Append(img, mutate.Addendum{
+			Layer: layer,
+			History: v1.History{
+				Created:   v1.Time{Time: s.Created},
+				CreatedBy: l.CreatedBy,
+				Comment:   s.Name + " " + s.Version,
+			},
+			MediaType: types.OCILayer,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("image %s %s: %w", s.Name, platform, err)
+		}
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
@@ -110,6 +122,7 @@ func Image(s Spec, platform v1.Platform, binary []byte) (v1.Image, error) {
 		User:       s.User,
 		Entrypoint: []string{s.Path},
 		Cmd:        s.Args,
+		Env:        []string{Path},
 		WorkingDir: "/",
 		Labels:     s.Labels(),
 	}
