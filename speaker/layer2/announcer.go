@@ -73,6 +73,10 @@ type Announcer struct {
 	// holdUntil: unix nanoseconds until which nothing is answered nor
 	// announced (Hold).
 	holdUntil atomic.Int64
+	// deferred: announcements a Hold kept back, sent when it ends (a.mu);
+	// flushing: a goroutine waits for that.
+	deferred map[target]bool
+	flushing bool
 
 	limitMu sync.Mutex // the listeners of every interface share the limiter
 	limiter *replyLimiter
@@ -390,7 +394,9 @@ func (a *Announcer) Close() error {
 // until, without changing what it owns: for a speaker that may be declared
 // dead any moment (a peer suspects it) and must not answer beside its
 // successor meanwhile, while the clients' neighbour entries keep its
-// traffic coming. A later Hold replaces an earlier one.
+// traffic coming. A later Hold replaces an earlier one. Announcements due
+// during a hold are sent once it ends, for the addresses still owned then:
+// a takeover made during a hold still reaches the clients.
 func (a *Announcer) Hold(until time.Time) {
 	a.holdUntil.Store(until.UnixNano())
 }
@@ -496,6 +502,7 @@ func (a *Announcer) announce(targets []target) {
 
 func (a *Announcer) sendAnnouncements(targets []target) {
 	if a.held() {
+		a.deferAnnouncements(targets)
 		return
 	}
 	for _, t := range targets {
@@ -508,6 +515,49 @@ func (a *Announcer) sendAnnouncements(targets []target) {
 		}
 		l.announce(t.ip)
 	}
+}
+
+// deferAnnouncements keeps targets for the end of the Hold in force, and
+// makes sure a goroutine waits for it.
+func (a *Announcer) deferAnnouncements(targets []target) {
+	a.mu.Lock()
+	if a.deferred == nil {
+		a.deferred = map[target]bool{}
+	}
+	for _, t := range targets {
+		a.deferred[t] = true
+	}
+	start := !a.flushing
+	a.flushing = true
+	a.mu.Unlock()
+	if start {
+		a.spawn(a.flushDeferred)
+	}
+}
+
+// flushDeferred waits out the Hold, extended or not, then sends what it
+// kept back (sendAnnouncements skips what is no longer owned, and keeps
+// it all back again if a new Hold began meanwhile).
+func (a *Announcer) flushDeferred() {
+	for {
+		wait := time.Until(time.Unix(0, a.holdUntil.Load()))
+		if wait <= 0 {
+			break
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+	a.mu.Lock()
+	targets := make([]target, 0, len(a.deferred))
+	for t := range a.deferred {
+		targets = append(targets, t)
+	}
+	a.deferred, a.flushing = nil, false
+	a.mu.Unlock()
+	a.sendAnnouncements(targets)
 }
 
 // spawn runs fn in a goroutine that Close waits for, unless the Announcer is

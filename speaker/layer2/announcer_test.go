@@ -110,6 +110,30 @@ func TestHoldAnswersNothingUntilItEnds(t *testing.T) {
 	}
 }
 
+// A takeover made during a Hold is announced once the hold ends: a client
+// with an old MAC learns the new one unasked, though every announcement of
+// the takeover's schedule fell inside the hold.
+func TestHoldDefersTheAnnouncementsOfATakeoverToItsEnd(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t)
+	a := announcerIn(t, speaker, nil)
+	h := handleIn(t, client)
+	netnstest.Run(t, "ip", "-n", client, "neigh", "replace", vip4.String(), "lladdr", fakeMAC, "nud", "stale", "dev", "eth0")
+	// Longer than the whole schedule of announcements (the last at 2 s).
+	const hold = 3 * time.Second
+	end := time.Now().Add(hold)
+	a.Hold(end)
+	setOwned(t, a, map[netip.Addr][]string{vip4: {"eth0"}})
+	time.Sleep(time.Until(end) - 300*time.Millisecond)
+	if got := neighbourMAC(t, h, vip4); got != fakeMAC {
+		t.Fatalf("client's neighbour entry for %s is %q during the hold, want still the old %s", vip4, got, fakeMAC)
+	}
+	if _, ok := waitFor(time.Until(end)+time.Second, func() bool { return neighbourMAC(t, h, vip4) == speakerMAC }); !ok {
+		t.Fatalf("client's neighbour entry for %s is %q 1 s after the hold ended, want the speaker's %s", vip4, neighbourMAC(t, h, vip4), speakerMAC)
+	}
+	t.Logf("the client learned the speaker's MAC %v after the hold ended", time.Since(end).Round(time.Millisecond))
+}
+
 // An address is answered for only on the interfaces it is owned on: a request
 // that arrives on another interface is counted but not answered.
 func TestAddressOwnedOnAnotherInterfaceIsNotAnswered(t *testing.T) {
