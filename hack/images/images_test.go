@@ -366,29 +366,24 @@ func platformImage(t *testing.T, dir, name string, p v1.Platform) v1.Image {
 	return nil
 }
 
+// forEachFile calls fn on each file of the image's filesystem.
 func forEachFile(t *testing.T, img v1.Image, fn func(*tar.Header, io.Reader)) {
 	t.Helper()
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(h, tr)
-	}
+	forEachEntry(t, mutate.Extract(img), fn)
 }
 
+// forEachLayerFile calls fn on each entry of one layer, as the layer has it.
 func forEachLayerFile(t *testing.T, l v1.Layer, fn func(*tar.Header, io.Reader)) {
 	t.Helper()
 	rc, err := l.Uncompressed()
 	if err != nil {
 		t.Fatal(err)
 	}
+	forEachEntry(t, rc, fn)
+}
+
+func forEachEntry(t *testing.T, rc io.ReadCloser, fn func(*tar.Header, io.Reader)) {
+	t.Helper()
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	for {
