@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,7 +92,7 @@ func Image(s Spec, platform v1.Platform, binary []byte, base ...Layer) (v1.Image
 		return nil, fmt.Errorf("image %s %s: %w", s.Name, platform, err)
 	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	for _, l := range append(base, Layer{Tar: layerTar, CreatedBy: "hack/images: " + s.Path}) {
+	for _, l := range append(slices.Clip(base), Layer{Tar: layerTar, CreatedBy: "hack/images: " + s.Path}) {
 		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(l.Tar)), nil
 		}, tarball.WithMediaType(types.OCILayer))

@@ -74,9 +74,8 @@ type Announcer struct {
 	// announced (Hold).
 	holdUntil atomic.Int64
 	// deferred: announcements a Hold kept back, sent when it ends (a.mu);
-	// flushing: a goroutine waits for that.
+	// while it is not nil, a goroutine waits for that.
 	deferred map[target]bool
-	flushing bool
 
 	limitMu sync.Mutex // the listeners of every interface share the limiter
 	limiter *replyLimiter
@@ -521,14 +520,13 @@ func (a *Announcer) sendAnnouncements(targets []target) {
 // makes sure a goroutine waits for it.
 func (a *Announcer) deferAnnouncements(targets []target) {
 	a.mu.Lock()
-	if a.deferred == nil {
+	start := a.deferred == nil
+	if start {
 		a.deferred = map[target]bool{}
 	}
 	for _, t := range targets {
 		a.deferred[t] = true
 	}
-	start := !a.flushing
-	a.flushing = true
 	a.mu.Unlock()
 	if start {
 		a.spawn(a.flushDeferred)
@@ -555,7 +553,7 @@ func (a *Announcer) flushDeferred() {
 	for t := range a.deferred {
 		targets = append(targets, t)
 	}
-	a.deferred, a.flushing = nil, false
+	a.deferred = nil
 	a.mu.Unlock()
 	a.sendAnnouncements(targets)
 }
