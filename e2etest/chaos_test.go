@@ -394,25 +394,11 @@ func clearServices(t *testing.T, ns string, pool *v1alpha1.IPAddressPool) {
 	if err := crClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	work := make(chan *corev1.Service)
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for range 16 {
-		wg.Go(func() {
-			for s := range work {
-				if err := crClient.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
-					failed.Add(1)
-				}
-			}
-		})
-	}
-	for i := range list.Items {
-		work <- &list.Items[i]
-	}
-	close(work)
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d Services not deleted", n, len(list.Items))
+	err := benchkit.ForEach(ctx, len(list.Items), 16, func(i int) error {
+		return client.IgnoreNotFound(crClient.Delete(ctx, &list.Items[i]))
+	})
+	if err != nil {
+		t.Errorf("deleting the %d Services: %v", len(list.Items), err)
 	}
 	eventually(t, 5*time.Minute, "the controller to release every address of pool "+pool.Name, func(ctx context.Context) (bool, error) {
 		var p v1alpha1.IPAddressPool

@@ -17,37 +17,49 @@ import (
 // 1,000 and at the end.
 func CreateAll(ctx context.Context, c client.Client, what string, n, workers int, log io.Writer, build func(i int) []client.Object) error {
 	start := time.Now()
-	var next, done atomic.Int64
+	var done atomic.Int64
+	err := ForEach(ctx, n, workers, func(i int) error {
+		for _, o := range build(i) {
+			if err := Create(ctx, c, o, log); err != nil {
+				return fmt.Errorf("create %s %s: %w", what, o.GetName(), err)
+			}
+		}
+		if d := done.Add(1); d%1000 == 0 {
+			fmt.Fprintf(log, "%d/%d %s created in %.0fs (%.1f/s)\n", d, n, what, time.Since(start).Seconds(), float64(d)/time.Since(start).Seconds())
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "%d %s created in %.1fs\n", n, what, time.Since(start).Seconds())
+	return ctx.Err()
+}
+
+// ForEach calls fn for i in [0, n) from workers goroutines. A worker stops
+// at its first error, the others at ctx's end or when i runs out; the
+// first error is returned.
+func ForEach(ctx context.Context, n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				for _, o := range build(i) {
-					if err := Create(ctx, c, o, log); err != nil {
-						errs <- fmt.Errorf("create %s %s: %w", what, o.GetName(), err)
-						return
-					}
-				}
-				if d := done.Add(1); d%1000 == 0 {
-					fmt.Fprintf(log, "%d/%d %s created in %.0fs (%.1f/s)\n", d, n, what, time.Since(start).Seconds(), float64(d)/time.Since(start).Seconds())
+				if err := fn(i); err != nil {
+					errs <- err
+					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%d %s created in %.1fs\n", n, what, time.Since(start).Seconds())
-	return ctx.Err()
+	return <-errs
 }
 
 // Create creates o, again (up to 10 times, 2 s apart) after any error the

@@ -239,12 +239,17 @@ func (l *Lab) startKubeProxy(ctx context.Context, n Node) error {
 	if err != nil {
 		return err
 	}
-	_, err = l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns,
-		l.bin("kube-proxy"),
-		"--kubeconfig", kc,
-		"--hostname-override", n.Name,
-		"--proxy-mode", l.ProxyMode,
-		"--cluster-cidr", PodCIDRv4+","+PodCIDRv6,
+	_, err = l.spawn(ctx, "kube-proxy-"+n.Name, n.Netns, kubeProxyArgv(l.bin("kube-proxy"), kc, n.Name, l.ProxyMode, PodCIDRv4+","+PodCIDRv6)...)
+	return err
+}
+
+// kubeProxyArgv is how a lab node runs kube-proxy, inside its namespace.
+func kubeProxyArgv(bin, kubeconfig, node, mode, clusterCIDR string) []string {
+	return []string{bin,
+		"--kubeconfig", kubeconfig,
+		"--hostname-override", node,
+		"--proxy-mode", mode,
+		"--cluster-cidr", clusterCIDR,
 		// conntrack tables and their timeouts are shared with the machine:
 		// leave them alone.
 		"--conntrack-max-per-core", "0",
@@ -253,8 +258,7 @@ func (l *Lab) startKubeProxy(ctx context.Context, n Node) error {
 		"--metrics-bind-address", KubeProxyMetrics,
 		"--healthz-bind-address", "127.0.0.1:10256",
 		"--v=1",
-	)
-	return err
+	}
 }
 
 // KubeProxyMetrics is where each node's kube-proxy serves its metrics,

@@ -443,16 +443,21 @@ func (n *RealNode) killCgroups() int {
 // pidsWithMountNS lists the processes whose mount namespace is mnt (as
 // readlink /proc/PID/ns/mnt says it, "mnt:[N]").
 func pidsWithMountNS(mnt string) []int {
-	entries, _ := os.ReadDir("/proc")
+	pids, _ := pidsWhere(func(pid int) bool {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+		return err == nil && l == mnt
+	})
+	return pids
+}
+
+// pidsWhere lists the machine's processes for which keep is true.
+func pidsWhere(keep func(pid int) bool) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
 	var out []int
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && l == mnt {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && keep(pid) {
 			out = append(out, pid)
 		}
 	}
-	return out
+	return out, err
 }

@@ -364,21 +364,14 @@ func waitPodReady(ctx context.Context, t *testing.T, c *realNodeCluster, ns, sel
 // command is binary.
 func containerProcesses(t *testing.T, n *RealNode, binary string) []int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	pids, err := pidsWhere(func(pid int) bool {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		cgroup, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if first, _, _ := bytes.Cut(cmdline, []byte{0}); string(first) == binary && strings.Contains(string(cgroup), n.cgroupRoot()+"/") {
-			pids = append(pids, pid)
-		}
+		first, _, _ := bytes.Cut(cmdline, []byte{0})
+		return string(first) == binary && strings.Contains(string(cgroup), n.cgroupRoot()+"/")
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return pids
 }

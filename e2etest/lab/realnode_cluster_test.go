@@ -141,19 +141,7 @@ func startRealNodeCluster(t *testing.T) *realNodeCluster {
 	// kube-proxy in the node's namespace: pods reach the API server at the
 	// kubernetes Service's ClusterIP through it, as on any node.
 	proxy, err := startProcess(context.Background(), "kube-proxy", realNodeNetns, filepath.Join(dir, "logs", "kube-proxy.log"),
-		filepath.Join(cfg.BinDir, "kube-proxy"),
-		"--kubeconfig", filepath.Join(dir, "kubeconfigs", "kube-proxy"),
-		"--hostname-override", realNodeName,
-		"--proxy-mode", "iptables",
-		"--cluster-cidr", realNodePodCIDR.String(),
-		// conntrack tables and their timeouts are shared with the machine:
-		// leave them alone.
-		"--conntrack-max-per-core", "0",
-		"--conntrack-tcp-timeout-established", "0",
-		"--conntrack-tcp-timeout-close-wait", "0",
-		"--metrics-bind-address", "127.0.0.1:10249",
-		"--healthz-bind-address", "127.0.0.1:10256",
-		"--v=1")
+		kubeProxyArgv(filepath.Join(cfg.BinDir, "kube-proxy"), filepath.Join(dir, "kubeconfigs", "kube-proxy"), realNodeName, "iptables", realNodePodCIDR.String())...)
 	if err != nil {
 		t.Fatal(err)
 	}
