@@ -445,6 +445,7 @@ func (h *Herald) startSpeakerWith(n lab.Node, backend string) (*Process, error) 
 		"--gossip-address", n.IPv4.String(),
 		"--metrics-bind-address", SpeakerMetrics,
 		"--health-probe-bind-address", "127.0.0.1:7475",
+		"--pprof-bind-address", SpeakerPprof,
 		"--zap-log-level", h.opts.SpeakerLogLevel,
 		"--zap-time-encoding", "rfc3339nano",
 		"--dataplane", backend,
@@ -454,6 +455,10 @@ func (h *Herald) startSpeakerWith(n lab.Node, backend string) (*Process, error) 
 
 // SpeakerMetrics is where each speaker serves metrics, inside its node.
 const SpeakerMetrics = "127.0.0.1:7474"
+
+// SpeakerPprof is where each speaker serves /debug/pprof, inside its node
+// (loopback only; the benches profile through SpeakerHTTPClient).
+const SpeakerPprof = "127.0.0.1:7476"
 
 // SpeakerHTTPClient is an HTTP client whose connections start inside node
 // n, for the speaker's metrics and probes on its loopback.

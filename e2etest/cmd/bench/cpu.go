@@ -334,17 +334,8 @@ func (r *profileReport) print(w io.Writer, cpu *cpuWindow) {
 // made of) and by bytes allocated since the start (the garbage that raises
 // the peak between collections: informer events, decoding, status writes).
 func heapProfile(dir string, n int) (string, error) {
-	resp, err := http.Get("http://" + ctlPprof + "/debug/pprof/heap")
-	if err != nil {
-		return "", err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "", err
-	}
 	name := filepath.Join(dir, "heap-cold.pb.gz")
-	if err := os.WriteFile(name, body, 0o644); err != nil {
+	if err := benchkit.SaveProfile(http.DefaultClient, "http://"+ctlPprof+"/debug/pprof/heap", name); err != nil {
 		return "", err
 	}
 	var out strings.Builder
@@ -352,27 +343,11 @@ func heapProfile(dir string, n int) (string, error) {
 		{"inuse_space", "Controller heap in use after cold"},
 		{"alloc_space", "Controller allocations from its start to the end of cold"},
 	} {
-		top, err := pprofTop(name, idx.index, n)
+		top, err := benchkit.PprofTop(name, idx.index, n)
 		if err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&out, "%s (go tool pprof -sample_index=%s -top %s):\n%s\n", idx.what, idx.index, name, top)
 	}
 	return out.String(), nil
-}
-
-// pprofTop is `go tool pprof -top` of one sample index, without the file
-// header.
-func pprofTop(file, index string, n int) (string, error) {
-	out, err := exec.Command("go", "tool", "pprof", "-sample_index="+index, "-top", fmt.Sprintf("-nodecount=%d", n), file).Output()
-	if err != nil {
-		return "", fmt.Errorf("go tool pprof -sample_index=%s -top: %w", index, err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "Showing nodes") {
-			return strings.Join(lines[i:], "\n"), nil
-		}
-	}
-	return string(out), nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -80,6 +81,9 @@ func servicesPart(ctx context.Context, o options, r *benchkit.Report) error {
 	if err != nil {
 		return err
 	}
+	if err := profileAtRest(nodes[0]); err != nil {
+		return fmt.Errorf("profiles of %s's speaker: %w", nodes[0].Name, err)
+	}
 	if err := serviceChanges(ctx, e, o, idle, r); err != nil {
 		return err
 	}
@@ -140,6 +144,38 @@ func atRest(ctx context.Context, e *env, o options, r *benchkit.Report) (map[str
 	}
 	r.Add("speaker_writes_per_min_at_rest", float64(len(ws))/to.Sub(from).Minutes(), "writes/min", fmt.Sprintf("all %d speakers together, from the API server's audit log over %.0fs: %s", len(nodes), el, writesBy(ws)))
 	return idle, nil
+}
+
+// profileAtRest takes a heap profile and a 30 s CPU profile of n's speaker
+// at rest, keeps them in a directory of their own (printed) and prints
+// pprof's top entries: what the goals on RSS and idle CPU are up against.
+func profileAtRest(n lab.Node) error {
+	dir, err := os.MkdirTemp("", "scalebench-profiles-")
+	if err != nil {
+		return err
+	}
+	c := herald.SpeakerHTTPClient(n)
+	c.Timeout = time.Minute
+	base := "http://" + herald.SpeakerPprof + "/debug/pprof/"
+	heap, cpu := filepath.Join(dir, "heap.pb.gz"), filepath.Join(dir, "cpu.pb.gz")
+	if err := benchkit.SaveProfile(c, base+"heap?gc=1", heap); err != nil {
+		return err
+	}
+	if err := benchkit.SaveProfile(c, base+"profile?seconds=30", cpu); err != nil {
+		return err
+	}
+	for _, p := range []struct{ file, index, what string }{
+		{heap, "inuse_space", "heap in use at rest"},
+		{heap, "alloc_space", "allocated since start"},
+		{cpu, "cpu", "CPU over 30 s at rest"},
+	} {
+		top, err := benchkit.PprofTop(p.file, p.index, 25)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "scalebench: %s's speaker, %s (go tool pprof -sample_index=%s %s):\n%s\n", n.Name, p.what, p.index, p.file, top)
+	}
+	return nil
 }
 
 // scaleName names figures by their Service count: 10k for the issue's
