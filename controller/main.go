@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/heraldlb/herald/controller/allocation"
 	"github.com/heraldlb/herald/controller/ipmode"
 	"github.com/heraldlb/herald/controller/webhook"
+	"github.com/heraldlb/herald/internal/memlimit"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/internal/version"
 )
@@ -72,7 +71,9 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	ctrl.Log.Info("starting controller", "version", version.Version(), "revision", version.Revision())
-	setMemoryLimit()
+	if limit := memlimit.Set(); limit > 0 {
+		ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit)
+	}
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "controller stopped")
 		os.Exit(1)
@@ -165,40 +166,6 @@ func run(o options) error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
-}
-
-// setMemoryLimit gives the Go runtime a soft memory limit of 90% of the
-// container's limit, which the chart passes in HERALD_MEMORY_LIMIT (bytes,
-// from the downward API), so the garbage collector works harder before the
-// kernel kills the container. GOMEMLIMIT, when set, wins.
-//
-// It also halves the garbage collector's default headroom (GOGC 50, unless
-// GOGC is set): the controller's live heap is small (about 25 MB at 10,000
-// Services) and its peak RSS comes from the garbage of informer events
-// between collections, so collecting twice as often costs little CPU and
-// keeps the peak down.
-func setMemoryLimit() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
-	}
-	if limit, ok := memoryLimit(os.Getenv); ok {
-		debug.SetMemoryLimit(limit)
-		ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit)
-	}
-}
-
-// memoryLimit is the soft memory limit to set from the environment: 90% of
-// HERALD_MEMORY_LIMIT, unless GOMEMLIMIT is set (the runtime has read it) or
-// there is no valid limit.
-func memoryLimit(getenv func(string) string) (int64, bool) {
-	if getenv("GOMEMLIMIT") != "" {
-		return 0, false
-	}
-	limit, err := strconv.ParseInt(getenv("HERALD_MEMORY_LIMIT"), 10, 64)
-	if err != nil || limit <= 0 {
-		return 0, false
-	}
-	return limit / 10 * 9, true
 }
 
 func envOr(k, def string) string {

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/heraldlb/herald/internal/memlimit"
 	heraldscheme "github.com/heraldlb/herald/internal/scheme"
 	"github.com/heraldlb/herald/internal/version"
 	"github.com/heraldlb/herald/speaker/bgp"
@@ -87,6 +88,9 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	ctrl.Log.Info("starting speaker", "version", version.Version(), "revision", version.Revision())
+	if limit := memlimit.Set(); limit > 0 {
+		ctrl.Log.Info("memory limit set", "GOMEMLIMIT", limit)
+	}
 	if err := run(f); err != nil {
 		ctrl.Log.Error(err, "speaker stopped")
 		os.Exit(1)

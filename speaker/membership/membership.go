@@ -137,15 +137,11 @@ func Start(cfg Config) (*Membership, error) {
 	}}, "", 0)
 
 	bind := cfg.BindAddr.Unmap().WithZone("").String()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{bind},
-		BindPort:  cfg.Port,
-		Logger:    logger,
-	})
+	nt, err := listenTransport(cfg.BindAddr.Unmap().WithZone(""), cfg.Port, logger)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listen on %s port %d: %w", bind, cfg.Port, err)
 	}
-	port := nt.GetAutoBindPort()
+	port := nt.port()
 	var transport memberlist.Transport = nt
 	if cfg.wrapTransport != nil {
 		transport = cfg.wrapTransport(nt)
@@ -168,6 +164,11 @@ func Start(cfg Config) (*Membership, error) {
 	// Liveness is UDP only, the path the isolation watchdog sees: a TCP
 	// fallback could keep a peer "alive" that our probes never reach.
 	c.DisableTcpPings = true
+	// Messages are a few hundred bytes: compressing them saves nothing on the
+	// wire, and memberlist builds a fresh LZW writer (tens of KB) for every
+	// one, most of the speaker's garbage at rest. Peers still read the
+	// compressed messages of a speaker of an older version.
+	c.EnableCompression = false
 	// A restarted speaker may come back on another address under its name.
 	c.DeadNodeReclaimTime = time.Second
 	c.Events = events{m}

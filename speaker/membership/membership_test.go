@@ -24,7 +24,7 @@ var (
 	key      = []byte("0123456789abcdef0123456789abcdef")
 )
 
-func start(t *testing.T, cfg Config) *Membership {
+func start(t testing.TB, cfg Config) *Membership {
 	t.Helper()
 	if !cfg.BindAddr.IsValid() {
 		cfg.BindAddr = loopback
@@ -44,7 +44,7 @@ func start(t *testing.T, cfg Config) *Membership {
 }
 
 // cluster starts n speakers node-0 ... node-n-1 and joins them through node-0.
-func cluster(t *testing.T, n int, cfgs ...func(i int, c *Config)) []*Membership {
+func cluster(t testing.TB, n int, cfgs ...func(i int, c *Config)) []*Membership {
 	t.Helper()
 	ms := make([]*Membership, n)
 	for i := range ms {
@@ -83,7 +83,7 @@ func names(ms ...*Membership) []string {
 func sortedKeys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
 
 // waitFor polls cond every 2 ms and returns how long it took to hold.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {

@@ -144,7 +144,7 @@ func refusal(msg string) (reason string, ok bool) {
 
 // refusalPatterns: first match wins, so the specific before the general.
 var refusalPatterns = []struct{ prefix, contains, reason string }{
-	// UDP, before decryption (net_transport.go udpListen, net.go ingestPacket).
+	// UDP, before decryption (transport.go readPackets, net.go ingestPacket).
 	{"UDP packet too short", "", refusedMalformed},
 	{"cannot decode label", "", refusedMalformed},
 	{"label header cannot be empty", "", refusedLabel},

@@ -178,6 +178,41 @@ func profileAtRest(n lab.Node) error {
 	return nil
 }
 
+// profileStart takes a CPU profile of n's speaker from as soon as its
+// profiler answers (the manager starts it before the caches sync) for 20 s,
+// and prints pprof's top entries: what a start spends its time on.
+func profileStart(n lab.Node) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		dir, err := os.MkdirTemp("", "scalebench-profiles-")
+		if err != nil {
+			done <- err
+			return
+		}
+		file := filepath.Join(dir, "cpu-start.pb.gz")
+		c := herald.SpeakerHTTPClient(n)
+		c.Timeout = time.Minute
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err = benchkit.SaveProfile(c, "http://"+herald.SpeakerPprof+"/debug/pprof/profile?seconds=20", file)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		top, err := benchkit.PprofTop(file, "cpu", 30)
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "scalebench: %s's speaker, CPU over its first 20 s (go tool pprof -top -cum %s for the callers):\n%s\n", n.Name, file, top)
+		}
+		done <- err
+	}()
+	return done
+}
+
 // scaleName names figures by their Service count: 10k for the issue's
 // 10,000 (the names tools read), the plain count for other runs.
 func scaleName(n int) string {
@@ -327,6 +362,7 @@ func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, 
 	time.Sleep(5 * time.Second) // the others have taken its addresses over
 	w.reset()
 	start := time.Now()
+	profiled := profileStart(n)
 	if err := e.h.StartSpeaker(n); err != nil {
 		return err
 	}
@@ -371,6 +407,9 @@ func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, 
 		r.Skip("speaker_start_announced", why)
 		r.Add("speaker_start_unanswered", float64(missing), "addresses", why)
 		r.Add("speaker_start_announced_partial", float64(last.Sub(start).Milliseconds()), "ms", fmt.Sprintf("as speaker_start_announced, for the %d addresses that were heard", len(mine)-missing))
+	}
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(os.Stderr, "scalebench: no CPU profile of the start: %v\n", err)
 	}
 	if metricsAt > 0 {
 		r.Add("speaker_start_owned_metric", float64(metricsAt.Milliseconds()), "ms", "process start -> "+mOwned+" reaches the addresses it owned before")
