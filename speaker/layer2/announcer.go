@@ -199,6 +199,7 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 		}
 	}
 	touched := map[listenerKey]bool{}
+	gained, lost := map[listenerKey][]netip.Addr{}, map[listenerKey][]netip.Addr{}
 	var added []target
 	changed := map[bool]bool{} // the family (ipv6) whose owned set changed
 	for ip, want := range changes {
@@ -218,6 +219,7 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 				k := keyFor(ip, name)
 				a.refs[k]--
 				touched[k] = true
+				lost[k] = append(lost[k], ip)
 			}
 		}
 		for name := range want {
@@ -225,6 +227,7 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 				k := keyFor(ip, name)
 				a.refs[k]++
 				touched[k] = true
+				gained[k] = append(gained[k], ip)
 				added = append(added, target{ip: ip, key: k})
 			}
 		}
@@ -253,8 +256,8 @@ func (a *Announcer) apply(changes map[netip.Addr]map[string]bool, replace bool) 
 		}
 	}
 	for k := range touched {
-		if l := a.listeners[k]; l != nil && k.ipv6 {
-			l.syncGroups(a.addrsOnLocked(k))
+		if l := a.listeners[k]; l != nil && k.ipv6 && !isNew[k] { // a new one joins all as it opens
+			l.updateGroups(gained[k], lost[k])
 		}
 	}
 	for k, l := range a.listeners {

@@ -439,6 +439,35 @@ func TestThousandsOfIPv6AddressesAreAllAnswered(t *testing.T) {
 	}
 }
 
+// Addresses ending in the same 24 bits share a solicited-node group
+// (ff02::1:ff01:5 here): the memberships follow each change one address at
+// a time, and the group stays joined while either address is owned.
+func TestAnAddressIsStillAnsweredWhenTheOtherOfItsSolicitedNodeGroupGoes(t *testing.T) {
+	t.Parallel()
+	_, speaker, client := speakerAndClient(t, "ndisc6")
+	a := announcerIn(t, speaker, prometheus.NewRegistry())
+	one, two := netip.MustParseAddr("2001:db8:1::4:1:5"), netip.MustParseAddr("2001:db8:1::5:1:5")
+	setOwned(t, a, map[netip.Addr][]string{one: {"eth0"}})
+	if err := a.Update(map[netip.Addr][]string{two: {"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update(map[netip.Addr][]string{one: {}}); err != nil {
+		t.Fatal(err)
+	}
+	// Past the unsolicited advertisements, so only an answer counts.
+	time.Sleep(2500 * time.Millisecond)
+	if macs := ndisc6(t, client, two, 2); len(macs) == 0 || !allEqual(macs, speakerMAC) {
+		t.Errorf("ndisc6 %s after %s, of the same group, went: advertisements %v, want the speaker's", two, one, macs)
+	}
+	if err := a.Update(map[netip.Addr][]string{one: {"eth0"}, two: {}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if macs := ndisc6(t, client, one, 2); len(macs) == 0 || !allEqual(macs, speakerMAC) {
+		t.Errorf("ndisc6 %s, owned again as %s went: advertisements %v, want the speaker's", one, two, macs)
+	}
+}
+
 func TestRepliesToOneRequesterStopAtItsLimitAndAreCounted(t *testing.T) {
 	t.Parallel()
 	_, speaker, client := speakerAndClient(t, "arping")

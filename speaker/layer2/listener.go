@@ -56,6 +56,11 @@ type listener struct {
 	running bool                // the link was up and running when last seen
 	local   map[netip.Addr]bool // the interface's own addresses: the kernel answers for them
 	groups  map[netip.Addr]bool // solicited-node multicast groups joined on conn (IPv6)
+	// refs counts, per solicited-node group, the owned addresses of this
+	// listener in it (addresses ending in the same 24 bits share a group),
+	// while conn is open: a group is left when its last address goes.
+	refs  map[netip.Addr]int
+	retry []netip.Addr // groups whose join failed, tried again at the next update
 }
 
 func newListener(a *Announcer, k listenerKey) *listener {
@@ -200,7 +205,7 @@ func (l *listener) closeConn(c conn) {
 	defer l.mu.Unlock()
 	_ = c.close()
 	if l.conn == c {
-		l.conn, l.groups = nil, nil
+		l.conn, l.groups, l.refs, l.retry = nil, nil, nil, nil
 	}
 }
 
@@ -211,7 +216,7 @@ func (l *listener) stop() {
 	defer l.mu.Unlock()
 	if l.conn != nil {
 		_ = l.conn.close()
-		l.conn, l.groups = nil, nil
+		l.conn, l.groups, l.refs, l.retry = nil, nil, nil, nil
 	}
 }
 
@@ -220,7 +225,7 @@ func (l *listener) reopen(reason string) {
 	l.mu.Lock()
 	if l.conn != nil {
 		_ = l.conn.close()
-		l.conn, l.groups, l.reason = nil, nil, reason
+		l.conn, l.groups, l.refs, l.retry, l.reason = nil, nil, nil, nil, reason
 	}
 	l.mu.Unlock()
 	select {
@@ -313,34 +318,73 @@ func (l *listener) syncFilter() {
 
 // syncGroups makes the socket a member of exactly the solicited-node
 // multicast groups of addrs (RFC 4861 section 7.2.1): without them, the
-// interface drops the solicitations for the owned addresses.
+// interface drops the solicitations for those addresses. It runs when the
+// socket opens; updateGroups keeps the memberships after that.
 func (l *listener) syncGroups(addrs []netip.Addr) {
+	refs := map[netip.Addr]int{}
+	for _, ip := range addrs {
+		if g, err := ndp.SolicitedNodeMulticast(ip); err == nil {
+			refs[g]++
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c, ok := l.conn.(*ndpConn)
 	if !ok {
 		return
 	}
-	want := map[netip.Addr]bool{}
-	for _, ip := range addrs {
-		if g, err := ndp.SolicitedNodeMulticast(ip); err == nil {
-			want[g] = true
-		}
-	}
-	for g := range want {
-		if l.groups[g] {
-			continue
-		}
-		if err := c.joinGroup(g); err != nil {
-			l.a.log.Error(err, "joining a solicited-node multicast group", "group", g.String(), "interface", l.key.ifname)
-			continue
-		}
-		l.groups[g] = true
+	l.refs, l.retry = refs, nil
+	for g := range refs {
+		l.syncGroupLocked(c, g)
 	}
 	for g := range l.groups {
-		if want[g] {
-			continue
+		l.syncGroupLocked(c, g)
+	}
+}
+
+// updateGroups follows the addresses this listener gained and lost: a
+// change of a few addresses costs a few memberships, however many
+// addresses the node owns. Joins that failed before are retried.
+func (l *listener) updateGroups(gained, lost []netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.conn.(*ndpConn)
+	if !ok || l.refs == nil {
+		return // opening the socket joins them all
+	}
+	touched := l.retry
+	l.retry = nil
+	for _, ip := range gained {
+		if g, err := ndp.SolicitedNodeMulticast(ip); err == nil {
+			l.refs[g]++
+			touched = append(touched, g)
 		}
+	}
+	for _, ip := range lost {
+		if g, err := ndp.SolicitedNodeMulticast(ip); err == nil {
+			if l.refs[g]--; l.refs[g] <= 0 {
+				delete(l.refs, g)
+			}
+			touched = append(touched, g)
+		}
+	}
+	for _, g := range touched {
+		l.syncGroupLocked(c, g)
+	}
+}
+
+// syncGroupLocked joins g when an owned address is in it, and leaves it
+// when none is.
+func (l *listener) syncGroupLocked(c *ndpConn, g netip.Addr) {
+	switch want := l.refs[g] > 0; {
+	case want && !l.groups[g]:
+		if err := c.joinGroup(g); err != nil {
+			l.a.log.Error(err, "joining a solicited-node multicast group", "group", g.String(), "interface", l.key.ifname)
+			l.retry = append(l.retry, g)
+			return
+		}
+		l.groups[g] = true
+	case !want && l.groups[g]:
 		if err := c.leaveGroup(g); err != nil {
 			l.a.log.Error(err, "leaving a solicited-node multicast group", "group", g.String(), "interface", l.key.ifname)
 		}
