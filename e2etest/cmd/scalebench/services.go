@@ -414,7 +414,7 @@ func startToAnnounced(ctx context.Context, e *env, owner map[netip.Addr]string, 
 	if metricsAt > 0 {
 		r.Add("speaker_start_owned_metric", float64(metricsAt.Milliseconds()), "ms", "process start -> "+mOwned+" reaches the addresses it owned before")
 	} else {
-		r.Skip("speaker_start_owned_metric", "the speaker does not export "+mOwned+" (old core)")
+		r.Skip("speaker_start_owned_metric", fmt.Sprintf("%s was not read at %d (not exported, or not scraped in time) before the client had heard every address", mOwned, len(mine)))
 	}
 	return nil
 }
