@@ -351,11 +351,13 @@ func (c *ndpConn) send(m ndp.Message, ip, dst netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	// The zone by name: x/net looks a zone up in its cache of interface
-	// names, and one it does not find there (an index) makes it list every
-	// interface again, at each packet: at a takeover of 3,000 IPv6
-	// addresses that was 0.7 s of CPU and 160 MB of garbage.
-	to := &net.IPAddr{IP: dst.AsSlice(), Zone: c.ifi.Name}
+	// No zone: the control message's IfIndex names the interface. x/net
+	// resolves a zone through its cache of interface names, and one it does
+	// not find there (an index) made it list every interface again at each
+	// packet (at a takeover of 3,000 IPv6 addresses, 0.7 s of CPU and 160 MB
+	// of garbage), while a name can be stale for a minute after the
+	// interface is replaced (then the kernel refuses the packet: EINVAL).
+	to := &net.IPAddr{IP: dst.AsSlice()}
 	if !c.fromLL.Load() {
 		cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: ip.AsSlice(), IfIndex: c.ifi.Index}
 		if _, err = c.pc.WriteTo(b, cm, to); err == nil || !errors.Is(err, unix.EINVAL) {
