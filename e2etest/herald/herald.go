@@ -503,7 +503,12 @@ func (h *Herald) Stop() {
 func (h *Herald) Logs(name string) string { return filepath.Join(h.lab.Dir, "logs", name+".log") }
 
 // RSSMiB is a process's resident set (VmRSS) in MiB.
-func RSSMiB(pid int) (float64, error) {
+func RSSMiB(pid int) (float64, error) { return StatusMiB(pid, "VmRSS") }
+
+// StatusMiB is one of the kB fields of /proc/PID/status in MiB: VmRSS, or
+// its parts RssAnon (the heap and stacks) and RssFile (mapped files, the
+// binary's text and read-only data).
+func StatusMiB(pid int, field string) (float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -511,10 +516,10 @@ func RSSMiB(pid int) (float64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }

@@ -128,16 +128,27 @@ func atRest(ctx context.Context, e *env, o options, r *benchkit.Report) (map[str
 	to := time.Now()
 	el := to.Sub(from).Seconds()
 	idle := map[string]float64{}
-	var rates, rss []float64
+	var rates, rss, anon, file []float64
 	for _, n := range nodes {
 		idle[n.Name] = (cpu1[n.Name] - cpu0[n.Name]) / el
 		rates = append(rates, 100*idle[n.Name])
-		if m, err := herald.RSSMiB(e.h.Speaker(n.Name).PID()); err == nil {
+		pid := e.h.Speaker(n.Name).PID()
+		if m, err := herald.RSSMiB(pid); err == nil {
 			rss = append(rss, m)
+		}
+		if m, err := herald.StatusMiB(pid, "RssAnon"); err == nil {
+			anon = append(anon, m)
+		}
+		if m, err := herald.StatusMiB(pid, "RssFile"); err == nil {
+			file = append(file, m)
 		}
 	}
 	r.Add("speaker_idle_cpu_"+scaleName(o.services), slices.Max(rates), "%", fmt.Sprintf("max over %d speakers of CPU %% of a core over %.0fs at rest (all: %s)", len(nodes), el, fmtList(rates, "%.2f")))
 	r.Add("speaker_rss_"+scaleName(o.services), slices.Max(rss), "MiB", fmt.Sprintf("max VmRSS over %d speakers at rest (all: %s)", len(nodes), fmtList(rss, "%.1f")))
+	if len(anon) == len(nodes) && len(file) == len(nodes) {
+		r.Add("speaker_rss_anon_"+scaleName(o.services), slices.Max(anon), "MiB", fmt.Sprintf("of it, max RssAnon (heap, stacks) (all: %s)", fmtList(anon, "%.1f")))
+		r.Add("speaker_rss_file_"+scaleName(o.services), slices.Max(file), "MiB", fmt.Sprintf("of it, max RssFile (the mapped binary; this kernel maps it in 2 MiB pages) (all: %s)", fmtList(file, "%.1f")))
+	}
 	ws, err := e.lab.Writes(from, to, isSpeaker)
 	if err != nil {
 		return nil, err
