@@ -503,23 +503,41 @@ func (h *Herald) Stop() {
 func (h *Herald) Logs(name string) string { return filepath.Join(h.lab.Dir, "logs", name+".log") }
 
 // RSSMiB is a process's resident set (VmRSS) in MiB.
-func RSSMiB(pid int) (float64, error) { return StatusMiB(pid, "VmRSS") }
-
-// StatusMiB is one of the kB fields of /proc/PID/status in MiB: VmRSS, or
-// its parts RssAnon (the heap and stacks) and RssFile (mapped files, the
-// binary's text and read-only data).
-func StatusMiB(pid int, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+func RSSMiB(pid int) (float64, error) {
+	v, err := StatusMiB(pid, "VmRSS")
 	if err != nil {
 		return 0, err
 	}
+	return v[0], nil
+}
+
+// StatusMiB reads kB fields of /proc/PID/status, in MiB, in the order
+// asked: VmRSS, or its parts RssAnon (the heap and stacks) and RssFile
+// (mapped files, the binary's text and read-only data).
+func StatusMiB(pid int, fields ...string) ([]float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	out, found := make([]float64, len(fields)), 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+		for i, field := range fields {
+			v, ok := strings.CutPrefix(sc.Text(), field+":")
+			if !ok {
+				continue
+			}
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024, err
+			if err != nil {
+				return nil, fmt.Errorf("/proc/%d/status: %s: %w", pid, field, err)
+			}
+			out[i] = kb / 1024
+			found++
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
+	if found != len(fields) {
+		return nil, fmt.Errorf("/proc/%d/status: not all of %v", pid, fields)
+	}
+	return out, nil
 }

@@ -316,10 +316,10 @@ func (l *listener) syncFilter() {
 	}
 }
 
-// syncGroups makes the socket a member of exactly the solicited-node
-// multicast groups of addrs (RFC 4861 section 7.2.1): without them, the
-// interface drops the solicitations for those addresses. It runs when the
-// socket opens; updateGroups keeps the memberships after that.
+// syncGroups makes the socket, just opened and member of no group yet, a
+// member of the solicited-node multicast groups of addrs (RFC 4861 section
+// 7.2.1): without them, the interface drops the solicitations for those
+// addresses. updateGroups keeps the memberships after that.
 func (l *listener) syncGroups(addrs []netip.Addr) {
 	refs := map[netip.Addr]int{}
 	for _, ip := range addrs {
@@ -335,9 +335,6 @@ func (l *listener) syncGroups(addrs []netip.Addr) {
 	}
 	l.refs, l.retry = refs, nil
 	for g := range refs {
-		l.syncGroupLocked(c, g)
-	}
-	for g := range l.groups {
 		l.syncGroupLocked(c, g)
 	}
 }

@@ -136,8 +136,9 @@ func Start(cfg Config) (*Membership, error) {
 		m.signal()
 	}}, "", 0)
 
-	bind := cfg.BindAddr.Unmap().WithZone("").String()
-	nt, err := listenTransport(cfg.BindAddr.Unmap().WithZone(""), cfg.Port, logger)
+	addr := cfg.BindAddr.Unmap().WithZone("")
+	bind := addr.String()
+	nt, err := listenTransport(addr, cfg.Port, logger)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listen on %s port %d: %w", bind, cfg.Port, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -25,8 +24,7 @@ type udpTransport struct {
 	log     *log.Logger
 	packets chan *memberlist.Packet
 	streams chan net.Conn
-	done    chan struct{}
-	closing atomic.Bool
+	done    chan struct{} // closed by Shutdown
 	once    sync.Once
 	wg      sync.WaitGroup
 }
@@ -71,7 +69,7 @@ func (t *udpTransport) readPackets() {
 		n, from, err := t.udp.ReadFrom(buf)
 		at := time.Now()
 		if err != nil {
-			if t.closing.Load() {
+			if t.closed() {
 				return
 			}
 			t.log.Printf("[ERR] memberlist: reading a UDP packet: %v", err)
@@ -96,7 +94,7 @@ func (t *udpTransport) accept() {
 	for {
 		c, err := t.tcp.AcceptTCP()
 		if err != nil {
-			if t.closing.Load() {
+			if t.closed() {
 				return
 			}
 			t.log.Printf("[ERR] memberlist: accepting a TCP connection: %v", err)
@@ -140,8 +138,17 @@ func (t *udpTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 func (t *udpTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 func (t *udpTransport) StreamCh() <-chan net.Conn           { return t.streams }
 
+// closed reports whether Shutdown has begun.
+func (t *udpTransport) closed() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (t *udpTransport) Shutdown() error {
-	t.closing.Store(true)
 	t.once.Do(func() { close(t.done) })
 	err1, err2 := t.tcp.Close(), t.udp.Close()
 	t.wg.Wait()

@@ -132,20 +132,13 @@ func atRest(ctx context.Context, e *env, o options, r *benchkit.Report) (map[str
 	for _, n := range nodes {
 		idle[n.Name] = (cpu1[n.Name] - cpu0[n.Name]) / el
 		rates = append(rates, 100*idle[n.Name])
-		pid := e.h.Speaker(n.Name).PID()
-		if m, err := herald.RSSMiB(pid); err == nil {
-			rss = append(rss, m)
-		}
-		if m, err := herald.StatusMiB(pid, "RssAnon"); err == nil {
-			anon = append(anon, m)
-		}
-		if m, err := herald.StatusMiB(pid, "RssFile"); err == nil {
-			file = append(file, m)
+		if m, err := herald.StatusMiB(e.h.Speaker(n.Name).PID(), "VmRSS", "RssAnon", "RssFile"); err == nil {
+			rss, anon, file = append(rss, m[0]), append(anon, m[1]), append(file, m[2])
 		}
 	}
 	r.Add("speaker_idle_cpu_"+scaleName(o.services), slices.Max(rates), "%", fmt.Sprintf("max over %d speakers of CPU %% of a core over %.0fs at rest (all: %s)", len(nodes), el, fmtList(rates, "%.2f")))
 	r.Add("speaker_rss_"+scaleName(o.services), slices.Max(rss), "MiB", fmt.Sprintf("max VmRSS over %d speakers at rest (all: %s)", len(nodes), fmtList(rss, "%.1f")))
-	if len(anon) == len(nodes) && len(file) == len(nodes) {
+	if len(rss) == len(nodes) {
 		r.Add("speaker_rss_anon_"+scaleName(o.services), slices.Max(anon), "MiB", fmt.Sprintf("of it, max RssAnon (heap, stacks) (all: %s)", fmtList(anon, "%.1f")))
 		r.Add("speaker_rss_file_"+scaleName(o.services), slices.Max(file), "MiB", fmt.Sprintf("of it, max RssFile (the mapped binary; this kernel maps it in 2 MiB pages) (all: %s)", fmtList(file, "%.1f")))
 	}
